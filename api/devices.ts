@@ -1,0 +1,174 @@
+import { type Bdf, parseBdf } from '../sysfs/bdf.js';
+import { hex } from '../sysfs/config-space.js';
+import type { HostSnapshot, PciDevice, Problem } from '../sysfs/model.js';
+import { loadPciIds, type PciIds } from '../sysfs/pci-ids.js';
+import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
+import { resolveRoot } from '../sysfs/roots.js';
+import { scanHost } from '../sysfs/scan.js';
+import { IsogroupError } from '../errors.js';
+
+export interface RootOptions {
+  /** Directory that looks like "/" or a capture tarball; default "/". */
+  root?: string;
+  /** A port to use instead of the filesystem below root (the fixture kernel provides one). */
+  port?: SysfsPort;
+  /** pci.ids to name devices with; default: the host's, when it has one. null: no names. */
+  pciIds?: PciIds | null;
+}
+
+let hostPciIds: PciIds | null | undefined;
+const defaultPciIds = (): PciIds | null => {
+  if (hostPciIds === undefined) hostPciIds = loadPciIds();
+  return hostPciIds;
+};
+
+export const openPort = (options: RootOptions = {}): SysfsPort => options.port ?? new NodeSysfsPort(resolveRoot(options.root));
+
+/** Scan a root (the live host by default) into a snapshot. */
+export const scan = (options: RootOptions = {}): HostSnapshot =>
+  scanHost(openPort(options), { pciIds: options.pciIds === undefined ? defaultPciIds() : options.pciIds });
+
+export interface DeviceJson {
+  bdf: string;
+  vendor: string;
+  device: string;
+  subsystemVendor: string | null;
+  subsystemDevice: string | null;
+  class: string;
+  revision: string | null;
+  vendorName: string | null;
+  deviceName: string | null;
+  className: string | null;
+  driver: string | null;
+  driverOverride: string | null;
+  vfioDriver: boolean;
+  kernelGroup: string | null;
+  iommu: string | null;
+  numaNode: number | null;
+  portType: string;
+  headerType: string | null;
+  isBridge: boolean;
+  multifunction: boolean;
+  secondaryBus: string | null;
+  subordinateBus: string | null;
+  acs: { offset: string; cap: string; ctrl: string; capBits: string[]; ctrlBits: string[] } | null;
+  acsKnown: boolean;
+  ari: boolean;
+  sriov: { totalVfs: number; numVfs: number; vfDeviceId: string; driversAutoprobe: boolean | null } | null;
+  physfn: string | null;
+  virtfns: string[];
+  isVirtfn: boolean;
+  resetMethods: string[];
+  bootVga: boolean | null;
+  parent: string | null;
+  rootBus: string;
+  configSize: number;
+  sysfsPath: string;
+  problems: Problem[];
+}
+
+export const deviceJson = (d: PciDevice): DeviceJson => ({
+  bdf: d.bdf,
+  vendor: d.vendor,
+  device: d.device,
+  subsystemVendor: d.subsystemVendor,
+  subsystemDevice: d.subsystemDevice,
+  class: d.class,
+  revision: d.revision,
+  vendorName: d.vendorName,
+  deviceName: d.deviceName,
+  className: d.className,
+  driver: d.driver,
+  driverOverride: d.driverOverride,
+  vfioDriver: d.vfioDriver,
+  kernelGroup: d.kernelGroup,
+  iommu: d.iommu,
+  numaNode: d.numaNode,
+  portType: d.portType,
+  headerType: d.headerType === null ? null : hex(d.headerType, 2),
+  isBridge: d.isBridge,
+  multifunction: d.multifunction,
+  secondaryBus: d.secondaryBus === null ? null : hex(d.secondaryBus, 2),
+  subordinateBus: d.subordinateBus === null ? null : hex(d.subordinateBus, 2),
+  acs: d.acs
+    ? { offset: hex(d.acs.offset, 3), cap: hex(d.acs.cap, 4), ctrl: hex(d.acs.ctrl, 4), capBits: d.acs.capBits, ctrlBits: d.acs.ctrlBits }
+    : null,
+  acsKnown: d.acsKnown,
+  ari: d.ari,
+  sriov: d.sriov
+    ? { totalVfs: d.sriov.sysfsTotalVfs ?? d.sriov.totalVfs, numVfs: d.sriov.sysfsNumVfs ?? d.sriov.numVfs, vfDeviceId: d.sriov.vfDeviceId, driversAutoprobe: d.sriov.driversAutoprobe }
+    : null,
+  physfn: d.physfn,
+  virtfns: d.virtfns,
+  isVirtfn: d.isVirtfn,
+  resetMethods: d.resetMethods,
+  bootVga: d.bootVga,
+  parent: d.parent,
+  rootBus: d.rootBus,
+  configSize: d.configSize,
+  sysfsPath: d.sysfsPath,
+  problems: d.problems,
+});
+
+export interface DevicesResult {
+  root: string;
+  iommuEnabled: boolean;
+  devices: DeviceJson[];
+  problems: Problem[];
+}
+
+/** Every PCI function of a root, with what could not be read. */
+export const listDevices = (options: RootOptions = {}): DevicesResult => {
+  const snap = scan(options);
+  return { root: snap.root, iommuEnabled: snap.iommuEnabled, devices: [...snap.devices.values()].map(deviceJson), problems: snap.problems };
+};
+
+/** The bridges from a device up to its root bus, nearest first. */
+export const bridgePath = (snap: HostSnapshot, bdf: Bdf): Bdf[] => {
+  const out: Bdf[] = [];
+  const seen = new Set<Bdf>();
+  let cur = snap.devices.get(bdf)?.parent ?? null;
+  while (cur && !seen.has(cur)) {
+    seen.add(cur);
+    out.push(cur);
+    cur = snap.devices.get(cur)?.parent ?? null;
+  }
+  return out;
+};
+
+export const requireDevice = (snap: HostSnapshot, bdfText: string): PciDevice => {
+  const bdf = parseBdf(bdfText, 'device');
+  const d = snap.devices.get(bdf);
+  if (!d) throw new IsogroupError('E_NOT_FOUND', `no PCI device ${bdf} under ${snap.root}`, { bdf, root: snap.root });
+  return d;
+};
+
+export interface ShowResult {
+  device: DeviceJson & {
+    capabilities: { id: string; name: string; offset: string }[];
+    extCapabilities: { id: string; name: string; offset: string; version: number }[];
+  };
+  path: { bdf: string; portType: string; driver: string | null; acs: DeviceJson['acs'] }[];
+  rootBus: string;
+  kernelGroup: { id: string; devices: string[] } | null;
+}
+
+/** One device in full: capabilities and the bridge path to its root bus. */
+export const showDevice = (bdfText: string, options: RootOptions = {}): ShowResult => {
+  const snap = scan(options);
+  const d = requireDevice(snap, bdfText);
+  const group = d.kernelGroup !== null ? snap.kernelGroups.get(d.kernelGroup) : undefined;
+  return {
+    device: {
+      ...deviceJson(d),
+      capabilities: d.capabilities.map((c) => ({ id: hex(c.id, 2), name: c.name, offset: hex(c.offset, 2) })),
+      extCapabilities: d.extCapabilities.map((c) => ({ id: hex(c.id, 4), name: c.name, offset: hex(c.offset, 3), version: c.version })),
+    },
+    path: bridgePath(snap, d.bdf).map((b) => {
+      const br = snap.devices.get(b)!;
+      return { bdf: b, portType: br.portType, driver: br.driver, acs: deviceJson(br).acs };
+    }),
+    rootBus: d.rootBus,
+    kernelGroup: group ? { id: group.id, devices: group.devices } : null,
+  };
+};

@@ -1,0 +1,289 @@
+// Parse PCI configuration space as the kernel does (drivers/pci/pci.c: __pci_find_next_cap_ttl,
+// pci_find_next_ext_capability; include/uapi/linux/pci_regs.h). Pure: bytes in, data out.
+// Hostile input (pointer loops, pointers past the buffer) becomes a problem entry, never a throw.
+
+export const PCI_CFG_SPACE_SIZE = 256;
+export const PCI_CFG_SPACE_EXP_SIZE = 4096;
+const PCI_FIND_CAP_TTL = 48;
+
+export const ACS_BITS = { SV: 0x01, TB: 0x02, RR: 0x04, CR: 0x08, UF: 0x10, EC: 0x20, DT: 0x40 } as const;
+export type AcsBit = keyof typeof ACS_BITS;
+
+export const CAP_NAMES: Record<number, string> = {
+  0x01: 'Power Management', 0x02: 'AGP', 0x03: 'Vital Product Data', 0x04: 'Slot Identification', 0x05: 'MSI',
+  0x06: 'CompactPCI Hot Swap', 0x07: 'PCI-X', 0x08: 'HyperTransport', 0x09: 'Vendor Specific', 0x0a: 'Debug Port',
+  0x0b: 'CompactPCI Central Resource Control', 0x0c: 'PCI Standard Hot-Plug Controller', 0x0d: 'Bridge Subsystem Vendor ID',
+  0x0e: 'AGP 8x', 0x0f: 'Secure Device', 0x10: 'PCI Express', 0x11: 'MSI-X', 0x12: 'SATA Configuration',
+  0x13: 'Advanced Features', 0x14: 'Enhanced Allocation', 0x15: 'Flattening Portal Bridge',
+};
+
+export const EXT_CAP_NAMES: Record<number, string> = {
+  0x01: 'Advanced Error Reporting', 0x02: 'Virtual Channel', 0x03: 'Device Serial Number', 0x04: 'Power Budgeting',
+  0x05: 'Root Complex Link Declaration', 0x06: 'Root Complex Internal Link Control', 0x07: 'Root Complex Event Collector Endpoint Association',
+  0x08: 'Multi-Function Virtual Channel', 0x09: 'Virtual Channel (MFVC)', 0x0a: 'Root Complex Register Block', 0x0b: 'Vendor-Specific Extended',
+  0x0c: 'Configuration Access Correlation', 0x0d: 'Access Control Services', 0x0e: 'Alternative Routing-ID Interpretation',
+  0x0f: 'Address Translation Services', 0x10: 'Single Root I/O Virtualization', 0x11: 'Multi-Root I/O Virtualization',
+  0x12: 'Multicast', 0x13: 'Page Request Interface', 0x14: 'AMD Reserved', 0x15: 'Resizable BAR', 0x16: 'Dynamic Power Allocation',
+  0x17: 'TPH Requester', 0x18: 'Latency Tolerance Reporting', 0x19: 'Secondary PCI Express', 0x1a: 'Protocol Multiplexing',
+  0x1b: 'Process Address Space ID', 0x1c: 'LN Requester', 0x1d: 'Downstream Port Containment', 0x1e: 'L1 PM Substates',
+  0x1f: 'Precision Time Measurement', 0x20: 'M-PCIe', 0x21: 'FRS Queueing', 0x22: 'Readiness Time Reporting',
+  0x23: 'Designated Vendor-Specific', 0x24: 'VF Resizable BAR', 0x25: 'Data Link Feature', 0x26: 'Physical Layer 16.0 GT/s',
+  0x27: 'Lane Margining at the Receiver', 0x28: 'Hierarchy ID', 0x29: 'Native PCIe Enclosure Management',
+  0x2a: 'Physical Layer 32.0 GT/s', 0x2b: 'Alternate Protocol', 0x2c: 'System Firmware Intermediary',
+  0x2d: 'Shadow Functions', 0x2e: 'Data Object Exchange', 0x2f: 'Device 3', 0x30: 'Integrity and Data Encryption',
+  0x31: 'Physical Layer 64.0 GT/s', 0x32: 'Flit Logging', 0x33: 'Flit Performance Measurement', 0x34: 'Flit Error Injection',
+};
+
+export type PortType =
+  | 'endpoint'
+  | 'legacy-endpoint'
+  | 'root-port'
+  | 'upstream-port'
+  | 'downstream-port'
+  | 'pcie-to-pci-bridge'
+  | 'pci-to-pcie-bridge'
+  | 'rciep'
+  | 'rc-event-collector'
+  | 'conventional'
+  | 'unknown';
+
+const PORT_TYPES: Record<number, PortType> = {
+  0x0: 'endpoint', 0x1: 'legacy-endpoint', 0x4: 'root-port', 0x5: 'upstream-port', 0x6: 'downstream-port',
+  0x7: 'pcie-to-pci-bridge', 0x8: 'pci-to-pcie-bridge', 0x9: 'rciep', 0xa: 'rc-event-collector',
+};
+
+export type HeaderLayout = 'normal' | 'bridge' | 'cardbus' | 'unknown';
+
+export interface Capability {
+  id: number;
+  name: string;
+  offset: number;
+}
+
+export interface ExtCapability extends Capability {
+  version: number;
+}
+
+export interface AcsInfo {
+  offset: number;
+  cap: number;
+  ctrl: number;
+  capBits: AcsBit[];
+  ctrlBits: AcsBit[];
+}
+
+export interface SriovInfo {
+  offset: number;
+  initialVfs: number;
+  totalVfs: number;
+  numVfs: number;
+  firstVfOffset: number;
+  vfStride: number;
+  vfDeviceId: string;
+  vfEnabled: boolean;
+}
+
+export interface PcieInfo {
+  offset: number;
+  version: number;
+  portTypeCode: number;
+  slotImplemented: boolean;
+  flr: boolean;
+}
+
+export interface ConfigProblem {
+  code: 'short-config' | 'cap-loop' | 'cap-out-of-range' | 'ext-cap-loop' | 'ext-cap-out-of-range' | 'no-config' | 'bad-header';
+  message: string;
+}
+
+export interface ConfigSpace {
+  size: number;
+  vendorId: number;
+  deviceId: number;
+  revision: number;
+  classCode: number;
+  headerType: number;
+  layout: HeaderLayout;
+  multifunction: boolean;
+  subsystemVendorId: number | null;
+  subsystemDeviceId: number | null;
+  primaryBus: number | null;
+  secondaryBus: number | null;
+  subordinateBus: number | null;
+  capabilities: Capability[];
+  extCapabilities: ExtCapability[];
+  /** false when the bytes read stop before the extended space (unprivileged read or conventional device). */
+  extendedReadable: boolean;
+  /** false when the bytes read stop before the capability list (64-byte unprivileged read). */
+  capsReadable: boolean;
+  pcie: PcieInfo | null;
+  portType: PortType;
+  acs: AcsInfo | null;
+  ari: { offset: number; nextFunction: number } | null;
+  sriov: SriovInfo | null;
+  problems: ConfigProblem[];
+}
+
+const u16 = (b: Uint8Array, o: number): number => (o + 1 < b.length ? b[o]! | (b[o + 1]! << 8) : -1);
+const u32 = (b: Uint8Array, o: number): number =>
+  o + 3 < b.length ? (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0 : -1;
+
+export const hex = (n: number, width: number): string => `0x${n.toString(16).padStart(width, '0')}`;
+
+export const acsBitNames = (value: number): AcsBit[] =>
+  (Object.keys(ACS_BITS) as AcsBit[]).filter((name) => (value & ACS_BITS[name]) !== 0);
+
+export const parseConfigSpace = (bytes: Uint8Array): ConfigSpace => {
+  const problems: ConfigProblem[] = [];
+  const size = bytes.length;
+  if (size < 64) {
+    problems.push({ code: 'short-config', message: `config space is ${size} bytes; the 64-byte header is incomplete` });
+  }
+  const headerType = size > 0x0e ? bytes[0x0e]! : 0;
+  const layoutCode = headerType & 0x7f;
+  const layout: HeaderLayout = layoutCode === 0 ? 'normal' : layoutCode === 1 ? 'bridge' : layoutCode === 2 ? 'cardbus' : 'unknown';
+  if (layout === 'unknown' && size >= 64) {
+    problems.push({ code: 'bad-header', message: `header type 0x${layoutCode.toString(16)} is not normal, bridge or CardBus` });
+  }
+  const byte = (o: number): number | null => (o < size ? bytes[o]! : null);
+  const capsReadable = size >= 64;
+  const extendedReadable = size > PCI_CFG_SPACE_SIZE;
+  if (size > 0 && size <= 64) {
+    problems.push({ code: 'short-config', message: `config space is ${size} bytes (unprivileged read?): capabilities, PCIe port type and ACS cannot be known` });
+  }
+
+  const cs: ConfigSpace = {
+    size,
+    vendorId: Math.max(u16(bytes, 0), 0),
+    deviceId: Math.max(u16(bytes, 2), 0),
+    revision: byte(0x08) ?? 0,
+    classCode: size > 0x0b ? (bytes[0x0b]! << 16) | (bytes[0x0a]! << 8) | bytes[0x09]! : 0,
+    headerType,
+    layout,
+    multifunction: (headerType & 0x80) !== 0,
+    subsystemVendorId: null,
+    subsystemDeviceId: null,
+    primaryBus: null,
+    secondaryBus: null,
+    subordinateBus: null,
+    capabilities: [],
+    extCapabilities: [],
+    extendedReadable,
+    capsReadable,
+    pcie: null,
+    portType: 'unknown',
+    acs: null,
+    ari: null,
+    sriov: null,
+    problems,
+  };
+  if (layout === 'normal' && size >= 0x30) {
+    cs.subsystemVendorId = u16(bytes, 0x2c);
+    cs.subsystemDeviceId = u16(bytes, 0x2e);
+  }
+  if ((layout === 'bridge' || layout === 'cardbus') && size > 0x1a) {
+    cs.primaryBus = bytes[0x18]!;
+    cs.secondaryBus = bytes[0x19]!;
+    cs.subordinateBus = bytes[0x1a]!;
+  }
+
+  // Standard capability list (status bit 4 says it exists).
+  const status = u16(bytes, 0x06);
+  if (capsReadable && status >= 0 && (status & 0x10) !== 0) {
+    const start = layout === 'cardbus' ? 0x14 : 0x34;
+    let pos = byte(start) ?? 0;
+    const seen = new Set<number>();
+    let ttl = PCI_FIND_CAP_TTL;
+    while (ttl-- > 0) {
+      if (pos < 0x40) break;
+      pos &= ~3;
+      if (pos + 1 >= size) {
+        problems.push({ code: 'cap-out-of-range', message: `capability pointer ${hex(pos, 2)} is outside the ${size} bytes read` });
+        break;
+      }
+      if (seen.has(pos)) {
+        problems.push({ code: 'cap-loop', message: `capability list loops back to ${hex(pos, 2)}` });
+        break;
+      }
+      seen.add(pos);
+      const id = bytes[pos]!;
+      if (id === 0xff) break;
+      cs.capabilities.push({ id, name: CAP_NAMES[id] ?? `Unknown (${hex(id, 2)})`, offset: pos });
+      pos = bytes[pos + 1]!;
+    }
+    if (ttl < 0 && pos >= 0x40) problems.push({ code: 'cap-loop', message: `capability list longer than ${PCI_FIND_CAP_TTL} entries` });
+  }
+
+  const express = cs.capabilities.find((c) => c.id === 0x10);
+  if (express) {
+    const flags = u16(bytes, express.offset + 2);
+    const devcap = u32(bytes, express.offset + 4);
+    if (flags >= 0) {
+      const code = (flags >> 4) & 0xf;
+      cs.pcie = {
+        offset: express.offset,
+        version: flags & 0xf,
+        portTypeCode: code,
+        slotImplemented: (flags & 0x100) !== 0,
+        flr: devcap >= 0 && (devcap & (1 << 28)) !== 0,
+      };
+      cs.portType = PORT_TYPES[code] ?? 'unknown';
+    }
+  } else if (capsReadable) {
+    cs.portType = 'conventional';
+  }
+
+  if (cs.pcie && !extendedReadable && size > 64) {
+    problems.push({ code: 'short-config', message: `PCIe device but only ${size} bytes of config space were read: extended capabilities (ACS, ARI, SR-IOV) cannot be known` });
+  }
+
+  // Extended capabilities: only PCIe devices (and only when the read went past 256 bytes).
+  if (extendedReadable && cs.pcie) {
+    let pos = PCI_CFG_SPACE_SIZE;
+    let ttl = (PCI_CFG_SPACE_EXP_SIZE - PCI_CFG_SPACE_SIZE) / 8;
+    const seen = new Set<number>();
+    let header = u32(bytes, pos);
+    if (header !== 0 && header !== 0xffffffff && header !== -1) {
+      while (ttl-- > 0) {
+        if (seen.has(pos)) {
+          problems.push({ code: 'ext-cap-loop', message: `extended capability list loops back to ${hex(pos, 3)}` });
+          break;
+        }
+        seen.add(pos);
+        const id = header & 0xffff;
+        cs.extCapabilities.push({ id, name: EXT_CAP_NAMES[id] ?? `Unknown (${hex(id, 4)})`, offset: pos, version: (header >>> 16) & 0xf });
+        const next = (header >>> 20) & 0xffc;
+        if (next < PCI_CFG_SPACE_SIZE) break;
+        if (next + 3 >= size) {
+          problems.push({ code: 'ext-cap-out-of-range', message: `extended capability pointer ${hex(next, 3)} is outside the ${size} bytes read` });
+          break;
+        }
+        pos = next;
+        header = u32(bytes, pos);
+      }
+    }
+  }
+
+  for (const ext of cs.extCapabilities) {
+    if (ext.id === 0x0d && !cs.acs && ext.offset + 7 < size) {
+      const cap = u16(bytes, ext.offset + 4);
+      const ctrl = u16(bytes, ext.offset + 6);
+      cs.acs = { offset: ext.offset, cap, ctrl, capBits: acsBitNames(cap), ctrlBits: acsBitNames(ctrl) };
+    } else if (ext.id === 0x0e && !cs.ari && ext.offset + 5 < size) {
+      cs.ari = { offset: ext.offset, nextFunction: (u16(bytes, ext.offset + 4) >> 8) & 0xff };
+    } else if (ext.id === 0x10 && !cs.sriov && ext.offset + 0x1b < size) {
+      const o = ext.offset;
+      cs.sriov = {
+        offset: o,
+        initialVfs: u16(bytes, o + 0x0c),
+        totalVfs: u16(bytes, o + 0x0e),
+        numVfs: u16(bytes, o + 0x10),
+        firstVfOffset: u16(bytes, o + 0x14),
+        vfStride: u16(bytes, o + 0x16),
+        vfDeviceId: hex(u16(bytes, o + 0x1a), 4),
+        vfEnabled: (u16(bytes, o + 0x08) & 0x1) !== 0,
+      };
+    }
+  }
+  return cs;
+};

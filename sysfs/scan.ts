@@ -1,0 +1,399 @@
+import { type Bdf, compareBdf, formatBdf, isBdf, splitBdf, busIdOf } from './bdf.js';
+import { parseConfigSpace, hex } from './config-space.js';
+import type { HostSnapshot, IommuUnit, KernelGroup, PciDevice, Problem, ReservedRegion } from './model.js';
+import { type DirEntry, type SysfsPort, linkTargetRel } from './port.js';
+import { isIsogroupError } from '../errors.js';
+import { lookupNames, type PciIds } from './pci-ids.js';
+
+const DEVICES_DIR = 'sys/bus/pci/devices';
+const GROUPS_DIR = 'sys/kernel/iommu_groups';
+const MAX_LINK_HOPS = 8;
+
+export interface ScanOptions {
+  /** pci.ids database for names; null disables names. Defaults to none (the CLI loads the host's). */
+  pciIds?: PciIds | null;
+}
+
+class DeviceGone extends Error {}
+
+const errnoText = (error: unknown): string =>
+  isIsogroupError(error) ? String(error.details.errno ?? error.message) : error instanceof Error ? error.message : String(error);
+
+const isGone = (error: unknown): boolean =>
+  isIsogroupError(error) && (error.details.errno === 'ENOENT' || error.details.errno === 'ENODEV');
+
+// Follow a chain of symlinks by path arithmetic, reporting dangling and looping links.
+export const resolveLink = (port: SysfsPort, rel: string): { path: string } | { problem: Problem } => {
+  let current = rel;
+  const seen = new Set<string>();
+  for (let hop = 0; hop <= MAX_LINK_HOPS; hop++) {
+    const kind = port.kind(current);
+    if (kind === null) {
+      return hop === 0
+        ? { problem: { code: 'missing', file: rel, message: `${rel} does not exist` } }
+        : { problem: { code: 'dangling-link', file: rel, message: `${rel} is a dangling symlink (target ${current} does not exist)` } };
+    }
+    if (kind !== 'link') return { path: current };
+    if (seen.has(current)) return { problem: { code: 'link-loop', file: rel, message: `${rel} is a symlink loop` } };
+    seen.add(current);
+    let target: string;
+    try {
+      target = port.readLink(current);
+    } catch (error) {
+      return { problem: { code: 'unreadable-link', file: current, message: `cannot read link ${current}: ${errnoText(error)}` } };
+    }
+    const next = linkTargetRel(current, target);
+    if (next === null) return { problem: { code: 'link-outside-root', file: rel, message: `${rel} points outside the root (${target})` } };
+    current = next;
+  }
+  return { problem: { code: 'link-loop', file: rel, message: `${rel}: more than ${MAX_LINK_HOPS} symlink hops` } };
+};
+
+const linkBasename = (port: SysfsPort, rel: string): string | null => {
+  try {
+    const target = port.readLink(rel);
+    const base = target.split('/').filter(Boolean).pop();
+    return base ?? null;
+  } catch (error) {
+    if (isGone(error)) return null;
+    throw error;
+  }
+};
+
+interface AttrReader {
+  text(name: string): string | null;
+  link(name: string): string | null;
+}
+
+const makeReader = (port: SysfsPort, dir: string, entries: Map<string, DirEntry>, problems: Problem[]): AttrReader => ({
+  text(name) {
+    if (!entries.has(name)) return null;
+    try {
+      return port.readText(`${dir}/${name}`).trim();
+    } catch (error) {
+      if (isGone(error) && !port.exists(dir)) throw new DeviceGone(dir);
+      problems.push({ code: 'unreadable', file: `${dir}/${name}`, message: `cannot read ${dir}/${name}: ${errnoText(error)}` });
+      return null;
+    }
+  },
+  link(name) {
+    const entry = entries.get(name);
+    if (!entry || entry.kind !== 'link') return null;
+    try {
+      return linkBasename(port, `${dir}/${name}`);
+    } catch (error) {
+      problems.push({ code: 'unreadable-link', file: `${dir}/${name}`, message: `cannot read link ${dir}/${name}: ${errnoText(error)}` });
+      return null;
+    }
+  },
+});
+
+const ID16 = /^0x[0-9a-fA-F]{4}$/;
+const CLASS24 = /^0x[0-9a-fA-F]{6}$/;
+const ID8 = /^0x[0-9a-fA-F]{2}$/;
+
+const checkedId = (
+  raw: string | null,
+  re: RegExp,
+  fallback: number | null,
+  width: number,
+  file: string,
+  problems: Problem[],
+): string | null => {
+  if (raw !== null && re.test(raw)) return raw.toLowerCase();
+  if (raw !== null) problems.push({ code: 'bad-attribute', file, message: `${file}: ${JSON.stringify(raw.slice(0, 40))} is not a ${width * 4}-bit hex id` });
+  return fallback === null ? null : hex(fallback, width);
+};
+
+const parseIntOrNull = (raw: string | null): number | null => {
+  if (raw === null || !/^-?\d+$/.test(raw)) return null;
+  return parseInt(raw, 10);
+};
+
+// Position in the sysfs device path: parent bridge, root bus, and (for VMD) the host-bridge device.
+const topologyOf = (devPath: string): { parent: Bdf | null; rootBus: string; hostBridgeDevice: Bdf | null } => {
+  const parts = devPath.split('/');
+  let rootIdx = -1;
+  for (let i = 0; i < parts.length - 1; i++) if (/^pci[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}$/.test(parts[i]!)) rootIdx = i;
+  const self = parts.length - 1;
+  const before = parts[self - 1];
+  const parent = self - 1 > rootIdx && before !== undefined && isBdf(before) ? (before as Bdf) : null;
+  const hb = rootIdx > 0 ? parts[rootIdx - 1] : undefined;
+  return { parent, rootBus: rootIdx >= 0 ? parts[rootIdx]! : 'unknown', hostBridgeDevice: hb !== undefined && isBdf(hb) ? (hb as Bdf) : null };
+};
+
+const scanDevice = (port: SysfsPort, name: Bdf, devPath: string, pciIds: PciIds | null, config: Map<Bdf, Uint8Array>): PciDevice => {
+  const problems: Problem[] = [];
+  let listing: DirEntry[];
+  try {
+    listing = port.list(devPath);
+  } catch (error) {
+    if (isGone(error)) throw new DeviceGone(devPath);
+    throw error;
+  }
+  const entries = new Map(listing.map((e) => [e.name, e]));
+  const attr = makeReader(port, devPath, entries, problems);
+
+  let bytes: Uint8Array = new Uint8Array(0);
+  if (entries.has('config')) {
+    try {
+      bytes = port.readBytes(`${devPath}/config`);
+    } catch (error) {
+      if (isGone(error) && !port.exists(devPath)) throw new DeviceGone(devPath);
+      problems.push({ code: 'unreadable', file: `${devPath}/config`, message: `cannot read ${devPath}/config: ${errnoText(error)}` });
+    }
+  } else {
+    problems.push({ code: 'no-config', file: `${devPath}/config`, message: `${devPath}/config is missing: capabilities, port type and ACS unknown` });
+  }
+  const cs = parseConfigSpace(bytes);
+  if (bytes.length > 0) config.set(name, bytes);
+  for (const p of cs.problems) problems.push({ code: p.code, file: `${devPath}/config`, message: `${devPath}/config: ${p.message}` });
+  const haveHeader = bytes.length >= 0x30;
+
+  const f = (n: string) => `${devPath}/${n}`;
+  const vendor = checkedId(attr.text('vendor'), ID16, haveHeader ? cs.vendorId : null, 4, f('vendor'), problems) ?? 'unknown';
+  const device = checkedId(attr.text('device'), ID16, haveHeader ? cs.deviceId : null, 4, f('device'), problems) ?? 'unknown';
+  const klass = checkedId(attr.text('class'), CLASS24, haveHeader ? cs.classCode : null, 6, f('class'), problems) ?? 'unknown';
+  const subsystemVendor = checkedId(attr.text('subsystem_vendor'), ID16, cs.subsystemVendorId, 4, f('subsystem_vendor'), problems);
+  const subsystemDevice = checkedId(attr.text('subsystem_device'), ID16, cs.subsystemDeviceId, 4, f('subsystem_device'), problems);
+  const revision = checkedId(attr.text('revision'), ID8, haveHeader ? cs.revision : null, 2, f('revision'), problems);
+  if (haveHeader && vendor !== 'unknown' && parseInt(vendor, 16) !== cs.vendorId) {
+    problems.push({ code: 'id-mismatch', file: f('vendor'), message: `${f('vendor')} says ${vendor} but config space says ${hex(cs.vendorId, 4)}` });
+  }
+
+  const override = attr.text('driver_override');
+  const driver = attr.link('driver');
+  const physfnLink = attr.link('physfn');
+  const virtfns = listing
+    .filter((e) => /^virtfn\d+$/.test(e.name) && e.kind === 'link')
+    .sort((a, b) => parseInt(a.name.slice(6), 10) - parseInt(b.name.slice(6), 10))
+    .map((e) => attr.link(e.name))
+    .filter((b): b is Bdf => b !== null && isBdf(b));
+
+  const parts = splitBdf(name)!;
+  const topo = topologyOf(devPath);
+  const names = pciIds ? lookupNames(pciIds, vendor, device, klass, subsystemVendor, subsystemDevice) : null;
+  const sysfsTotal = parseIntOrNull(attr.text('sriov_totalvfs'));
+  const sysfsNum = parseIntOrNull(attr.text('sriov_numvfs'));
+  const autoprobe = attr.text('sriov_drivers_autoprobe');
+  const hasSriovFiles = sysfsTotal !== null || entries.has('sriov_numvfs');
+  const ariEnabled = attr.text('ari_enabled');
+  const bootVga = attr.text('boot_vga');
+  const numa = parseIntOrNull(attr.text('numa_node'));
+  const resetRaw = attr.text('reset_method');
+
+  return {
+    bdf: name,
+    domain: parts.domain,
+    bus: parts.bus,
+    slot: parts.device,
+    function: parts.fn,
+    vendor,
+    device,
+    subsystemVendor,
+    subsystemDevice,
+    class: klass,
+    revision,
+    vendorName: names?.vendor ?? null,
+    deviceName: names?.device ?? null,
+    className: names?.className ?? null,
+    driver,
+    driverOverride: override === null || override === '(null)' || override === '' ? null : override,
+    vfioDriver: entries.has('vfio-dev') || (driver !== null && driver.startsWith('vfio')),
+    kernelGroup: attr.link('iommu_group'),
+    iommu: attr.link('iommu'),
+    numaNode: numa === null || numa < 0 ? null : numa,
+    headerType: haveHeader ? cs.headerType : null,
+    headerLayout: haveHeader ? cs.layout : 'unknown',
+    isBridge: cs.layout === 'bridge' || cs.layout === 'cardbus',
+    portType: cs.portType,
+    pcieTypeCode: cs.pcie?.portTypeCode ?? null,
+    multifunction: haveHeader ? cs.multifunction : false,
+    secondaryBus: cs.secondaryBus,
+    subordinateBus: cs.subordinateBus,
+    acs: cs.acs,
+    acsKnown: cs.extendedReadable || cs.portType === 'conventional',
+    ari: cs.ari !== null,
+    ariEnabled: ariEnabled === null ? null : ariEnabled === '1',
+    sriov:
+      cs.sriov || hasSriovFiles
+        ? {
+            ...(cs.sriov ?? { offset: 0, initialVfs: 0, totalVfs: sysfsTotal ?? 0, numVfs: sysfsNum ?? 0, firstVfOffset: 0, vfStride: 0, vfDeviceId: 'unknown', vfEnabled: (sysfsNum ?? 0) > 0 }),
+            driversAutoprobe: autoprobe === null ? null : autoprobe === '1',
+            sysfsNumVfs: sysfsNum,
+            sysfsTotalVfs: sysfsTotal,
+          }
+        : null,
+    physfn: physfnLink !== null && isBdf(physfnLink) ? (physfnLink as Bdf) : null,
+    virtfns,
+    isVirtfn: physfnLink !== null,
+    resetMethods: resetRaw ? resetRaw.split(/\s+/).filter(Boolean) : [],
+    bootVga: bootVga === null ? null : bootVga === '1',
+    parent: topo.parent,
+    busId: busIdOf(parts),
+    rootBus: topo.rootBus,
+    hostBridgeDevice: topo.hostBridgeDevice,
+    sysfsPath: devPath,
+    configSize: bytes.length,
+    capabilities: cs.capabilities,
+    extCapabilities: cs.extCapabilities,
+    problems,
+  };
+};
+
+export const parseReservedRegions = (text: string, file: string, problems: Problem[]): ReservedRegion[] => {
+  const out: ReservedRegion[] = [];
+  for (const line of text.split('\n')) {
+    const t = line.trim();
+    if (!t) continue;
+    const m = /^(0x[0-9a-fA-F]+)\s+(0x[0-9a-fA-F]+)\s+(\S+)$/.exec(t);
+    if (!m) {
+      problems.push({ code: 'bad-attribute', file, message: `${file}: cannot parse line ${JSON.stringify(t)}` });
+      continue;
+    }
+    const start = BigInt(m[1]!);
+    const end = BigInt(m[2]!);
+    if (end < start) {
+      problems.push({ code: 'bad-attribute', file, message: `${file}: region ${m[1]}-${m[2]} ends before it starts` });
+      continue;
+    }
+    out.push({ start, end, type: m[3]! });
+  }
+  return out;
+};
+
+const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problems: Problem[]): Map<string, KernelGroup> => {
+  const groups = new Map<string, KernelGroup>();
+  const ensure = (id: string): KernelGroup => {
+    let g = groups.get(id);
+    if (!g) {
+      g = { id, devices: [], type: null, reservedRegions: [] };
+      groups.set(id, g);
+    }
+    return g;
+  };
+  // Device links are authoritative for membership; the groups directory adds type and regions.
+  for (const d of devices.values()) if (d.kernelGroup !== null) ensure(d.kernelGroup).devices.push(d.bdf);
+  if (port.kind(GROUPS_DIR) === 'dir') {
+    let ids: DirEntry[] = [];
+    try {
+      ids = port.list(GROUPS_DIR);
+    } catch (error) {
+      problems.push({ code: 'unreadable', file: GROUPS_DIR, message: `cannot list ${GROUPS_DIR}: ${errnoText(error)}` });
+    }
+    for (const { name } of ids) {
+      if (!/^\d+$/.test(name)) continue;
+      const dir = `${GROUPS_DIR}/${name}`;
+      const g = ensure(name);
+      try {
+        for (const e of port.list(`${dir}/devices`)) {
+          if (isBdf(e.name) && !g.devices.includes(e.name as Bdf)) {
+            if (!devices.has(e.name as Bdf)) {
+              problems.push({ code: 'group-member-missing', file: `${dir}/devices/${e.name}`, message: `group ${name} lists ${e.name}, which is not in ${DEVICES_DIR}` });
+            } else {
+              problems.push({ code: 'group-link-mismatch', file: `${dir}/devices/${e.name}`, message: `group ${name} lists ${e.name}, but its iommu_group link says ${devices.get(e.name as Bdf)!.kernelGroup ?? 'none'}` });
+            }
+          }
+        }
+      } catch (error) {
+        if (!isGone(error)) problems.push({ code: 'unreadable', file: `${dir}/devices`, message: `cannot list ${dir}/devices: ${errnoText(error)}` });
+      }
+      try {
+        g.type = port.readText(`${dir}/type`).trim() || null;
+      } catch {
+        g.type = null;
+      }
+      try {
+        g.reservedRegions = parseReservedRegions(port.readText(`${dir}/reserved_regions`), `${dir}/reserved_regions`, problems);
+      } catch {
+        g.reservedRegions = [];
+      }
+    }
+  } else if (groups.size > 0) {
+    problems.push({ code: 'no-groups-dir', file: GROUPS_DIR, message: `${GROUPS_DIR} is missing; groups taken from the devices' iommu_group links only` });
+  }
+  for (const g of groups.values()) g.devices.sort(compareBdf);
+  return groups;
+};
+
+const unitKind = (name: string): IommuUnit['kind'] =>
+  name.startsWith('dmar') ? 'intel' : name.startsWith('ivhd') ? 'amd' : /smmu/.test(name) ? 'arm-smmu' : name.startsWith('virtio') ? 'virtio' : 'other';
+
+/** Read the PCI devices, kernel groups and IOMMU units below a root into one snapshot. */
+export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapshot => {
+  const problems: Problem[] = [];
+  const devices = new Map<Bdf, PciDevice>();
+  const config = new Map<Bdf, Uint8Array>();
+  let names: DirEntry[] = [];
+  try {
+    names = port.list(DEVICES_DIR);
+  } catch (error) {
+    problems.push({ code: 'no-pci-bus', file: DEVICES_DIR, message: `cannot list ${DEVICES_DIR}: ${errnoText(error)} (is this a Linux root with sysfs?)` });
+  }
+  for (const entry of names) {
+    if (!isBdf(entry.name)) {
+      problems.push({ code: 'bad-entry', file: `${DEVICES_DIR}/${entry.name}`, message: `${DEVICES_DIR}/${JSON.stringify(entry.name)} is not a PCI address; skipped` });
+      continue;
+    }
+    const bdf = formatBdf(splitBdf(entry.name)!);
+    const resolved = resolveLink(port, `${DEVICES_DIR}/${entry.name}`);
+    if ('problem' in resolved) {
+      problems.push(resolved.problem);
+      continue;
+    }
+    try {
+      devices.set(bdf, scanDevice(port, bdf, resolved.path, options.pciIds ?? null, config));
+    } catch (error) {
+      if (error instanceof DeviceGone) {
+        problems.push({ code: 'device-gone', file: resolved.path, message: `${bdf} vanished during the scan; skipped` });
+        continue;
+      }
+      if (isIsogroupError(error)) {
+        problems.push({ code: 'unreadable', file: resolved.path, message: `${bdf}: ${error.message}; skipped` });
+        continue;
+      }
+      throw error;
+    }
+  }
+  const sorted = new Map([...devices.entries()].sort(([a], [b]) => compareBdf(a, b)));
+  for (const d of sorted.values()) {
+    if (d.physfn && sorted.has(d.physfn)) {
+      const pf = sorted.get(d.physfn)!;
+      if (!pf.virtfns.includes(d.bdf)) pf.virtfns.push(d.bdf);
+    }
+  }
+  const kernelGroups = scanKernelGroups(port, sorted, problems);
+  const iommuUnits = new Map<string, IommuUnit>();
+  if (port.kind('sys/class/iommu') === 'dir') {
+    try {
+      for (const e of port.list('sys/class/iommu')) iommuUnits.set(e.name, { name: e.name, kind: unitKind(e.name), devices: [] });
+    } catch (error) {
+      problems.push({ code: 'unreadable', file: 'sys/class/iommu', message: `cannot list sys/class/iommu: ${errnoText(error)}` });
+    }
+  }
+  for (const d of sorted.values()) {
+    if (d.iommu === null) continue;
+    let unit = iommuUnits.get(d.iommu);
+    if (!unit) {
+      unit = { name: d.iommu, kind: unitKind(d.iommu), devices: [] };
+      iommuUnits.set(d.iommu, unit);
+    }
+    unit.devices.push(d.bdf);
+  }
+  let driversAutoprobe: boolean | null = null;
+  try {
+    driversAutoprobe = port.readText('sys/bus/pci/drivers_autoprobe').trim() === '1';
+  } catch {
+    driversAutoprobe = null;
+  }
+  return {
+    root: port.root,
+    devices: sorted,
+    kernelGroups,
+    iommuUnits,
+    config,
+    iommuEnabled: iommuUnits.size > 0 || kernelGroups.size > 0,
+    driversAutoprobe,
+    problems,
+  };
+};
