@@ -23,6 +23,7 @@ export const ERROR_CODES = {
   E_POLICY_INVALID: 'policy file invalid',
   E_CONTEXT: 'IOMMU context invariant violated',
   E_INCOMPATIBLE: 'groups cannot share one IOMMU context',
+  E_IOVA_MISMATCH: 'kernel IOVA ranges differ from the computed ones',
   E_DAEMON: 'daemon request failed',
   E_UNSUPPORTED: 'not supported on this host or input',
   E_INTERNAL: 'internal error',
