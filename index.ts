@@ -9,3 +9,4 @@ export { loadPciIds, parsePciIds, type PciIds } from './sysfs/pci-ids.js';
 export { writeFixtureRoot, type FixtureSpec, type FixtureDeviceSpec } from './sysfs/fixture-writer.js';
 export { resolveRoot, unpackCapture } from './sysfs/roots.js';
 export * from './api/devices.js';
+export * from './api/import.js';
