@@ -146,7 +146,8 @@ export const parseConfigSpace = (bytes: Uint8Array): ConfigSpace => {
     problems.push({ code: 'bad-header', message: `header type 0x${layoutCode.toString(16)} is not normal, bridge or CardBus` });
   }
   const byte = (o: number): number | null => (o < size ? bytes[o]! : null);
-  const capsReadable = size >= 64;
+  // A 64-byte read ends where the capability area begins (0x40): nothing of the list is readable.
+  const capsReadable = size > 64;
   const extendedReadable = size > PCI_CFG_SPACE_SIZE;
   if (size > 0 && size <= 64) {
     problems.push({ code: 'short-config', message: `config space is ${size} bytes (unprivileged read?): capabilities, PCIe port type and ACS cannot be known` });
