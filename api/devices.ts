@@ -155,6 +155,7 @@ export interface ShowResult {
 
 /** One device in full: capabilities and the bridge path to its root bus. */
 export const showDevice = (bdfText: string, options: RootOptions = {}): ShowResult => {
+  parseBdf(bdfText, 'device'); // refuse a non-BDF before touching the root at all
   const snap = scan(options);
   const d = requireDevice(snap, bdfText);
   const group = d.kernelGroup !== null ? snap.kernelGroups.get(d.kernelGroup) : undefined;
