@@ -10,3 +10,4 @@ export { writeFixtureRoot, type FixtureSpec, type FixtureDeviceSpec } from './sy
 export { resolveRoot, unpackCapture } from './sysfs/roots.js';
 export * from './api/devices.js';
 export * from './api/import.js';
+export * from './api/groups.js';

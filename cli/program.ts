@@ -3,9 +3,10 @@ import type { CliIo } from './context.js';
 import { registerDevices } from './commands/devices.js';
 import { registerImport } from './commands/import.js';
 import { registerSnapshot } from './commands/snapshot.js';
+import { registerGroups } from './commands/groups.js';
 
 // Each command is registered from its own module; every one is a thin call into the API.
-const registrations: ((program: Command, io: CliIo) => void)[] = [registerDevices, registerImport, registerSnapshot];
+const registrations: ((program: Command, io: CliIo) => void)[] = [registerDevices, registerImport, registerSnapshot, registerGroups];
 
 export const buildProgram = (io: CliIo): Command => {
   const program = new Command('isogroup')

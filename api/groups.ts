@@ -1,0 +1,233 @@
+import { type Bdf, compareBdf, parseBdf } from '../sysfs/bdf.js';
+import type { HostSnapshot, PciDevice } from '../sysfs/model.js';
+import type { SysfsPort } from '../sysfs/port.js';
+import { deriveGroups, type DerivedGrouping, type GroupReason, type RuleSet } from '../groups/derive.js';
+import { compareGroupings, type GroupMismatch } from '../groups/compare.js';
+import { checkViability, type Blocker } from '../groups/viability.js';
+import { IsogroupError } from '../errors.js';
+import { openPort, scan, type RootOptions } from './devices.js';
+
+export type { RuleSet, GroupReason, DerivedGrouping } from '../groups/derive.js';
+export type { GroupMismatch, GroupComparison } from '../groups/compare.js';
+export type { Blocker, Viability } from '../groups/viability.js';
+export { deriveGroups } from '../groups/derive.js';
+export { compareGroupings } from '../groups/compare.js';
+export { checkViability } from '../groups/viability.js';
+
+export interface DeriveRequest {
+  rules?: string;
+  /** BDFs to treat as ACS-isolated (what-if). */
+  assumeAcs?: string[];
+  /** Override the kernel release whose quirk tables apply. */
+  kernelRelease?: string;
+}
+
+export interface GroupsOptions extends RootOptions, DeriveRequest {
+  /** kernel: the host's groups; derived: computed; auto (default): kernel when the host has groups. */
+  source?: 'kernel' | 'derived' | 'auto';
+}
+
+export interface GroupJson {
+  id: string;
+  devices: Bdf[];
+  viable: boolean;
+  blockers: Blocker[];
+  reasons: GroupReason[];
+}
+
+export interface GroupsResult {
+  root: string;
+  source: 'kernel' | 'derived';
+  rules: RuleSet;
+  kernelRelease: string | null;
+  groups: GroupJson[];
+  /** Devices with no group (the IOMMU does not translate them). */
+  ungrouped: Bdf[];
+  notes: string[];
+  /** "cannot be derived from this input: ..." lines; empty when derivation is sound. */
+  cannotDerive: string[];
+}
+
+const RULE_SETS: readonly RuleSet[] = ['mainline', 'acs-rework'];
+
+export const parseRules = (text: string | undefined): RuleSet => {
+  if (text === undefined) return 'mainline';
+  if ((RULE_SETS as readonly string[]).includes(text)) return text as RuleSet;
+  throw new IsogroupError('E_USAGE', `--rules ${JSON.stringify(text)}: expected one of ${RULE_SETS.join(', ')}`, { rules: text });
+};
+
+/** --assume-acs BDF[,BDF]: each must be a PCI address present on the host. */
+export const parseAssumeAcs = (snap: HostSnapshot, list: string[] | undefined): Bdf[] =>
+  (list ?? [])
+    .flatMap((x) => x.split(','))
+    .map((x) => x.trim())
+    .filter(Boolean)
+    .map((x) => {
+      const bdf = parseBdf(x, '--assume-acs');
+      if (!snap.devices.has(bdf)) throw new IsogroupError('E_NOT_FOUND', `--assume-acs: no PCI device ${bdf} under ${snap.root}`, { bdf });
+      return bdf;
+    });
+
+/** The running (or captured) kernel's release: meta/uname of a capture, or proc/sys/kernel/osrelease. */
+export const readKernelRelease = (port: SysfsPort): string | null => {
+  for (const file of ['meta/uname', 'proc/sys/kernel/osrelease']) {
+    try {
+      const words = port.readText(file).trim().split(/\s+/);
+      const release = words[0] === 'Linux' ? words[2] : words[0];
+      if (release && /^\d+\.\d+/.test(release)) return release;
+    } catch {
+      /* not there */
+    }
+  }
+  return null;
+};
+
+/**
+ * Devices the IOMMU translates. With kernel groups: exactly those. Without: all but what AMD-Vi
+ * firmware (IVRS) leaves out on every AMD machine in our data: the IOMMU function itself (class
+ * 0806) and the root complex 00.0 beside it.
+ */
+export const translatedDevices = (snap: HostSnapshot): { devices: Bdf[]; note: string | null } => {
+  const all = [...snap.devices.values()];
+  if (snap.kernelGroups.size > 0) return { devices: all.filter((d) => d.kernelGroup !== null).map((d) => d.bdf), note: null };
+  const amdIommus = all.filter((d) => d.vendor === '0x1022' && d.class.startsWith('0x0806'));
+  const skip = new Set<Bdf>();
+  for (const iommu of amdIommus) {
+    skip.add(iommu.bdf);
+    const rc = all.find((d) => d.busId === iommu.busId && d.slot === 0 && d.function === 0 && d.vendor === '0x1022' && d.class.startsWith('0x0600'));
+    if (rc) skip.add(rc.bdf);
+  }
+  return {
+    devices: all.filter((d) => !skip.has(d.bdf)).map((d) => d.bdf),
+    note: skip.size ? `assumed not translated (AMD-Vi firmware leaves out the IOMMU and its root complex): ${[...skip].sort(compareBdf).join(' ')}` : null,
+  };
+};
+
+export interface DerivedView {
+  snap: HostSnapshot;
+  derived: DerivedGrouping;
+  rules: RuleSet;
+  kernelRelease: string | null;
+  notes: string[];
+}
+
+/** Scan and derive, with the host's own kernel release and translated set. */
+export const deriveForHost = (snap: HostSnapshot, port: SysfsPort | null, request: DeriveRequest = {}): DerivedView => {
+  const rules = parseRules(request.rules);
+  const assumeAcs = parseAssumeAcs(snap, request.assumeAcs);
+  const kernelRelease = request.kernelRelease ?? (port ? readKernelRelease(port) : null);
+  const translated = translatedDevices(snap);
+  const derived = deriveGroups(snap, { rules, assumeAcs, kernelRelease, translated: translated.devices });
+  const notes = [...derived.notes];
+  if (translated.note) notes.push(translated.note);
+  return { snap, derived, rules, kernelRelease, notes };
+};
+
+const devicesOf = (snap: HostSnapshot, bdfs: Bdf[]): PciDevice[] => bdfs.map((b) => snap.devices.get(b)).filter((d): d is PciDevice => d !== undefined);
+
+const cannotDerive = (d: DerivedGrouping): string[] => d.underivable.map((u) => `cannot be derived from this input: ${u}`);
+
+/** Groups with viability and reasons: the kernel's (when the host has them) or derived. */
+export const listGroups = (options: GroupsOptions = {}): GroupsResult => {
+  const port = openPort(options);
+  const snap = scan({ ...options, port });
+  const view = deriveForHost(snap, port, options);
+  const wantKernel = options.source === 'kernel' || (options.source !== 'derived' && snap.kernelGroups.size > 0);
+  if (options.source === 'kernel' && snap.kernelGroups.size === 0) {
+    throw new IsogroupError('E_NO_IOMMU', `no kernel IOMMU groups under ${snap.root} (IOMMU off, or not in this capture); use --derived to compute them`, { root: snap.root });
+  }
+  const reasonsOf = (bdfs: Bdf[]): GroupReason[] =>
+    view.derived.groups.flatMap((g) => g.reasons).filter((r) => bdfs.includes(r.device)).sort((a, b) => compareBdf(a.device, b.device));
+  const base = wantKernel
+    ? [...snap.kernelGroups.values()].map((g) => ({ id: g.id, devices: [...g.devices].sort(compareBdf) }))
+    : view.derived.groups.map((g) => ({ id: g.id, devices: g.devices }));
+  const groups = base
+    .map((g) => {
+      const v = checkViability(devicesOf(snap, g.devices));
+      return { id: g.id, devices: g.devices, viable: v.viable, blockers: v.blockers, reasons: reasonsOf(g.devices) };
+    })
+    .sort((a, b) => compareBdf(a.devices[0] ?? '', b.devices[0] ?? ''));
+  const grouped = new Set(groups.flatMap((g) => g.devices));
+  const notes = [...view.notes];
+  if (wantKernel) notes.unshift('groups: the kernel\'s (/sys/kernel/iommu_groups); reasons: derived by isogroup\'s replay of the kernel\'s rules');
+  return {
+    root: snap.root,
+    source: wantKernel ? 'kernel' : 'derived',
+    rules: view.rules,
+    kernelRelease: view.kernelRelease,
+    groups,
+    ungrouped: [...snap.devices.keys()].filter((b) => !grouped.has(b)),
+    notes,
+    cannotDerive: cannotDerive(view.derived),
+  };
+};
+
+export interface CompareResult {
+  root: string;
+  agree: boolean;
+  /** false when the input lacks what derivation needs; then cannotDerive says what. */
+  derivable: boolean;
+  kernelGroups: number;
+  derivedGroups: number;
+  matching: number;
+  rules: RuleSet;
+  kernelRelease: string | null;
+  mismatches: GroupMismatch[];
+  onlyKernel: Bdf[];
+  onlyDerived: Bdf[];
+  cannotDerive: string[];
+  notes: string[];
+}
+
+/** Derived groups against the kernel's, by members. Throws E_NO_IOMMU when the host has no kernel groups. */
+export const compareGroups = (options: RootOptions & DeriveRequest = {}): CompareResult => {
+  const port = openPort(options);
+  const snap = scan({ ...options, port });
+  return compareOnSnapshot(snap, port, options);
+};
+
+export const compareOnSnapshot = (snap: HostSnapshot, port: SysfsPort | null, request: DeriveRequest = {}): CompareResult => {
+  if (snap.kernelGroups.size === 0) {
+    throw new IsogroupError('E_NO_IOMMU', `no kernel IOMMU groups under ${snap.root} (IOMMU off, or not in this capture): nothing to compare with; use --derived`, { root: snap.root });
+  }
+  const view = deriveForHost(snap, port, request);
+  const cmp = compareGroupings(snap.kernelGroups.values(), view.derived);
+  const cannot = cannotDerive(view.derived);
+  return {
+    root: snap.root,
+    agree: cmp.agree && cannot.length === 0,
+    derivable: cannot.length === 0,
+    kernelGroups: cmp.kernelGroups,
+    derivedGroups: cmp.derivedGroups,
+    matching: cmp.matching,
+    rules: view.rules,
+    kernelRelease: view.kernelRelease,
+    mismatches: cmp.mismatches,
+    onlyKernel: cmp.onlyKernel,
+    onlyDerived: cmp.onlyDerived,
+    cannotDerive: cannot,
+    notes: view.notes,
+  };
+};
+
+export interface DeviceGroupInfo {
+  kernel: { id: string; devices: Bdf[] } | null;
+  derived: { id: string; devices: Bdf[]; reasons: GroupReason[] } | null;
+  reason: GroupReason | null;
+  cannotDerive: string[];
+}
+
+/** One device's kernel and derived group, and the reason it is where it is (for `show`). */
+export const groupOfDevice = (snap: HostSnapshot, port: SysfsPort | null, bdf: Bdf): DeviceGroupInfo => {
+  const view = deriveForHost(snap, port);
+  const d = snap.devices.get(bdf);
+  const k = d?.kernelGroup != null ? snap.kernelGroups.get(d.kernelGroup) : undefined;
+  const gid = view.derived.groupOf.get(bdf);
+  const g = gid !== undefined ? view.derived.groups.find((x) => x.id === gid) : undefined;
+  return {
+    kernel: k ? { id: k.id, devices: k.devices } : null,
+    derived: g ? { id: g.id, devices: g.devices, reasons: g.reasons } : null,
+    reason: g?.reasons.find((r) => r.device === bdf) ?? null,
+    cannotDerive: cannotDerive(view.derived),
+  };
+};
