@@ -1,0 +1,1 @@
+TOPO_ARGS=()
