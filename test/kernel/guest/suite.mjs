@@ -487,8 +487,9 @@ checks.guard = async (t) => {
 
 // ---------------------------------------------------------------- main
 
-const wanted = process.argv.slice(2).length ? process.argv.slice(2) : (process.env.TOPO_CHECKS ?? 'devices groups').split(/\s+/).filter(Boolean);
+const wanted = process.argv.slice(2).length ? process.argv.slice(2) : (process.env.KT_CHECKS || process.env.TOPO_CHECKS || 'devices groups').split(/\s+/).filter(Boolean);
 const results = [];
+fs.writeFileSync(path.join(RUNDIR, 'checks.json'), JSON.stringify({ topology: TOPO, planned: wanted, checks: [] }, null, 1));
 const t0 = Date.now();
 console.log(`real-kernel checks on topology "${TOPO}": ${wanted.join(', ')} (kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}, ${sysfs.devices().length} PCI functions, ${sysfs.groups().size} IOMMU groups)`);
 for (const name of wanted) {
@@ -500,7 +501,7 @@ for (const name of wanted) {
     t.fail(e instanceof CommandMissing ? e.message : `check crashed: ${e?.stack ?? e}`);
   }
   results.push(t.finish());
-  fs.writeFileSync(path.join(RUNDIR, 'checks.json'), JSON.stringify({ topology: TOPO, checks: results }, null, 1));
+  fs.writeFileSync(path.join(RUNDIR, 'checks.json'), JSON.stringify({ topology: TOPO, planned: wanted, checks: results }, null, 1));
 }
 const failed = results.filter((r) => r.status === 'failed').length;
 console.log(`\n[${TOPO}] ${results.length - failed} of ${results.length} checks without failure, ${failed} failed (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
