@@ -3,7 +3,7 @@
 // concurrent writers (daemon, CLI) never interleave, followed by fsync so a crash loses no decision
 // that was acted on.
 
-import * as fs from 'node:fs';
+import fs from 'node:fs';
 import * as path from 'node:path';
 import { IsogroupError, errnoOf } from '../errors.js';
 import { evaluateGroup, type DeviceFacts, type GroupDecision, type Policy, type Subject } from '../groups/policy.js';

@@ -2,7 +2,7 @@
 // fsync it, rename over the old one, fsync the directory), so a crash leaves either the old table or
 // the new one, never a torn file. Loading validates the shape and every invariant of the table.
 
-import * as fs from 'node:fs';
+import fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { IsogroupError, errnoOf } from '../errors.js';

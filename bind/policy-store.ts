@@ -1,7 +1,7 @@
 // The policy file (JSON or YAML) and its reloads. A reload that finds a malformed file rejects it
 // and keeps the policy in force, returning the error: a typo must never open or close the host.
 
-import * as fs from 'node:fs';
+import fs from 'node:fs';
 import * as path from 'node:path';
 import { parseDocument } from 'yaml';
 import { IsogroupError, errnoOf } from '../errors.js';
