@@ -11,3 +11,4 @@ export { resolveRoot, unpackCapture } from './sysfs/roots.js';
 export * from './api/devices.js';
 export * from './api/import.js';
 export * from './api/groups.js';
+export * from './api/bind.js';

@@ -4,9 +4,11 @@ import { registerDevices } from './commands/devices.js';
 import { registerImport } from './commands/import.js';
 import { registerSnapshot } from './commands/snapshot.js';
 import { registerGroups } from './commands/groups.js';
+import { registerBind } from './commands/bind.js';
+import { registerSim } from './commands/sim.js';
 
 // Each command is registered from its own module; every one is a thin call into the API.
-const registrations: ((program: Command, io: CliIo) => void)[] = [registerDevices, registerImport, registerSnapshot, registerGroups];
+const registrations: ((program: Command, io: CliIo) => void)[] = [registerDevices, registerImport, registerSnapshot, registerGroups, registerBind, registerSim];
 
 export const buildProgram = (io: CliIo): Command => {
   const program = new Command('isogroup')

@@ -1,0 +1,132 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { z } from 'zod';
+import { IsogroupError } from '../errors.js';
+import { isBdf } from '../sysfs/bdf.js';
+
+// The journal: the single source of truth about which groups are handed out and about any
+// transaction that did not finish. Written before the first sysfs write of a transaction and after
+// its last, always as a whole file: write a temporary file, fsync it, rename over the old one,
+// fsync the directory. A crash leaves either the old or the new journal, never a torn one.
+
+export const JOURNAL_FILE = 'journal.json';
+
+const memberSchema = z.object({
+  bdf: z.string().refine(isBdf, 'not a PCI address'),
+  /** endpoint: moved to vfio-pci; bridge-kept: left as it was; bridge-unbind: host driver removed. */
+  role: z.enum(['endpoint', 'bridge-kept', 'bridge-unbind']),
+  originalDriver: z.string().nullable(),
+  originalOverride: z.string().nullable(),
+});
+
+const entrySchema = z.object({
+  groupId: z.string().regex(/^\d+$/),
+  owner: z.string().min(1),
+  root: z.string(),
+  simulate: z.boolean(),
+  /** assigning/releasing/rolling-back: a transaction did not finish; recover restores the host drivers. */
+  state: z.enum(['assigning', 'assigned', 'releasing', 'rolling-back']),
+  time: z.string(),
+  members: z.array(memberSchema).min(1),
+  notes: z.array(z.string()).default([]),
+  lastError: z.object({ code: z.string(), message: z.string() }).optional(),
+});
+
+const journalSchema = z.object({
+  version: z.literal(1),
+  entries: z.array(entrySchema),
+});
+
+export type JournalMember = z.infer<typeof memberSchema>;
+export type JournalEntry = z.infer<typeof entrySchema>;
+export type Journal = z.infer<typeof journalSchema>;
+
+export const emptyJournal = (): Journal => ({ version: 1, entries: [] });
+
+export const journalPath = (stateDir: string): string => path.join(stateDir, JOURNAL_FILE);
+
+/** Read the journal; a missing file is an empty journal, anything unparsable is E_JOURNAL_CORRUPT. */
+export const readJournal = (stateDir: string): Journal => {
+  const file = journalPath(stateDir);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    const errno = (error as NodeJS.ErrnoException).code;
+    if (errno === 'ENOENT') return emptyJournal();
+    if (errno === 'ENOTDIR') throw new IsogroupError('E_STATE_DIR', `state directory ${stateDir} is not a directory`, { stateDir, errno });
+    throw new IsogroupError('E_STATE_DIR', `cannot read journal ${file}: ${errno ?? String(error)}`, { file, errno }, { cause: error });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new IsogroupError('E_JOURNAL_CORRUPT', `journal ${file} is not valid JSON (${(error as Error).message}); fix or move it aside, nothing was changed`, { file }, { cause: error });
+  }
+  const parsed = journalSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new IsogroupError('E_JOURNAL_CORRUPT', `journal ${file} is malformed at ${issue.path.join('.') || '(top)'}: ${issue.message}; nothing was changed`, { file, path: issue.path.map(String) });
+  }
+  const seen = new Set<string>();
+  for (const e of parsed.data.entries) {
+    if (seen.has(e.groupId)) throw new IsogroupError('E_JOURNAL_CORRUPT', `journal ${file} lists group ${e.groupId} twice; nothing was changed`, { file, group: e.groupId });
+    seen.add(e.groupId);
+  }
+  return parsed.data;
+};
+
+const fsyncDir = (dir: string): void => {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(dir, 'r');
+    fs.fsyncSync(fd);
+  } catch {
+    /* some filesystems refuse fsync on directories; the rename is still atomic */
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+};
+
+/** Replace the journal atomically and durably. */
+export const writeJournal = (stateDir: string, journal: Journal): void => {
+  const file = journalPath(stateDir);
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    const fd = fs.openSync(tmp, 'w', 0o600);
+    try {
+      fs.writeSync(fd, `${JSON.stringify(journal, null, 2)}\n`);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+  } catch (error) {
+    try {
+      fs.unlinkSync(tmp);
+    } catch {
+      /* nothing to clean */
+    }
+    const errno = (error as NodeJS.ErrnoException).code;
+    throw new IsogroupError('E_STATE_DIR', `cannot write journal ${file}: ${errno ?? String(error)}`, { file, errno }, { cause: error });
+  }
+  fsyncDir(stateDir);
+};
+
+/** Insert or replace the entry of a group. */
+export const putEntry = (stateDir: string, entry: JournalEntry): Journal => {
+  const j = readJournal(stateDir);
+  j.entries = [...j.entries.filter((e) => e.groupId !== entry.groupId), entry];
+  writeJournal(stateDir, j);
+  return j;
+};
+
+export const dropEntry = (stateDir: string, groupId: string): Journal => {
+  const j = readJournal(stateDir);
+  j.entries = j.entries.filter((e) => e.groupId !== groupId);
+  writeJournal(stateDir, j);
+  return j;
+};
+
+/** Groups the journal says are handed out (finished assignments). */
+export const assignedGroups = (stateDir: string): JournalEntry[] => readJournal(stateDir).entries.filter((e) => e.state === 'assigned');

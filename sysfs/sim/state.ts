@@ -1,0 +1,150 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { IsogroupError } from '../../errors.js';
+import { withFileLock } from '../flock.js';
+
+// The fixture kernel's own memory, kept inside the fixture root so that separate processes (daemon,
+// CLI, `sim`, tests) share one simulated kernel. Every change happens under an flock on SIM_DIR/lock.
+
+export const SIM_DIR = '.isogroup-sim';
+
+export interface SimHold {
+  pid: number;
+  token: string;
+  /** Container id once VFIO_GROUP_SET_CONTAINER succeeded (the group's DMA owner is claimed). */
+  container: string | null;
+}
+
+export interface SimContainer {
+  pid: number;
+  groups: string[];
+  iommu: 'type1' | 'type1v2' | null;
+}
+
+export interface SimFailure {
+  /** Fail the write whose global sequence number is `at`. */
+  at?: number;
+  /** Fail writes to a path ending in this text. */
+  file?: string;
+  errno: string;
+  /** Keep failing (default: one shot). */
+  persistent?: boolean;
+}
+
+export interface SimRemoved {
+  /** Root-relative device directory it had. */
+  dir: string;
+  /** Where the subtree is parked under SIM_DIR. */
+  parked: string;
+}
+
+export interface SimPendingAdd {
+  bridge: string;
+  bdf: string;
+  vendor: number;
+  device: number;
+  classCode: number;
+  driver: string | null;
+}
+
+export interface SimState {
+  version: 1;
+  writeCount: number;
+  /** Each device's default host driver: what a probe without driver_override binds (null: none). */
+  defaultDrivers: Record<string, string | null>;
+  /** Default host driver of the VFs of a PF. */
+  vfDrivers: Record<string, string | null>;
+  holds: Record<string, SimHold>;
+  containers: Record<string, SimContainer>;
+  failures: SimFailure[];
+  removed: Record<string, SimRemoved>;
+  pending: SimPendingAdd[];
+  nextVfioDev: number;
+  nextId: number;
+}
+
+export const emptyState = (): SimState => ({
+  version: 1,
+  writeCount: 0,
+  defaultDrivers: {},
+  vfDrivers: {},
+  holds: {},
+  containers: {},
+  failures: [],
+  removed: {},
+  pending: [],
+  nextVfioDev: 0,
+  nextId: 1,
+});
+
+export const pidAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+export class SimStateStore {
+  readonly dir: string;
+  readonly file: string;
+  readonly lockFile: string;
+
+  constructor(root: string) {
+    this.dir = path.join(root, SIM_DIR);
+    this.file = path.join(this.dir, 'state.json');
+    this.lockFile = path.join(this.dir, 'lock');
+  }
+
+  exists(): boolean {
+    return fs.existsSync(this.file);
+  }
+
+  private load(): SimState {
+    let text: string;
+    try {
+      text = fs.readFileSync(this.file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return emptyState();
+      throw error;
+    }
+    try {
+      const st = JSON.parse(text) as SimState;
+      if (st.version !== 1) throw new Error(`version ${String(st.version)}`);
+      return { ...emptyState(), ...st };
+    } catch (error) {
+      throw new IsogroupError('E_INVALID_INPUT', `fixture kernel state ${this.file} is corrupt: ${(error as Error).message}`, { file: this.file }, { cause: error });
+    }
+  }
+
+  private save(st: SimState): void {
+    const tmp = `${this.file}.tmp-${process.pid}`;
+    fs.writeFileSync(tmp, JSON.stringify(st));
+    fs.renameSync(tmp, this.file);
+  }
+
+  /** Read-modify-write the state under the lock. Holds of dead processes vanish first, as their fds would. */
+  transact<T>(fn: (st: SimState) => T): T {
+    fs.mkdirSync(this.dir, { recursive: true });
+    return withFileLock(this.lockFile, () => {
+      const st = this.load();
+      const before = JSON.stringify(st);
+      pruneDead(st);
+      try {
+        return fn(st);
+      } finally {
+        // Saved even when fn throws: a failed write still counts, a one-shot failure is used up.
+        if (JSON.stringify(st) !== before) this.save(st);
+      }
+    });
+  }
+}
+
+const pruneDead = (st: SimState): void => {
+  for (const [id, c] of Object.entries(st.containers)) if (!pidAlive(c.pid)) delete st.containers[id];
+  for (const [group, h] of Object.entries(st.holds)) {
+    if (!pidAlive(h.pid)) delete st.holds[group];
+    else if (h.container !== null && !st.containers[h.container]) h.container = null;
+  }
+};
