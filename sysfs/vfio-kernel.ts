@@ -165,7 +165,7 @@ const withErrno = <T>(op: 'open' | 'ioctl' | 'set-container', what: string, deta
 
 /** One VFIO_IOMMU_GET_INFO round trip: ask with the header size, grow to the argsz the kernel wants, ask again. */
 export const readIommuInfo = (fd: number): IommuInfo => {
-  let size = TYPE1_INFO.size;
+  let size: number = TYPE1_INFO.size;
   for (let attempt = 0; attempt < 3; attempt += 1) {
     const buf = Buffer.alloc(size);
     buf.writeUInt32LE(size, TYPE1_INFO.argsz);

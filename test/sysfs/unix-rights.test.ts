@@ -147,7 +147,12 @@ describe('fd hand-off between two processes', () => {
     const big = Buffer.alloc(600_000, 'z'); // bigger than the default unix socket buffer: short writes
     const sent = new Promise<void>((resolve, reject) => {
       void listen(sock, (s) => {
-        s.once('data', () => sendFds(s, fds, big).then(() => s.end(), reject).then(resolve, reject));
+        s.once('data', () => {
+          sendFds(s, fds, big).then(() => {
+            s.end();
+            resolve();
+          }, reject);
+        });
       });
     });
     await expect.poll(() => fs.existsSync(sock)).toBe(true);
