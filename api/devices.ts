@@ -6,6 +6,7 @@ import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
 import { resolveRoot } from '../sysfs/roots.js';
 import { scanHost } from '../sysfs/scan.js';
 import { IsogroupError } from '../errors.js';
+import { groupOfDevice, type DeviceGroupInfo } from './groups.js';
 
 export interface RootOptions {
   /** Directory that looks like "/" or a capture tarball; default "/". */
@@ -151,6 +152,8 @@ export interface ShowResult {
   path: { bdf: string; portType: string; driver: string | null; acs: DeviceJson['acs'] }[];
   rootBus: string;
   kernelGroup: { id: string; devices: string[] } | null;
+  /** The device's kernel and derived group and the rule that put it there. */
+  groups: DeviceGroupInfo;
 }
 
 /** One device in full: capabilities and the bridge path to its root bus. */
@@ -171,5 +174,6 @@ export const showDevice = (bdfText: string, options: RootOptions = {}): ShowResu
     }),
     rootBus: d.rootBus,
     kernelGroup: group ? { id: group.id, devices: group.devices } : null,
+    groups: groupOfDevice(snap, openPort(options), d.bdf),
   };
 };

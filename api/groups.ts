@@ -118,8 +118,8 @@ export const deriveForHost = (snap: HostSnapshot, port: SysfsPort | null, reques
   const kernelRelease = request.kernelRelease ?? (port ? readKernelRelease(port) : null);
   const translated = translatedDevices(snap);
   const derived = deriveGroups(snap, { rules, assumeAcs, kernelRelease, translated: translated.devices });
-  const notes = [...derived.notes];
-  if (translated.note) notes.push(translated.note);
+  // Our own note on what was assumed untranslated replaces the generic one.
+  const notes = translated.note ? [...derived.notes.filter((n) => !n.startsWith('not translated by the IOMMU')), translated.note] : [...derived.notes];
   return { snap, derived, rules, kernelRelease, notes };
 };
 

@@ -387,6 +387,10 @@ export const deriveGroups = (snap: HostSnapshot, options: DeriveOptions = {}): D
   }
   const unknownAcs = [...st.unknown.keys()].filter((b) => topo.devices.get(b)!.pcie !== null);
   if (unknownAcs.length) underivable.push(`ACS registers of ${unknownAcs.join(' ')} are not in the input (config space stops at 256 bytes) and the grouping depends on them`);
+  for (const g of st.groups.values()) {
+    if (g.devices.length < 2) continue;
+    for (const r of g.reasons) if (r.joined === null) r.message = r.message.replace('has a group of its own', 'starts this group');
+  }
   const groups = [...st.groups.values()].map(({ id, devices, reasons }) => ({
     id,
     devices: [...devices].sort(compareBdf),
