@@ -149,3 +149,23 @@ export const decideAndAudit = (
   });
   return { decision, record };
 };
+
+/**
+ * Audit a decision that is not a policy evaluation (a context attach/detach/merge/destroy, an
+ * assign refused by an invariant): allowed when `result.ok`, else denied with the error's code and
+ * message as the reason.
+ */
+export const auditResult = (
+  log: AuditLog,
+  request: { action: string; subject: Subject | null; group?: string | null; devices?: string[]; owner?: string | null; context?: string | null; reason?: string },
+  result: { ok: true } | { ok: false; error: { code: string; message: string } },
+): AuditRecord =>
+  log.append({
+    action: request.action,
+    allowed: result.ok,
+    subject: request.subject ? { name: request.subject.name, uid: request.subject.uid, gids: [...request.subject.gids] } : null,
+    target: { group: request.group ?? null, devices: request.devices ?? [], owner: request.owner ?? null, context: request.context ?? null },
+    rule: null,
+    reason: result.ok ? (request.reason ?? `${request.action} done`) : `${result.error.code}: ${result.error.message}`,
+    ...(result.ok ? {} : { extra: { code: result.error.code } }),
+  });

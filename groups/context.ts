@@ -519,8 +519,10 @@ export const groupFacts = (snapshot: HostSnapshot, groupId: string, viability?: 
     viable: viability?.viable ?? blockers.length === 0,
     blockers,
     units,
-    // VFIO's no-IOMMU groups have member devices but no IOMMU unit behind any of them.
-    noiommu: units.length === 0,
+    // VFIO's no-IOMMU groups (vfio_noiommu_group_alloc) have no IOMMU unit behind any device and no
+    // default domain, so sysfs `type` reads "unknown". A group without units whose type is not known
+    // (an imported lspci dump) is not called no-IOMMU: its unit is simply unknown.
+    noiommu: units.length === 0 && kg.type === 'unknown',
     reservedRegions: kg.reservedRegions.map((r) => ({ ...r })),
   };
 };

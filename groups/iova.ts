@@ -201,6 +201,12 @@ export interface IommuUnitCaps {
   aperture: IovaRange;
   /** Where the width came from. */
   source: 'intel-cap' | 'default';
+  /**
+   * A scalable-mode unit with first-stage tables: a kernel that builds VFIO domains on the first
+   * stage restricts IOVA to canonical addresses, i.e. 2^(width-1)-1 (paging_domain_alloc). Compare
+   * with the kernel's answer (GET_INFO) to know which one it chose.
+   */
+  firstStageAperture?: IovaRange;
   /** VT-d fields, when decoded. */
   intel?: {
     mgaw: number;
@@ -249,12 +255,14 @@ export const decodeIntelCap = (unit: string, capText: string, ecapText?: string 
   }
   const addressWidth = sagawWidth === null ? mgaw : Math.min(sagawWidth, mgaw);
   const bit = (reg: bigint | null, n: number): boolean => reg !== null && ((reg >> BigInt(n)) & 1n) === 1n;
+  const firstStage = bit(ecap, 43) && bit(ecap, 47);
   return {
     unit,
     kind: 'intel',
     addressWidth,
     aperture: apertureOfWidth(addressWidth),
     source: 'intel-cap',
+    ...(firstStage && addressWidth > 1 ? { firstStageAperture: apertureOfWidth(addressWidth - 1) } : {}),
     intel: {
       mgaw,
       sagaw,

@@ -3,7 +3,9 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { describe, expect, it, onTestFinished, vi } from 'vitest';
-import { AUDIT_FILE, AuditLog, decideAndAudit, readAudit } from '../../bind/audit.js';
+import { AUDIT_FILE, AuditLog, auditResult, decideAndAudit, readAudit } from '../../bind/audit.js';
+import { attachGroup, emptyContextTable, type GroupFacts } from '../../groups/context.js';
+import type { Bdf } from '../../sysfs/bdf.js';
 import { parsePolicy, type DeviceFacts, type Subject } from '../../groups/policy.js';
 import { repoRoot } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -105,6 +107,23 @@ describe('audit log', () => {
     expect(problems).toEqual([]);
     for (const who of ['a', 'b']) expect(records.filter((r) => r.action === who).map((r) => r.target.group)).toEqual(Array.from({ length: 100 }, (_, i) => String(i)));
   }, 120_000);
+
+  it('context operations are audited too: refusals with their error code, successes with the action', () => {
+    const dir = tmpDir();
+    const log = new AuditLog(dir);
+    const g: GroupFacts = { id: '7', devices: ['0000:07:00.0' as Bdf], viable: false, blockers: ['0000:07:00.0 is bound to host driver e1000e'], units: [], noiommu: false, reservedRegions: [] };
+    const refused = attachGroup(emptyContextTable(), 'alice', g);
+    auditResult(log, { action: 'attach', subject: root, group: '7', devices: g.devices, owner: 'alice' }, refused);
+    const ok = attachGroup(emptyContextTable(), 'alice', { ...g, viable: true, blockers: [] });
+    auditResult(log, { action: 'attach', subject: root, group: '7', devices: g.devices, owner: 'alice', reason: 'attached group 7 to ctx-1' }, ok);
+    const { records } = log.read();
+    expect(records.map((x) => [x.action, x.allowed, x.extra?.code ?? null])).toEqual([
+      ['attach', false, 'E_NOT_VIABLE'],
+      ['attach', true, null],
+    ]);
+    expect(records[0]!.reason).toContain('E_NOT_VIABLE: group 7 is not viable: 0000:07:00.0 is bound to host driver e1000e');
+    expect(records[1]!.reason).toBe('attached group 7 to ctx-1');
+  });
 
   it('a torn tail is reported, not fatal; a missing file is empty', () => {
     const dir = tmpDir();

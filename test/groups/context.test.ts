@@ -54,6 +54,19 @@ describe('facts from a real capture', () => {
     expect(groupFacts(snap, '19').viable).toBe(true);
     expect(() => groupFacts(snap, '999')).toThrow(expect.objectContaining({ code: 'E_NOT_FOUND' }));
   });
+
+  it('calls a group no-IOMMU only when no unit backs it and it has no default domain (type "unknown")', () => {
+    const kg = snap.kernelGroups.get('23')!;
+    const strip = (type: string | null) => ({
+      ...snap,
+      devices: new Map([...snap.devices].map(([b, d]) => [b, kg.devices.includes(b) ? { ...d, iommu: null } : d])),
+      kernelGroups: new Map([...snap.kernelGroups, ['23', { ...kg, type }]]),
+    });
+    expect(groupFacts(strip('unknown'), '23')).toMatchObject({ noiommu: true, units: [] });
+    // An imported dump has groups but no unit links and no type: unknown unit, not no-IOMMU.
+    expect(groupFacts(strip(null), '23')).toMatchObject({ noiommu: false, units: [] });
+    expect(groupFacts(snap, '23').noiommu).toBe(false);
+  });
 });
 
 describe('invariants', () => {

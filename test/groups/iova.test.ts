@@ -139,6 +139,12 @@ describe('IOMMU unit capabilities', () => {
     expect(c.intel).toMatchObject({ mgaw: 39, sagaw: 0b00010, sagawWidth: 39, domains: 65536, interruptRemapping: true, snoopControl: false, passThrough: true });
     expect(c.addressWidth).toBe(39);
     expect(c.aperture).toEqual(r(0, 0x7fffffffff));
+    // Legacy mode (no SMTS): no first-stage alternative.
+    expect(c.firstStageAperture).toBeUndefined();
+    // Scalable mode with first-stage tables (ECAP bits 43 and 47): canonical half as the alternative.
+    const sm = decodeIntelCap('dmar0', 'd2008c22260286', ((1n << 43n) | (1n << 47n) | 0xf00f4an).toString(16));
+    expect(sm.intel).toMatchObject({ scalableMode: true, firstStage: true });
+    expect(sm.firstStageAperture).toEqual(r(0, 0x3fffffffff));
   });
 
   it('takes the smaller of SAGAW and MGAW, and the highest SAGAW level <= 57 bits', () => {
