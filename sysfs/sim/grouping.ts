@@ -1,5 +1,6 @@
 import type { Bdf } from '../bdf.js';
 import type { HostSnapshot } from '../model.js';
+import { deriveGroups } from '../../groups/derive.js';
 
 // Which existing devices a newly added device shares an IOMMU group with. The kernel decides this in
 // pci_device_group() when the device is added; we ask the same question of a snapshot that already
@@ -22,7 +23,21 @@ export const topologyPeers: PeerFinder = (snap, bdf) => {
   return [parent.bdf];
 };
 
-let finder: PeerFinder = topologyPeers;
+/** The kernel's own rules (groups/derive.ts): the group the new device derives into. */
+export const derivedPeers: PeerFinder = (snap, bdf) => {
+  let derived;
+  try {
+    derived = deriveGroups(snap);
+  } catch {
+    return topologyPeers(snap, bdf);
+  }
+  const id = derived.groupOf.get(bdf);
+  const group = id === undefined ? undefined : derived.groups.find((g) => g.id === id);
+  if (!group) return topologyPeers(snap, bdf);
+  return group.devices.filter((b) => b !== bdf);
+};
+
+let finder: PeerFinder = derivedPeers;
 
 /** Plug in the full group derivation (groups/derive.ts) once it is available. */
 export const setPeerFinder = (f: PeerFinder): void => {
