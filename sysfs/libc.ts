@@ -240,7 +240,7 @@ export const sysRecvFrom = (
 };
 
 // Fill a struct msghdr; the returned array keeps every pointed-to buffer alive until the call returns.
-const buildMsghdr = (iov: Buffer[], control: Buffer | null): { msg: Buffer; keep: Buffer[] } => {
+const buildMsghdr = (iov: Buffer[], control: Buffer | null, name: Buffer | null = null): { msg: Buffer; keep: Buffer[] } => {
   const L = LAYOUT;
   const iovecs = Buffer.alloc(Math.max(1, iov.length) * L.iovec.size);
   iov.forEach((b, i) => {
@@ -248,18 +248,28 @@ const buildMsghdr = (iov: Buffer[], control: Buffer | null): { msg: Buffer; keep
     iovecs.writeBigUInt64LE(BigInt(b.length), i * L.iovec.size + L.iovec.len);
   });
   const msg = Buffer.alloc(L.msghdr.size);
+  if (name && name.length > 0) {
+    msg.writeBigUInt64LE(koffi.address(name), L.msghdr.name);
+    msg.writeUInt32LE(name.length, L.msghdr.namelen);
+  }
   msg.writeBigUInt64LE(koffi.address(iovecs), L.msghdr.iov);
   msg.writeBigUInt64LE(BigInt(iov.length), L.msghdr.iovlen);
   if (control && control.length > 0) {
     msg.writeBigUInt64LE(koffi.address(control), L.msghdr.control);
     msg.writeBigUInt64LE(BigInt(control.length), L.msghdr.controllen);
   }
-  return { msg, keep: [iovecs, ...iov, ...(control ? [control] : [])] };
+  return { msg, keep: [iovecs, ...iov, ...(control ? [control] : []), ...(name ? [name] : [])] };
 };
 
-/** sendmsg(2) with optional ancillary data; null when the socket buffer is full (EAGAIN). */
-export const sysSendMsg = (fd: number, iov: Buffer[], control: Buffer | null, flags: number, ctx: CallContext = {}): number | null => {
-  const { msg, keep } = buildMsghdr(iov, control);
+/** sendmsg(2) with optional ancillary data and destination address; null when the socket buffer is full (EAGAIN). */
+export const sysSendMsg = (
+  fd: number,
+  iov: Buffer[],
+  control: Buffer | null,
+  flags: number,
+  ctx: CallContext & { to?: Buffer } = {},
+): number | null => {
+  const { msg, keep } = buildMsghdr(iov, control, ctx.to ?? null);
   const [r, e] = call(() => libc().sendmsg(fd, msg, flags));
   keep.length = 0;
   if (r < 0) {

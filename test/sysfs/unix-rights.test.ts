@@ -9,6 +9,9 @@ import { decodeRights, encodeRights, peerCredentials, receiveFds, sendFds, stopR
 import { transpileForChild } from '../helpers/child-modules.js';
 import { tmpDir } from '../helpers/tmp.js';
 
+// Child processes and watchers start slowly on a loaded 2-core machine: wait generously (no fixed sleeps).
+const poll = <T>(fn: () => T) => expect.poll(fn, { timeout: 15_000 });
+
 // A world-readable scratch dir (the uid-65534 child must reach the socket and the modules).
 const openDir = (): string => {
   const dir = tmpDir();
@@ -114,7 +117,7 @@ describe('fd hand-off between two processes', () => {
         receiveFds(s).then(resolve, reject).finally(() => s.destroy());
       });
     });
-    await expect.poll(() => fs.existsSync(sock)).toBe(true);
+    await poll(() => fs.existsSync(sock)).toBe(true);
     const sender = `import fs from 'node:fs'; import net from 'node:net'; const { sendFds } = await import(process.argv[2]);
       const file = process.argv[3];
       fs.writeFileSync(file, process.argv[4]);
@@ -155,7 +158,7 @@ describe('fd hand-off between two processes', () => {
         });
       });
     });
-    await expect.poll(() => fs.existsSync(sock)).toBe(true);
+    await poll(() => fs.existsSync(sock)).toBe(true);
     const receiver = `import fs from 'node:fs'; import net from 'node:net'; const { receiveFds, stopReading } = await import(process.argv[2]);
       const s = net.connect(process.argv[1], async () => {
         stopReading(s); s.write('R');
@@ -183,7 +186,7 @@ describe('fd hand-off between two processes', () => {
           .finally(() => s.destroy());
       });
     });
-    await expect.poll(() => fs.existsSync(sock)).toBe(true);
+    await poll(() => fs.existsSync(sock)).toBe(true);
     // The child half-closes and exits once the server side closes too.
     const { output } = runChild(`import net from 'node:net'; const s = net.connect(process.argv[1], () => s.end()); s.resume();`, [sock]);
     expect(await result).toMatchObject({ code: 'E_DAEMON', message: expect.stringContaining('closed') });
