@@ -25,6 +25,7 @@ export const ERROR_CODES = {
   E_INCOMPATIBLE: 'groups cannot share one IOMMU context',
   E_IOVA_MISMATCH: 'kernel IOVA ranges differ from the computed ones',
   E_DAEMON: 'daemon request failed',
+  E_NO_ROUTE: 'no such daemon API route',
   E_UNSUPPORTED: 'not supported on this host or input',
   E_INTERNAL: 'internal error',
 } as const;
