@@ -123,7 +123,13 @@ const cloneContext = (c: IommuContext): IommuContext => ({
   groups: c.groups.map(cloneGroup),
   devices: c.devices.map((d) => ({ ...d })),
 });
-const cloneTable = (t: ContextTable): ContextTable => ({ version: 1, nextId: t.nextId, contexts: t.contexts.map(cloneContext) });
+// Tables are immutable values: an operation copies only the contexts it changes and shares the rest
+// (callers must never mutate a table they were given or got back).
+const cloneTable = (t: ContextTable, changed: readonly string[] = []): ContextTable => ({
+  version: 1,
+  nextId: t.nextId,
+  contexts: t.contexts.map((c) => (changed.includes(c.id) ? cloneContext(c) : c)),
+});
 
 // --- lookups -----------------------------------------------------------------------------------
 
@@ -284,9 +290,12 @@ export const attachGroup = (table: ContextTable, owner: string, group: GroupFact
       ? fail('E_CONTEXT', `group ${group.id} is already in ${owner}'s context ${holder.id}`, { group: group.id, owner, context: holder.id })
       : fail('E_CONTEXT', `group ${group.id} belongs to ${holder.owner}'s context ${holder.id}: a group is in at most one context`, { group: group.id, owner: holder.owner, context: holder.id });
   }
-  for (const bdf of group.devices) {
-    const c = contextOfDevice(table, bdf);
-    if (c) return fail('E_CONTEXT', `device ${bdf} of group ${group.id} is already in ${c.owner}'s context ${c.id}`, { group: group.id, device: bdf, owner: c.owner, context: c.id });
+  const wanted = new Set<string>(group.devices);
+  for (const c of table.contexts) {
+    const taken = c.devices.find((d) => wanted.has(d.bdf));
+    if (!taken) continue;
+    const bdf = taken.bdf;
+    return fail('E_CONTEXT', `device ${bdf} of group ${group.id} is already in ${c.owner}'s context ${c.id}`, { group: group.id, device: bdf, owner: c.owner, context: c.id });
   }
   if (!group.viable) {
     return fail('E_NOT_VIABLE', `group ${group.id} is not viable: ${group.blockers.join('; ') || 'a device is bound to a host driver'}`, { group: group.id, blockers: group.blockers });
@@ -309,7 +318,7 @@ export const attachGroup = (table: ContextTable, owner: string, group: GroupFact
       problems: compat.problems,
     });
   }
-  const out = next === table ? cloneTable(table) : next;
+  const out = next === table ? cloneTable(table, [context.id]) : cloneTable(next, [context.id]);
   const ctx = out.contexts.find((c) => c.id === context!.id)!;
   const devices = [...group.devices].sort(compareBdf);
   ctx.groups.push({
@@ -338,7 +347,7 @@ export const detachGroup = (table: ContextTable, owner: string, groupId: string)
       ...(other ? { holder: other.owner } : {}),
     });
   }
-  const out = cloneTable(table);
+  const out = cloneTable(table, [context.id]);
   const ctx = out.contexts.find((c) => c.id === context.id)!;
   const removed = ctx.devices.filter((d) => d.group === groupId);
   ctx.groups = ctx.groups.filter((g) => g.id !== groupId);
@@ -391,7 +400,7 @@ export const mergeContexts = (
       problems,
     });
   }
-  const out = cloneTable(table);
+  const out = cloneTable(table, [from.id, into.id]);
   const src = out.contexts.find((c) => c.id === from.id)!;
   const dst = out.contexts.find((c) => c.id === into.id)!;
   const moved = src.groups.map((g) => ({ group: g.id, devices: [] as { bdf: Bdf; from: number; to: number }[] }));
@@ -438,7 +447,7 @@ export const syncGroupDevices = (table: ContextTable, groupId: string, devices: 
       return fail('E_CONTEXT', `device ${bdf} is already in group ${c.devices.find((d) => d.bdf === bdf)!.group} of ${c.owner}'s context ${c.id}`, { group: groupId, device: bdf });
     }
   }
-  const out = cloneTable(table);
+  const out = cloneTable(table, [context.id]);
   const ctx = out.contexts.find((c) => c.id === context.id)!;
   const group = ctx.groups.find((g) => g.id === groupId)!;
   const want = new Set(devices);

@@ -19,12 +19,11 @@ import {
   usableIova,
   type IovaRange,
 } from '../../groups/iova.js';
-import { unpackCapture } from '../../sysfs/roots.js';
+import { resolveRoot } from '../../sysfs/roots.js';
 import { NodeSysfsPort } from '../../sysfs/port.js';
 import { readIommuUnitCaps } from '../../sysfs/iommu-caps.js';
 import type { ReservedRegion } from '../../sysfs/model.js';
 import { bundledCapture } from '../helpers/paths.js';
-import { tmpDir } from '../helpers/tmp.js';
 
 const r = (start: bigint | number, end: bigint | number): IovaRange => ({ start: BigInt(start), end: BigInt(end) });
 const region = (start: bigint | number, end: bigint | number, type: string): ReservedRegion => ({ start: BigInt(start), end: BigInt(end), type });
@@ -170,8 +169,8 @@ describe('real reserved_regions from the captures', () => {
   const snap = scan({ root: bundledCapture('mixed'), pciIds: null });
 
   it('reads every group file through scan(), and the sysfs text matches', () => {
-    const dir = tmpDir();
-    unpackCapture(bundledCapture('mixed'), dir);
+    // The same cached unpacked root scan() read (read-only use).
+    const dir = resolveRoot(bundledCapture('mixed'));
     for (const [id, g] of snap.kernelGroups) {
       const text = fs.readFileSync(path.join(dir, 'sys/kernel/iommu_groups', id, 'reserved_regions'), 'utf8');
       const lines = text.trim().split('\n').filter(Boolean);
@@ -184,8 +183,8 @@ describe('real reserved_regions from the captures', () => {
   });
 
   it("the MSI window leaves two usable ranges in the 39-bit space of the capture's dmar0", () => {
-    const dir = tmpDir();
-    unpackCapture(bundledCapture('mixed'), dir);
+    // The same cached unpacked root scan() read (read-only use).
+    const dir = resolveRoot(bundledCapture('mixed'));
     const caps = readIommuUnitCaps(new NodeSysfsPort(dir), snap);
     expect(caps.get('dmar0')?.source).toBe('intel-cap');
     const aperture = contextAperture([...caps.values()]);
