@@ -149,7 +149,7 @@ describe('hostile config space', () => {
     for (let i = 0; i < 300; i++) {
       const size = [64, 256, 4096, 100][i % 4]!;
       const b = Uint8Array.from({ length: size }, rnd);
-      b[0x06] |= 0x10;
+      b[0x06] = b[0x06]! | 0x10;
       const cs = parseConfigSpace(b);
       for (const c of [...cs.capabilities, ...cs.extCapabilities]) expect(c.offset).toBeLessThan(size);
       expect(cs.capabilities.length).toBeLessThanOrEqual(48);
