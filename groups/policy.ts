@@ -143,6 +143,29 @@ export interface Subject {
   gids: number[];
 }
 
+/**
+ * The subject for a peer the kernel vouched for (SO_PEERCRED uid/gid), named from the text of
+ * /etc/passwd and /etc/group: primary gid plus every group listing the user as a member. An uid
+ * with no passwd entry is named by its number, so rules by uid or gid still apply to it.
+ */
+export const subjectFromIds = (uid: number, gid: number, files: { passwd?: string | null; group?: string | null } = {}): Subject => {
+  let name = String(uid);
+  for (const line of (files.passwd ?? '').split('\n')) {
+    const f = line.split(':');
+    if (f.length >= 4 && f[2] === String(uid) && f[0]) {
+      name = f[0];
+      break;
+    }
+  }
+  const gids = new Set<number>([gid]);
+  for (const line of (files.group ?? '').split('\n')) {
+    const f = line.split(':');
+    if (f.length < 4 || !/^\d+$/.test(f[2] ?? '')) continue;
+    if ((f[3] ?? '').split(',').map((m) => m.trim()).includes(name)) gids.add(Number(f[2]));
+  }
+  return { name, uid, gids: [...gids].sort((a, b) => a - b) };
+};
+
 /** What a selector can look at; a PciDevice has all of these. */
 export interface DeviceFacts {
   bdf: string;

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AuditLog } from '../../bind/audit.js';
-import { loadPolicyFile, parsePolicyText, PolicyStore } from '../../bind/policy-store.js';
+import { loadPolicyFile, parsePolicyText, PolicyStore, readSubject } from '../../bind/policy-store.js';
 import { evaluateDevice, type DeviceFacts, type Subject } from '../../groups/policy.js';
 import { isIsogroupError } from '../../errors.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -124,5 +124,19 @@ describe('policy store and reload', () => {
       ['reload-policy', true],
     ]);
     expect(records[0]!.reason).toContain('previous policy kept');
+  });
+});
+
+describe('subjects from peer credentials', () => {
+  it('names the uid and collects its groups from ROOT/etc/passwd and ROOT/etc/group', () => {
+    const root = tmpDir();
+    fs.mkdirSync(path.join(root, 'etc'));
+    fs.writeFileSync(path.join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbob:x:1001:1001::/home/bob:/bin/sh\n');
+    fs.writeFileSync(path.join(root, 'etc/group'), 'root:x:0:\nalice:x:1000:\nkvm:x:44:alice,carol\nvfio:x:990:bob, alice\nbad line\n');
+    expect(readSubject(1000, 1000, root)).toEqual({ name: 'alice', uid: 1000, gids: [44, 990, 1000] });
+    expect(readSubject(1001, 1001, root)).toEqual({ name: 'bob', uid: 1001, gids: [990, 1001] });
+    // Unknown uid: named by number; gid rules still apply.
+    expect(readSubject(4242, 44, root)).toEqual({ name: '4242', uid: 4242, gids: [44] });
+    expect(readSubject(7, 7, path.join(root, 'nothing-here'))).toEqual({ name: '7', uid: 7, gids: [7] });
   });
 });
