@@ -5,6 +5,7 @@ import { AuditLog } from '../../bind/audit.js';
 import { loadPolicyFile, parsePolicyText, PolicyStore, readSubject } from '../../bind/policy-store.js';
 import { evaluateDevice, type DeviceFacts, type Subject } from '../../groups/policy.js';
 import { isIsogroupError } from '../../errors.js';
+import { repoRoot } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 const alice: Subject = { name: 'alice', uid: 1000, gids: [1000] };
@@ -55,6 +56,17 @@ describe('policy file', () => {
     // An empty file is an empty policy: root only.
     fs.writeFileSync(path.join(dir, 'empty.yaml'), '# nothing yet\n');
     expect(loadPolicyFile(path.join(dir, 'empty.yaml')).rules).toEqual([]);
+  });
+
+  it("the README's example policy parses and means what the README says", () => {
+    const readme = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
+    const example = /## Policy[\s\S]*?```yaml\n([\s\S]*?)```/.exec(readme)![1]!;
+    const p = parsePolicyText(example, 'README.md');
+    expect(p.rules.map((r) => r.effect)).toEqual(['allow', 'deny']);
+    expect(evaluateDevice(p, alice, nic)).toMatchObject({ allowed: true, rule: 0 });
+    expect(evaluateDevice(p, { name: 'dave', uid: 1003, gids: [990] }, nic)).toMatchObject({ allowed: true, rule: 0 });
+    expect(evaluateDevice(p, alice, { ...nic, class: '0x010802' })).toMatchObject({ allowed: false, rule: 1 });
+    expect(evaluateDevice(p, { name: 'root', uid: 0, gids: [0] }, { ...nic, class: '0x010601', kernelGroup: '15' })).toMatchObject({ allowed: false, rule: 1 });
   });
 
   it('errors point at the field, the line, or the file', () => {
