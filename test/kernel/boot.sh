@@ -44,7 +44,8 @@ rm -f "$RUNDIR"/{rc,rc.tmp,started,stdout,stderr,console.log,qemu.out,qmp.sock,t
 
 ACCEL="${KT_ACCEL:-$(cat "$KT_CACHE/accel" 2>/dev/null || echo tcg)}"
 if [[ "$ACCEL" == kvm ]]; then CPU=(-accel kvm -cpu host); else CPU=(-accel tcg,thread=multi,tb-size=256 -cpu max); fi
-CMDLINE="console=ttyS0 loglevel=4 panic=-1 oops=panic intel_iommu=on iommu=pt kt.run=$RUNDIR kt.kmod=$KT_CACHE/kernel/lib/modules/$KVER kt.drivers=${KT_DRIVERS:-1} $TOPO_CMDLINE ${KT_CMDLINE:-}"
+# no_timer_check: under TCG on a busy host the IO-APIC timer check can miss its window and panic.
+CMDLINE="console=ttyS0 loglevel=4 panic=-1 oops=panic no_timer_check intel_iommu=on iommu=pt kt.run=$RUNDIR kt.kmod=$KT_CACHE/kernel/lib/modules/$KVER kt.drivers=${KT_DRIVERS:-1} $TOPO_CMDLINE ${KT_CMDLINE:-}"
 # Harness devices sit at fixed slots on pcie.0 so no topology collides with them: 00:18.0 = the host
 # root (the guest's root fs: never assign it), 00:19.0 = the run dir. The vIOMMU comes first.
 QEMU=(qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot

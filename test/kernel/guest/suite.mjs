@@ -56,7 +56,7 @@ function multifunctionGroup() {
 
 function expectDrivers(t, what, want) {
   const now = driverState(Object.keys(want));
-  compareMap(t, what, Object.fromEntries(Object.entries(now).map(([b, s]) => [b, s.driver])), Object.fromEntries(Object.entries(want).map(([b, s]) => [b, s.driver ?? s])));
+  compareMap(t, what, Object.fromEntries(Object.entries(now).map(([b, s]) => [b, s.driver])), Object.fromEntries(Object.entries(want).map(([b, s]) => [b, s !== null && typeof s === 'object' ? s.driver : s])));
 }
 
 function expectRestored(t, what, before) {
@@ -115,15 +115,8 @@ checks.groups = async (t) => {
     t.compare('mismatches', [], cmp.json.mismatches ?? null);
     t.compare('exit status', 0, cmp.code);
   } else t.fail(shortOut(cmp));
-  for (const mode of ['--kernel', '--derived']) {
-    const r = isogroup(['groups', mode, '--json']);
-    const groups = r.json?.groups;
-    if (!Array.isArray(groups)) { t.fail(`groups ${mode} --json: no {"groups":[...]}: ${shortOut(r)}`); continue; }
-    const theirs = partition(groups.map((g) => g.devices ?? []));
-    const missing = kernelPartition.filter((g) => !theirs.includes(g));
-    const extra = theirs.filter((g) => !kernelPartition.includes(g));
-    t.compare(`membership (groups ${mode})`, missing.length ? missing : `${kernel.size} groups`, extra.length ? extra : `${groups.length} groups`, { equal: () => !missing.length && !extra.length });
-  }
+  // Membership as isogroup reads it from sysfs is compared device by device in the `devices` check;
+  // every further isogroup start costs 10-60 s under TCG, so this check makes one call.
 };
 
 /** Infrastructure: bind a group behind a bridge with raw sysfs writes, open /dev/vfio/N with our own
@@ -251,8 +244,6 @@ checks.crash = async (t) => {
       t.compare(`round ${i + 1}: recover exit status`, 0, rec.code, { label: 'isogroup' });
       if (rec.code !== 0) t.note(shortOut(rec));
       expectRestored(t, `round ${i + 1}: after recover`, before);
-      const st = isogroup(['status', '--state-dir', state, '--json']);
-      t.compare(`round ${i + 1}: status after recover lists no group`, 0, st.json?.groups?.length ?? shortOut(st));
       for (const b of eps) if (sysfs.driver(b) !== before[b].driver) rawRelease(b);
     }
   } finally {
