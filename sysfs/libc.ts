@@ -11,8 +11,8 @@
 //   kept referenced for the duration of the call; Buffer.alloc memory never moves.
 // - Linux on 64-bit x86/arm only: the structure layouts below (msghdr 56 bytes, cmsghdr 16, ...) are
 //   the LP64 glibc/musl ones, checked against <sys/socket.h> with a C compiler on x86_64.
+import { createRequire } from 'node:module';
 import * as os from 'node:os';
-import koffi from 'koffi';
 import { codeForErrno, IsogroupError, type ErrorCode } from '../errors.js';
 
 /** Constants from the Linux uapi / glibc headers (identical on x86_64 and aarch64). */
@@ -85,6 +85,11 @@ export const syscallError = (
   return new IsogroupError(code, `${what}${syscall} failed: ${name}`, { syscall, errno: name, errnoNumber: errno, ...context.details });
 };
 
+// koffi itself is loaded on first use too (it loads a native addon): importing this module is free.
+type Koffi = typeof import('koffi').default;
+let koffiModule: Koffi | undefined;
+const K = (): Koffi => (koffiModule ??= createRequire(import.meta.url)('koffi') as Koffi);
+
 type Fn = (...args: unknown[]) => number;
 interface Libc {
   open: Fn;
@@ -113,9 +118,9 @@ const libc = (): Libc => {
       arch: process.arch,
     });
   }
-  let lib: ReturnType<typeof koffi.load>;
+  let lib: ReturnType<Koffi['load']>;
   try {
-    lib = koffi.load('libc.so.6');
+    lib = K().load('libc.so.6');
   } catch (error) {
     throw new IsogroupError('E_UNSUPPORTED', `cannot load libc.so.6 through koffi: ${(error as Error).message}`, {}, { cause: error });
   }
@@ -149,7 +154,7 @@ export const libcAvailable = (): boolean => {
   }
 };
 
-const errno = (): number => koffi.errno();
+const errno = (): number => K().errno();
 
 // Retry a call interrupted by a signal; return [result, errno].
 const call = (fn: () => number): [number, number] => {
@@ -244,18 +249,18 @@ const buildMsghdr = (iov: Buffer[], control: Buffer | null, name: Buffer | null 
   const L = LAYOUT;
   const iovecs = Buffer.alloc(Math.max(1, iov.length) * L.iovec.size);
   iov.forEach((b, i) => {
-    iovecs.writeBigUInt64LE(b.length > 0 ? koffi.address(b) : 0n, i * L.iovec.size + L.iovec.base);
+    iovecs.writeBigUInt64LE(b.length > 0 ? K().address(b) : 0n, i * L.iovec.size + L.iovec.base);
     iovecs.writeBigUInt64LE(BigInt(b.length), i * L.iovec.size + L.iovec.len);
   });
   const msg = Buffer.alloc(L.msghdr.size);
   if (name && name.length > 0) {
-    msg.writeBigUInt64LE(koffi.address(name), L.msghdr.name);
+    msg.writeBigUInt64LE(K().address(name), L.msghdr.name);
     msg.writeUInt32LE(name.length, L.msghdr.namelen);
   }
-  msg.writeBigUInt64LE(koffi.address(iovecs), L.msghdr.iov);
+  msg.writeBigUInt64LE(K().address(iovecs), L.msghdr.iov);
   msg.writeBigUInt64LE(BigInt(iov.length), L.msghdr.iovlen);
   if (control && control.length > 0) {
-    msg.writeBigUInt64LE(koffi.address(control), L.msghdr.control);
+    msg.writeBigUInt64LE(K().address(control), L.msghdr.control);
     msg.writeBigUInt64LE(BigInt(control.length), L.msghdr.controllen);
   }
   return { msg, keep: [iovecs, ...iov, ...(control ? [control] : []), ...(name ? [name] : [])] };

@@ -208,3 +208,23 @@ describe('KernelVfioBackend on this machine (no vfio devices)', () => {
     expect(() => backend.openContainer()).toThrow(expect.objectContaining({ details: expect.objectContaining({ errno: 'ENOTTY', request: '0x3b64' }) }));
   });
 });
+
+describe('importing the kernel backend', () => {
+  it('loads neither koffi nor libc until the first open', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { transpileForChild } = await import('../helpers/child-modules.js');
+    const [entry] = transpileForChild(path.join(tmpDir(), 'mod'), ['sysfs/vfio-kernel.ts']);
+    const script = `
+      import { createRequire } from 'node:module';
+      const require = createRequire(import.meta.url);
+      const koffiLoaded = () => Object.keys(require.cache).some((k) => k.includes('/koffi/'));
+      const { KernelVfioBackend } = await import(process.argv[1]);
+      const before = koffiLoaded();
+      const backend = new KernelVfioBackend();
+      let errno = null;
+      try { backend.openGroup('4242'); } catch (e) { errno = e.details.errno; }
+      console.log(JSON.stringify({ before, after: koffiLoaded(), errno }));`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script, entry!], { encoding: 'utf8' });
+    expect(JSON.parse(out)).toEqual({ before: false, after: true, errno: 'ENOENT' });
+  });
+});
