@@ -136,8 +136,8 @@ export const listGroups = (options: GroupsOptions = {}): GroupsResult => {
   if (options.source === 'kernel' && snap.kernelGroups.size === 0) {
     throw new IsogroupError('E_NO_IOMMU', `no kernel IOMMU groups under ${snap.root} (IOMMU off, or not in this capture); use --derived to compute them`, { root: snap.root });
   }
-  const reasonsOf = (bdfs: Bdf[]): GroupReason[] =>
-    view.derived.groups.flatMap((g) => g.reasons).filter((r) => bdfs.includes(r.device)).sort((a, b) => compareBdf(a.device, b.device));
+  const reasonByDevice = new Map(view.derived.groups.flatMap((g) => g.reasons).map((r) => [r.device, r]));
+  const reasonsOf = (bdfs: Bdf[]): GroupReason[] => bdfs.map((b) => reasonByDevice.get(b)).filter((r): r is GroupReason => r !== undefined);
   const base = wantKernel
     ? [...snap.kernelGroups.values()].map((g) => ({ id: g.id, devices: [...g.devices].sort(compareBdf) }))
     : view.derived.groups.map((g) => ({ id: g.id, devices: g.devices }));

@@ -33,6 +33,7 @@ export interface GroupComparison {
 
 export const compareGroupings = (kernel: Iterable<KernelGroup>, derived: DerivedGrouping): GroupComparison => {
   const kGroups = [...kernel].map((g) => ({ id: g.id, devices: [...g.devices].sort(compareBdf) }));
+  const kById = new Map(kGroups.map((g) => [g.id, g]));
   const kOf = new Map<Bdf, string>();
   for (const g of kGroups) for (const d of g.devices) kOf.set(d, g.id);
   const dGroups = new Map(derived.groups.map((g) => [g.id, g]));
@@ -50,7 +51,7 @@ export const compareGroupings = (kernel: Iterable<KernelGroup>, derived: Derived
     const queue: ['k' | 'd', string][] = [['k', start.id]];
     while (queue.length) {
       const [side, id] = queue.shift()!;
-      const members = side === 'k' ? kGroups.find((g) => g.id === id)!.devices : dGroups.get(id)!.devices;
+      const members = side === 'k' ? kById.get(id)!.devices : dGroups.get(id)!.devices;
       for (const m of members) {
         const other = side === 'k' ? derived.groupOf.get(m) : kOf.get(m);
         if (other === undefined) continue;
@@ -62,7 +63,7 @@ export const compareGroupings = (kernel: Iterable<KernelGroup>, derived: Derived
       }
     }
     for (const k of ks) seenK.add(k);
-    const kRefs = [...ks].map((id) => kGroups.find((g) => g.id === id)!);
+    const kRefs = [...ks].map((id) => kById.get(id)!);
     const dRefs = [...ds].map((id) => ({ id, devices: dGroups.get(id)!.devices }));
     const same =
       kRefs.length === 1 && dRefs.length === 1 &&
@@ -72,7 +73,8 @@ export const compareGroupings = (kernel: Iterable<KernelGroup>, derived: Derived
       continue;
     }
     const devices = [...new Set([...kRefs.flatMap((g) => g.devices), ...dRefs.flatMap((g) => g.devices)])].sort(compareBdf);
-    const reasons = dRefs.flatMap((g) => dGroups.get(g.id)!.reasons).filter((r) => devices.includes(r.device));
+    const inMismatch = new Set(devices);
+    const reasons = dRefs.flatMap((g) => dGroups.get(g.id)!.reasons).filter((r) => inMismatch.has(r.device));
     let explanation: string;
     let rules: string[];
     if (kRefs.length === 1 && dRefs.length > 1) {

@@ -148,7 +148,9 @@ export const buildTopology = (snap: HostSnapshot, kernelRelease: string | null =
   const rootBuses = new Map<string, TopoDevice[]>();
   for (const t of roots) {
     const key = `${t.dev.hostBridgeDevice ? '1' : '0'}:${t.busKey}`;
-    rootBuses.set(key, [...(rootBuses.get(key) ?? []), t]);
+    const list = rootBuses.get(key) ?? [];
+    list.push(t);
+    rootBuses.set(key, list);
   }
   for (const key of [...rootBuses.keys()].sort()) addBus(rootBuses.get(key)!);
   for (const t of [...devices.values()].sort((x, y) => compareBdf(x.bdf, y.bdf))) {
