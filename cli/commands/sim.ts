@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { openSimulatedRoot, unpackForSimulation } from '../../sysfs/sim/index.js';
 import { IsogroupError } from '../../errors.js';
+import { parseBdf } from '../../sysfs/bdf.js';
 import { type CliIo, emit, globalsOf, usage } from '../context.js';
 
 // The fixture kernel from the command line: rehearse hotplug, SR-IOV and failures on a fixture root.
@@ -61,7 +62,9 @@ export const registerSim = (program: Command, io: CliIo): void => {
     .argument('<bdf>')
     .action((bdf: string, _opts, cmd: Command) => {
       const s = simRoot(cmd);
-      s.port.writeText(`sys/bus/pci/devices/${s.kernel.devDir(bdf) ? bdf : (() => { throw new IsogroupError('E_NOT_FOUND', `no PCI device ${bdf}`, { bdf }); })()}/remove`, '1');
+      const device = parseBdf(bdf, 'device');
+      if (!s.kernel.devDir(device)) throw new IsogroupError('E_NOT_FOUND', `no PCI device ${device} under ${s.kernel.root}`, { bdf: device });
+      s.port.writeText(`sys/bus/pci/devices/${device}/remove`, '1');
       emit(io, cmd, { removed: bdf }, () => `${bdf} removed`);
     });
 
