@@ -79,8 +79,8 @@ describe('planRelease', () => {
     const plan = planRelease(s, {
       groupId: '22', owner: 'a', root: '/', simulate: false, state: 'assigned', time: 't', notes: [],
       members: [
-        { bdf: '0000:0a:01.0', role: 'endpoint', originalDriver: 'e1000', originalOverride: null },
-        { bdf: '0000:0a:02.0', role: 'endpoint', originalDriver: null, originalOverride: null },
+        { bdf: '0000:0a:01.0' as Bdf, role: 'endpoint', originalDriver: 'e1000', originalOverride: null },
+        { bdf: '0000:0a:02.0' as Bdf, role: 'endpoint', originalDriver: null, originalOverride: null },
       ],
     });
     expect(kinds(plan.steps, '0000:0a:01.0')).toEqual(['override', 'unbind', 'probe', 'verify']);
