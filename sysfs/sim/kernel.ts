@@ -738,12 +738,28 @@ export class SimKernel {
   /** modprobe: register a driver (vfio-pci also brings /dev/vfio/vfio). */
   loadModule(name: string): void {
     const driver = name.replace(/_/g, '-');
-    this.store.transact(() => {
+    this.store.transact((st) => {
+      const fresh = !this.driverLoaded(driver);
       ensureDriverDir(this.root, driver);
       fs.mkdirSync(this.abs(`sys/module/${name.replace(/-/g, '_')}/parameters`), { recursive: true });
       if (driver === 'vfio-pci') this.writeFile('dev/vfio/vfio', '');
       this.log(`modprobe ${name}`);
+      // bus_add_driver(): a newly registered driver attaches to matching driverless devices, but only
+      // while drivers_autoprobe is 1 (the one place the knob is honoured; NOTES.md hotplug step 6).
+      if (!fresh || this.readAutoprobe() === false) return;
+      for (const bdf of this.devices()) {
+        const dir = this.devDir(bdf);
+        if (dir && this.driverOf(bdf) === null && this.matches(st, bdf, driver)) this.probe(st, bdf, dir, driver);
+      }
     });
+  }
+
+  private readAutoprobe(): boolean {
+    try {
+      return fs.readFileSync(this.abs('sys/bus/pci/drivers_autoprobe'), 'utf8').trim() !== '0';
+    } catch {
+      return true;
+    }
   }
 
   /** Fail the n-th write from now (1 = the next one), or every write to a file, with errno. */

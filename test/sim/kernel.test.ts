@@ -225,6 +225,24 @@ describe('fixture kernel: hotplug (NOTES.md hotplug test)', () => {
     c.close();
   });
 
+  it('a device whose driver module is not loaded stays driverless; modprobe binds it only with autoprobe=1 (NOTES step 6)', () => {
+    const sim = simCopy();
+    sim.port.writeText('sys/bus/pci/drivers_autoprobe', '0');
+    const added = sim.kernel.addDevice({ bridge: '0000:00:03.0', vendor: 0x1022, device: 0x2000, driver: 'pcnet32' });
+    expect(added.driver).toBeNull();
+    sim.kernel.loadModule('pcnet32');
+    expect(sim.kernel.driverOf(added.bdf)).toBeNull();
+    sim.port.writeText('sys/bus/pci/drivers_autoprobe', '1');
+    expect(sim.kernel.driverOf(added.bdf)).toBeNull(); // turning autoprobe back on probes nothing
+    sim.port.writeText('sys/bus/pci/drivers_probe', added.bdf);
+    expect(sim.kernel.driverOf(added.bdf)).toBe('pcnet32');
+    // With autoprobe=1 a newly loaded module attaches at once.
+    const other = sim.kernel.addDevice({ bridge: '0000:00:03.0', vendor: 0x8086, device: 0x25ab, driver: 'i6300esb' });
+    expect(other.driver).toBeNull();
+    sim.kernel.loadModule('i6300esb');
+    expect(sim.kernel.driverOf(other.bdf)).toBe('i6300esb');
+  });
+
   it('a bridge unbound from shpchp has no hotplug: the device appears only after a rescan', () => {
     const sim = simCopy();
     const bridge = '0000:09:00.0';
