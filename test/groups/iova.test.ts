@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { scan } from '../../api/devices.js';
+import { attachGroup, contextIova, emptyContextTable, groupFacts, orThrow } from '../../groups/context.js';
 import { isIsogroupError } from '../../errors.js';
 import {
   apertureOfWidth,
@@ -23,7 +24,7 @@ import { resolveRoot } from '../../sysfs/roots.js';
 import { NodeSysfsPort } from '../../sysfs/port.js';
 import { readIommuUnitCaps } from '../../sysfs/iommu-caps.js';
 import type { ReservedRegion } from '../../sysfs/model.js';
-import { bundledCapture } from '../helpers/paths.js';
+import { bundledCapture, fixturesDir } from '../helpers/paths.js';
 
 const r = (start: bigint | number, end: bigint | number): IovaRange => ({ start: BigInt(start), end: BigInt(end) });
 const region = (start: bigint | number, end: bigint | number, type: string): ReservedRegion => ({ start: BigInt(start), end: BigInt(end), type });
@@ -222,5 +223,32 @@ describe('real reserved_regions from the captures', () => {
       expect(strict.excluded).toEqual([r(0, 0xffffff), r(0xfee00000, 0xfeefffff)]);
       expect(rangesSize(strict.ranges)).toBe((1n << 39n) - 0x1000000n - 0x100000n);
     }
+  });
+});
+
+// What a real kernel answered (fixtures/kernel/iova-ranges-6.1.json: VFIO_IOMMU_GET_INFO on 6.1 under
+// QEMU's intel-iommu, the same topology as the mixed capture): the computed ranges must be equal, for
+// a merged two-group container and for the LPC group whose direct-relaxable region VFIO keeps usable.
+describe('computed ranges equal a real kernel\'s VFIO_IOMMU_GET_INFO', () => {
+  const recorded = JSON.parse(fs.readFileSync(path.join(fixturesDir, 'kernel', 'iova-ranges-6.1.json'), 'utf8')) as {
+    cases: { label: string; groups: string[]; members: string[]; kernelIovaRanges: { start: string; end: string }[] }[];
+  };
+  const snap = scan({ root: bundledCapture('mixed-vfio'), pciIds: null });
+  const caps = readIommuUnitCaps(new NodeSysfsPort(resolveRoot(bundledCapture('mixed-vfio'))), snap);
+
+  it.each(recorded.cases)('$label (groups $groups)', ({ groups, members, kernelIovaRanges }) => {
+    // Same groups with the same members as on the machine the kernel answered on.
+    expect(groups.flatMap((g) => snap.kernelGroups.get(g)!.devices).sort()).toEqual([...members].sort());
+    let t = emptyContextTable();
+    // Viability is irrelevant to the arithmetic (the capture has the LPC group on host drivers).
+    for (const g of groups) t = orThrow(attachGroup(t, 'kt', { ...groupFacts(snap, g), viable: true, blockers: [] })).table;
+    const computed = contextIova(t, 'kt', snap, { caps });
+    const kernel = kernelIovaRanges.map((r) => rangeFromJson(r));
+    expect(() => assertIovaMatchesKernel(computed, kernel, groups.join('+'))).not.toThrow();
+    expect(computed).toEqual(kernel);
+    // Strict mode would disagree wherever a direct-relaxable region exists: VFIO does not exclude it.
+    const strict = contextIova(t, 'kt', snap, { caps, iova: { mode: 'strict' } });
+    const relaxable = groups.some((g) => snap.kernelGroups.get(g)!.reservedRegions.some((r) => r.type === 'direct-relaxable'));
+    expect(compareIovaRanges(strict, kernel).equal).toBe(!relaxable);
   });
 });
