@@ -7,7 +7,7 @@
 # The command runs with cwd = the checkout. Writes survive only in the run dir ($KT_RUNDIR in the guest).
 # Every boot also gets: a QMP socket <rundir>/qmp.sock, and the guest's /dev/ttyS1 relayed to QMP
 # (lib/qmp-relay.mjs) so a check inside the guest can hot-plug devices itself.
-# Env: KT_RUNDIR (default runs/<stamp>-<topology>), KT_TIMEOUT (s, 900), KT_CONSOLE=1 (stream the
+# Env: KT_RUNDIR (default runs/<stamp>-<topology>), KT_TIMEOUT (s, 1800), KT_CONSOLE=1 (stream the
 #      console), KT_ACCEL=kvm|tcg (default: what setup.sh probed), KT_DRIVERS=0 (no coldplug),
 #      KT_CMDLINE (extra kernel args), KT_QEMU_EXTRA (extra QEMU args), KT_PASS_ENV ("VAR ..." passed in).
 # Exit status: the command's; 124 timeout; 125 the guest never finished the command (see console.log).
@@ -69,7 +69,7 @@ node "$KT_DIR/lib/qmp-relay.mjs" "$RUNDIR/qmp.sock" "$RUNDIR/ttyS1.sock" "$RUNDI
 RELAY=$!
 TAIL=""
 if [[ "${KT_CONSOLE:-0}" == 1 ]]; then : > "$RUNDIR/console.log"; tail -n +1 -F "$RUNDIR/console.log" >&2 2>/dev/null & TAIL=$!; fi
-timeout -k 5 "${KT_TIMEOUT:-900}" "${QEMU[@]}" > "$RUNDIR/qemu.out" 2>&1
+timeout -k 5 "${KT_TIMEOUT:-1800}" "${QEMU[@]}" > "$RUNDIR/qemu.out" 2>&1
 QRC=$?
 T1=$(date +%s%N)
 kill "$RELAY" 2>/dev/null; wait "$RELAY" 2>/dev/null
@@ -79,7 +79,7 @@ printf 'accel=%s total_ms=%d qemu_rc=%d\n' "$ACCEL" $(( (T1 - T0) / 1000000 )) "
 [[ -f "$RUNDIR/stdout" ]] && cat "$RUNDIR/stdout"
 [[ -f "$RUNDIR/stderr" ]] && cat "$RUNDIR/stderr" >&2
 if [[ -f "$RUNDIR/rc" ]]; then exit "$(cat "$RUNDIR/rc")"; fi
-if [[ $QRC == 124 || $QRC == 137 ]]; then echo "boot: TIMEOUT after ${KT_TIMEOUT:-900}s ($RUNDIR/console.log)" >&2; exit 124; fi
+if [[ $QRC == 124 || $QRC == 137 ]]; then echo "boot: TIMEOUT after ${KT_TIMEOUT:-1800}s ($RUNDIR/console.log)" >&2; exit 124; fi
 echo "boot: the guest did not finish the command (qemu rc=$QRC); see $RUNDIR/console.log, qemu.out" >&2
 tail -n 15 "$RUNDIR/qemu.out" "$RUNDIR/console.log" >&2 2>/dev/null
 exit 125

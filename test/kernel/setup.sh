@@ -12,12 +12,13 @@ updated=0
 apt_update() { if [[ $updated == 0 ]]; then say "apt-get update"; apt-get update -qq; updated=1; fi; }
 
 # Host tools: QEMU runs the guest; kmod (depmod here, modprobe inside the guest chroot); pciutils (lspci,
-# pci.ids in the guest). The guest runs the host's own node, so nothing else is needed.
+# pci.ids in the guest); cpio + xz (initramfs, vmlinux). The guest runs the host's own node and bash.
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 command -v depmod >/dev/null || missing+=(kmod)
 command -v lspci >/dev/null || missing+=(pciutils)
 command -v cpio >/dev/null || missing+=(cpio)
+command -v xz >/dev/null || missing+=(xz-utils)
 if ((${#missing[@]})); then
   apt_update
   say "apt-get install ${missing[*]}"
