@@ -371,7 +371,7 @@ export class SimKernel {
     if (unit === null) return null; // no IOMMU: no group
     this.link(`${dir}/iommu`, `sys/devices/virtual/iommu/${unit}`);
     this.link(`sys/devices/virtual/iommu/${unit}/devices/${bdf}`, dir);
-    const snap = scanHost(this.node, { pciIds: null });
+    const snap = scanHost(this.neighbourhood(dir), { pciIds: null });
     let group: string | null = null;
     for (const peer of peersOf(snap, bdf)) {
       if (peer === bdf) continue;
@@ -390,6 +390,50 @@ export class SimKernel {
     this.link(`${dir}/iommu_group`, `${GROUPS}/${group}`);
     this.link(`${GROUPS}/${group}/devices/${bdf}`, dir);
     return group;
+  }
+
+  /**
+   * A view of the root with only the devices that can decide a new device's group: those on its bus
+   * and on the bus of every bridge above it (aliases, ACS path, multifunction slots). Keeps a hot-add
+   * from rescanning the whole tree, so bursts of thousands stay linear.
+   */
+  private neighbourhood(dir: string): SysfsPort {
+    const keep = new Set<string>();
+    let cur = path.posix.dirname(dir);
+    for (;;) {
+      try {
+        for (const e of fs.readdirSync(this.abs(cur))) if (isBdf(e)) keep.add(e);
+      } catch {
+        /* gone */
+      }
+      if (!isBdf(path.posix.basename(cur))) {
+        // A root bus (pciDDDD:BB): done unless it hangs below a host-bridge device (VMD).
+        const up = path.posix.dirname(cur);
+        if (!isBdf(path.posix.basename(up))) break;
+      }
+      const next = path.posix.dirname(cur);
+      if (next === cur || !next.startsWith('sys/devices')) break;
+      cur = next;
+    }
+    keep.add(path.posix.basename(dir));
+    const node = this.node;
+    return {
+      root: node.root,
+      readText: (rel) => node.readText(rel),
+      readBytes: (rel) => node.readBytes(rel),
+      readLink: (rel) => node.readLink(rel),
+      kind: (rel) => node.kind(rel),
+      exists: (rel) => node.exists(rel),
+      writeText: () => {
+        throw new IsogroupError('E_INTERNAL', 'read-only view');
+      },
+      list: (rel) => {
+        const all = node.list(rel);
+        if (rel === DEVICES) return all.filter((e) => keep.has(e.name));
+        if (rel.startsWith(`${GROUPS}/`) && rel.endsWith('/devices')) return all.filter((e) => keep.has(e.name));
+        return all;
+      },
+    };
   }
 
   private siblingGroupFile(name: string): string | null {
@@ -528,9 +572,12 @@ export class SimKernel {
   }
 
   private freeSlot(bridgeDir: string, bus: number, domain: number, pcieOnly: boolean): Bdf {
-    for (let slot = 0; slot < (pcieOnly ? 1 : 32); slot++) {
-      const bdf = formatBdf({ domain, bus, device: slot, fn: 0 });
-      if (!this.devDir(bdf) && !fs.existsSync(this.abs(`${bridgeDir}/${bdf}`))) return bdf;
+    // Function 0 of every slot first, then further functions (a bus holds 256 functions).
+    for (let fn = 0; fn < 8; fn++) {
+      for (let slot = 0; slot < (pcieOnly ? 1 : 32); slot++) {
+        const bdf = formatBdf({ domain, bus, device: slot, fn });
+        if (!this.devDir(bdf) && !fs.existsSync(this.abs(`${bridgeDir}/${bdf}`))) return bdf;
+      }
     }
     throw new IsogroupError('E_INVALID_INPUT', `no free slot behind bridge ${path.posix.basename(bridgeDir)} (bus ${hex(bus, 2)})`, { bridge: bridgeDir });
   }
