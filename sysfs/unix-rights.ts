@@ -29,6 +29,7 @@ interface PipeHandle {
   fd?: number;
   reading?: boolean;
   readStop?: () => number;
+  readStart?: () => number;
 }
 
 const handleOf = (socket: net.Socket): PipeHandle | null => (socket as unknown as { _handle?: PipeHandle | null })._handle ?? null;
@@ -148,6 +149,15 @@ export const stopReading = (socket: net.Socket): void => {
   socket.pause();
   handle.reading = false;
   handle.readStop();
+};
+
+/** Undo stopReading: hand the socket back to libuv (Node's stream machinery will not restart it by itself). */
+export const resumeReading = (socket: net.Socket): void => {
+  const handle = handleOf(socket);
+  if (!handle || typeof handle.readStart !== 'function') throw new IsogroupError('E_INTERNAL', 'socket handle cannot start reading', {});
+  handle.reading = true;
+  handle.readStart();
+  socket.resume();
 };
 
 export interface ReceivedFds {
