@@ -82,11 +82,27 @@ const quirkAnswer = (topo: Topology, t: TopoDevice, quirk: AcsQuirk, flags: numb
   }
 };
 
+// The table entries present in a topology's kernel, by vendor, in table order (built once per topology).
+const quirkIndex = new WeakMap<Topology, Map<number, AcsQuirk[]>>();
+const quirksByVendor = (topo: Topology): Map<number, AcsQuirk[]> => {
+  let index = quirkIndex.get(topo);
+  if (!index) {
+    index = new Map();
+    for (const quirk of ACS_QUIRKS) {
+      if (!quirkPresent(quirk.since, topo.kernel)) continue;
+      const list = index.get(quirk.vendor) ?? [];
+      list.push(quirk);
+      index.set(quirk.vendor, list);
+    }
+    quirkIndex.set(topo, index);
+  }
+  return index;
+};
+
 /** pci_dev_specific_acs_enabled(): the first table entry that answers. */
 export const quirkAcs = (topo: Topology, t: TopoDevice, flags: number, options: AcsOptions = {}): AcsVerdict | null => {
-  for (const quirk of ACS_QUIRKS) {
-    if (quirk.vendor !== t.vendorId || (quirk.device !== null && quirk.device !== t.deviceId)) continue;
-    if (!quirkPresent(quirk.since, topo.kernel)) continue;
+  for (const quirk of quirksByVendor(topo).get(t.vendorId) ?? []) {
+    if (quirk.device !== null && quirk.device !== t.deviceId) continue;
     const answer = quirkAnswer(topo, t, quirk, flags, options);
     if (answer === null) continue;
     const id = `${t.vendorId.toString(16).padStart(4, '0')}:${t.deviceId.toString(16).padStart(4, '0')}`;

@@ -15,14 +15,20 @@ export interface AliasInfo {
   bridgeNoAlias: boolean;
 }
 
+const DMA_ALIAS_BY_ID = new Map<number, DmaAliasQuirk[]>();
+for (const q of DMA_ALIAS_QUIRKS) {
+  const key = (q.vendor << 16) | q.device;
+  DMA_ALIAS_BY_ID.set(key, [...(DMA_ALIAS_BY_ID.get(key) ?? []), q]);
+}
+
 const devfn = (slot: number, fn: number): number => (slot << 3) | fn;
 
 export const aliasInfo = (topo: Topology, t: TopoDevice): AliasInfo => {
   const info: AliasInfo = { mask: new Set(), quirks: [], pcieBridgeAlias: false, xlateRoot: false, bridgeNoAlias: false };
   const slot = t.dev.slot;
   const fn = t.dev.function;
-  for (const q of DMA_ALIAS_QUIRKS) {
-    if (q.vendor !== t.vendorId || q.device !== t.deviceId || !quirkPresent(q.since, topo.kernel)) continue;
+  for (const q of DMA_ALIAS_BY_ID.get((t.vendorId << 16) | t.deviceId) ?? []) {
+    if (!quirkPresent(q.since, topo.kernel)) continue;
     let applied = true;
     switch (q.kind) {
       case 'func0':

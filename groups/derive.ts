@@ -1,6 +1,6 @@
-import { type Bdf, compareBdf, shortBdf } from '../sysfs/bdf.js';
+import { type Bdf, shortBdf } from '../sysfs/bdf.js';
 import type { HostSnapshot } from '../sysfs/model.js';
-import { ACS_DSP_MT_RR, ACS_USP_MT_RR, REQ_ACS_FLAGS, acsEnabled, acsPathEnabled, type AcsOptions, type AcsVerdict } from './acs.js';
+import { ACS_DSP_MT_RR, ACS_USP_MT_RR, REQ_ACS_FLAGS, acsEnabled, acsPathEnabled, type AcsOptions, type AcsPathVerdict, type AcsVerdict } from './acs.js';
 import { aliasInfo, devsAreDmaAliases, dmaAliasWalk, realDmaDev, type AliasInfo, type AliasStep } from './aliases.js';
 import { QUIRK_TABLE_SOURCE } from './quirks.js';
 import { buildTopology, type Topology, type TopoDevice } from './topology.js';
@@ -71,15 +71,33 @@ interface State {
   groups: Map<string, DerivedGroup & { nonIsolated: boolean }>;
   next: number;
   unknown: Map<Bdf, string>;
+  acsCache: Map<string, AcsVerdict>;
+  slotCache: Map<string, TopoDevice[]>;
+  pathCache: Map<Bdf, AcsPathVerdict>;
 }
 
 const noteVerdict = (st: State, bdf: Bdf, v: AcsVerdict): void => {
   if (v.source === 'unknown' && !st.unknown.has(bdf)) st.unknown.set(bdf, v.why);
 };
 
+// pci_acs_enabled() answers do not change during a derivation: memoize per device and flags.
 const acsOf = (st: State, t: TopoDevice, flags = REQ_ACS_FLAGS): AcsVerdict => {
-  const v = acsEnabled(st.topo, t, flags, st.acs);
+  const key = `${t.bdf}/${flags}`;
+  let v = st.acsCache.get(key);
+  if (!v) {
+    v = acsEnabled(st.topo, t, flags, st.acs);
+    st.acsCache.set(key, v);
+  }
   noteVerdict(st, t.bdf, v);
+  return v;
+};
+
+const pathOf = (st: State, b: Bdf): AcsPathVerdict => {
+  let v = st.pathCache.get(b);
+  if (!v) {
+    v = acsPathEnabled(st.topo, b, REQ_ACS_FLAGS, st.acs);
+    st.pathCache.set(b, v);
+  }
   return v;
 };
 
@@ -122,14 +140,32 @@ const aliasStepMessage = (d: Bdf, step: AliasStep, topo: Topology): string => {
   }
 };
 
+// Same-bus devices that can be DMA aliases of p: only quirked alias masks make such pairs (a VMD's
+// devices sit on another domain's bus), so look at devices with a mask and at the devfns in p's mask.
+const aliasCandidates = (st: State, p: TopoDevice): TopoDevice[] => {
+  const mates = st.topo.byBus.get(p.busKey) ?? [];
+  const mask = st.aliases.get(p.bdf)?.mask;
+  return mates.filter((o) => o !== p && ((st.aliases.get(o.bdf)?.mask.size ?? 0) > 0 || (mask !== undefined && mask.has(o.devfn))));
+};
+
+const slotMatesOf = (st: State, p: TopoDevice): TopoDevice[] => {
+  const key = `${p.busKey}/${p.dev.slot}`;
+  let list = st.slotCache.get(key);
+  if (!list) {
+    list = (st.topo.byBus.get(p.busKey) ?? []).filter((x) => x.dev.slot === p.dev.slot);
+    st.slotCache.set(key, list);
+  }
+  return list;
+};
+
 // get_pci_alias_group(): same-bus devices that alias each other (quirked dma_alias_mask, VMD).
 const aliasGroup = (st: State, p: TopoDevice, seen: Set<number>): { group: string; via: Bdf; rule: string; why: string } | null => {
   if (seen.has(p.devfn)) return null;
   seen.add(p.devfn);
   const g = st.groupOf.get(p.bdf);
   if (g !== undefined) return { group: g, via: p.bdf, rule: RULES.aliasQuirk, why: '' };
-  for (const tmp of st.topo.byBus.get(p.busKey) ?? []) {
-    if (tmp === p || !devsAreDmaAliases(st.topo, p, tmp, st.aliases)) continue;
+  for (const tmp of aliasCandidates(st, p)) {
+    if (!devsAreDmaAliases(st.topo, p, tmp, st.aliases)) continue;
     const q = [...(st.aliases.get(p.bdf)?.quirks ?? []), ...(st.aliases.get(tmp.bdf)?.quirks ?? [])].map((x) => x.name);
     const why = `${s(p.bdf)} and ${s(tmp.bdf)} are DMA aliases of each other${q.length ? ` (quirk: ${[...new Set(q)].join('; ')})` : ''}`;
     const r = aliasGroup(st, tmp, seen) ?? functionGroup(st, tmp, seen);
@@ -143,7 +179,7 @@ const functionGroup = (st: State, p: TopoDevice, seen: Set<number>): { group: st
   if (!p.multifunction) return null;
   const own = acsOf(st, p);
   if (own.enabled) return null;
-  const slotMates = (st.topo.byBus.get(p.busKey) ?? []).filter((x) => x.dev.slot === p.dev.slot);
+  const slotMates = slotMatesOf(st, p);
   const open = slotMates.filter((x) => x === p || !acsOf(st, x).enabled);
   for (const tmp of slotMates) {
     if (tmp === p || acsOf(st, tmp).enabled) continue;
@@ -166,7 +202,7 @@ const isolatedMessage = (st: State, d: TopoDevice): string => {
   if (d.onRootBus || d.chain.length === 0) parts.push('on the root bus');
   else {
     const top = d.chain[0]!;
-    const path = acsPathEnabled(st.topo, top, REQ_ACS_FLAGS, st.acs);
+    const path = pathOf(st, top);
     parts.push(`path to the root through ${describe(st.topo.devices.get(top)!)} is ACS-isolated (${path.verdict.why})`);
   }
   // Explanation only: not recorded as an ACS evaluation the grouping depended on.
@@ -191,7 +227,7 @@ const deriveMainline = (st: State, d: TopoDevice): void => {
   }
   // ACS walk: up from the alias root, to the first bridge whose own path to the root is isolated.
   for (const b of r.chain) {
-    const path = acsPathEnabled(st.topo, b, REQ_ACS_FLAGS, st.acs);
+    const path = pathOf(st, b);
     noteVerdict(st, path.failing ?? b, path.verdict);
     if (path.enabled) break;
     const bridge = st.topo.devices.get(b)!;
@@ -298,10 +334,9 @@ const deriveRework = (st: State, d: TopoDevice): void => {
       // pci_reachable_set() over pci_devs_are_same_group() on the bus.
       const set = new Set<TopoDevice>([d]);
       const queue = [d];
-      const busMates = st.topo.byBus.get(d.busKey) ?? [];
       while (queue.length) {
         const cur = queue.shift()!;
-        for (const o of busMates) {
+        for (const o of new Set([...slotMatesOf(st, cur), ...aliasCandidates(st, cur)])) {
           if (set.has(o)) continue;
           if (devsAreDmaAliases(st.topo, cur, o, st.aliases) || mfdsSameGroup(st, cur, o)) {
             set.add(o);
@@ -361,6 +396,9 @@ export const deriveGroups = (snap: HostSnapshot, options: DeriveOptions = {}): D
     groups: new Map(),
     next: 0,
     unknown: new Map(),
+    acsCache: new Map(),
+    slotCache: new Map(),
+    pathCache: new Map(),
   };
   const translated = options.translated ? new Set(options.translated) : null;
   const notes: string[] = [];
@@ -391,10 +429,11 @@ export const deriveGroups = (snap: HostSnapshot, options: DeriveOptions = {}): D
     if (g.devices.length < 2) continue;
     for (const r of g.reasons) if (r.joined === null) r.message = r.message.replace('has a group of its own', 'starts this group');
   }
+  const key = (b: Bdf): number => topo.devices.get(b)!.order;
   const groups = [...st.groups.values()].map(({ id, devices, reasons }) => ({
     id,
-    devices: [...devices].sort(compareBdf),
-    reasons: [...reasons].sort((x, y) => compareBdf(x.device, y.device)),
+    devices: devices.length > 1 ? [...devices].sort((x, y) => key(x) - key(y)) : [...devices],
+    reasons: reasons.length > 1 ? [...reasons].sort((x, y) => key(x.device) - key(y.device)) : [...reasons],
   }));
   return { rules, groups, groupOf: st.groupOf, notes, underivable };
 };

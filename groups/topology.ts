@@ -1,4 +1,4 @@
-import { type Bdf, compareBdf } from '../sysfs/bdf.js';
+import type { Bdf } from '../sysfs/bdf.js';
 import type { HostSnapshot, PciDevice } from '../sysfs/model.js';
 import { parseKernelVersion } from './quirks.js';
 
@@ -10,6 +10,8 @@ export interface TopoDevice {
   dev: PciDevice;
   bdf: Bdf;
   devfn: number;
+  /** Numeric sort key: domain, bus, devfn (BDF order without parsing strings). */
+  order: number;
   /** "DDDD:BB" of the bus the device sits on (a VF's virtual bus included). */
   busKey: string;
   vendorId: number;
@@ -51,7 +53,11 @@ const u16 = (b: Uint8Array, o: number): number | null => (o + 1 < b.length ? b[o
 const u32 = (b: Uint8Array, o: number): number | null =>
   o + 3 < b.length ? (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0 : null;
 
-const hexId = (s: string | null): number | null => (s && /^0x[0-9a-f]+$/i.test(s) ? parseInt(s, 16) : null);
+const hexId = (s: string | null): number | null => {
+  if (!s || !s.startsWith('0x')) return null;
+  const n = parseInt(s, 16);
+  return Number.isNaN(n) ? null : n;
+};
 
 export const buildTopology = (snap: HostSnapshot, kernelRelease: string | null = null): Topology => {
   const devices = new Map<Bdf, TopoDevice>();
@@ -82,6 +88,7 @@ export const buildTopology = (snap: HostSnapshot, kernelRelease: string | null =
       dev: d,
       bdf: d.bdf,
       devfn: (d.slot << 3) | d.function,
+      order: d.domain * 65536 + d.bus * 256 + ((d.slot << 3) | d.function),
       busKey: d.busId,
       vendorId: hexId(d.vendor) ?? -1,
       deviceId: hexId(d.device) ?? -1,
@@ -134,7 +141,7 @@ export const buildTopology = (snap: HostSnapshot, kernelRelease: string | null =
     } else roots.push(t);
   }
   const addBus = (list: TopoDevice[]): void => {
-    const sorted = [...list].sort((x, y) => compareBdf(x.bdf, y.bdf));
+    const sorted = [...list].sort((x, y) => x.order - y.order);
     for (const t of sorted) if (!placed.has(t.bdf)) {
       placed.add(t.bdf);
       probeOrder.push(t.bdf);
@@ -153,7 +160,7 @@ export const buildTopology = (snap: HostSnapshot, kernelRelease: string | null =
     rootBuses.set(key, list);
   }
   for (const key of [...rootBuses.keys()].sort()) addBus(rootBuses.get(key)!);
-  for (const t of [...devices.values()].sort((x, y) => compareBdf(x.bdf, y.bdf))) {
+  for (const t of [...devices.values()].sort((x, y) => x.order - y.order)) {
     if (!placed.has(t.bdf)) {
       placed.add(t.bdf);
       probeOrder.push(t.bdf);
