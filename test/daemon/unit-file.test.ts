@@ -19,7 +19,7 @@ describe('packaging/isogroup.service', () => {
 
   it('runs the daemon in the foreground with its runtime and state directories', () => {
     expect(one('Type')).toBe('exec');
-    expect(one('ExecStart')).toMatch(/ isogroup daemon --socket \/run\/isogroup\/isogroup\.sock --state-dir \/var\/lib\/isogroup$/);
+    expect(one('ExecStart')).toMatch(/\/isogroup daemon --socket \/run\/isogroup\/isogroup\.sock --state-dir \/var\/lib\/isogroup$/);
     expect(one('RuntimeDirectory')).toBe('isogroup');
     expect(one('StateDirectory')).toBe('isogroup');
     expect(one('ExecReload')).toBe('/bin/kill -HUP $MAINPID');
