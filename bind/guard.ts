@@ -46,6 +46,35 @@ export interface GuardDecision {
 
 const isVfio = (d: PciDevice): boolean => d.vfioDriver || (d.driver !== null && d.driver.startsWith('vfio'));
 
+/** What one device inside an assigned group needs (used per member, and alone on the fast path). */
+export const decideDevice = (d: PciDevice, a: Pick<GuardAssignment, 'groupId' | 'owner'>, wasMember: boolean): GuardDecision => {
+  const actions: GuardAction[] = [];
+  const events: GuardEvent[] = [];
+  const bdf = d.bdf;
+  const base = { bdf, groupId: a.groupId, owner: a.owner };
+  if (d.isBridge) {
+    if (d.driver !== null && !DMA_SAFE_BRIDGE_DRIVERS.has(d.driver) && !isVfio(d)) {
+      actions.push({ ...base, kind: 'unbind-bridge', driver: d.driver, reason: `bridge ${bdf} on ${d.driver} makes group ${a.groupId} non-viable` });
+      events.push({ type: 'violation', ...base, driver: d.driver, message: `bridge ${bdf} bound to ${d.driver} inside assigned group ${a.groupId} (${a.owner})` });
+    }
+    return { actions, events };
+  }
+  if (isVfio(d)) {
+    if (d.driverOverride === null) actions.push({ ...base, kind: 'set-override', reason: `${bdf} is on ${d.driver} without driver_override; a reprobe could pick a host driver` });
+  } else if (d.driver === null) {
+    actions.push({ ...base, kind: 'claim', reason: wasMember ? `${bdf} lost its driver` : `${bdf} appeared in group ${a.groupId} without a driver` });
+  } else if (STUB_DRIVERS.has(d.driver)) {
+    actions.push({ ...base, kind: 'repair', driver: d.driver, reason: `${bdf} on stub ${d.driver}; moving it to vfio-pci` });
+  } else {
+    actions.push({ ...base, kind: 'repair', driver: d.driver, reason: `host driver ${d.driver} bound to ${bdf} inside assigned group ${a.groupId}` });
+    events.push({ type: 'violation', ...base, driver: d.driver, message: `host driver ${d.driver} bound to ${bdf} inside group ${a.groupId} assigned to ${a.owner}` });
+  }
+  if (d.sriov && d.sriov.totalVfs > 0 && d.sriov.driversAutoprobe !== false) {
+    actions.push({ ...base, kind: 'sriov-autoprobe-off', reason: `PF ${bdf} is assigned; new VFs must not autoprobe host drivers` });
+  }
+  return { actions, events };
+};
+
 /** Decide what the guard must do for each assigned group in this snapshot. */
 export const decideGuard = (snap: HostSnapshot, assignments: GuardAssignment[]): GuardDecision => {
   const actions: GuardAction[] = [];
@@ -74,27 +103,9 @@ export const decideGuard = (snap: HostSnapshot, assignments: GuardAssignment[]):
     for (const bdf of members) {
       const d = snap.devices.get(bdf);
       if (!d) continue;
-      const base = { bdf, groupId: a.groupId, owner: a.owner };
-      if (d.isBridge) {
-        if (d.driver !== null && !DMA_SAFE_BRIDGE_DRIVERS.has(d.driver) && !isVfio(d)) {
-          actions.push({ ...base, kind: 'unbind-bridge', driver: d.driver, reason: `bridge ${bdf} on ${d.driver} makes group ${a.groupId} non-viable` });
-          events.push({ type: 'violation', ...base, driver: d.driver, message: `bridge ${bdf} bound to ${d.driver} inside assigned group ${a.groupId} (${a.owner})` });
-        }
-        continue;
-      }
-      if (isVfio(d)) {
-        if (d.driverOverride === null) actions.push({ ...base, kind: 'set-override', reason: `${bdf} is on ${d.driver} without driver_override; a reprobe could pick a host driver` });
-      } else if (d.driver === null) {
-        actions.push({ ...base, kind: 'claim', reason: before.has(bdf) ? `${bdf} lost its driver` : `${bdf} appeared in group ${a.groupId} without a driver` });
-      } else if (STUB_DRIVERS.has(d.driver)) {
-        actions.push({ ...base, kind: 'repair', driver: d.driver, reason: `${bdf} on stub ${d.driver}; moving it to vfio-pci` });
-      } else {
-        actions.push({ ...base, kind: 'repair', driver: d.driver, reason: `host driver ${d.driver} bound to ${bdf} inside assigned group ${a.groupId}` });
-        events.push({ type: 'violation', ...base, driver: d.driver, message: `host driver ${d.driver} bound to ${bdf} inside group ${a.groupId} assigned to ${a.owner}` });
-      }
-      if (d.sriov && d.sriov.totalVfs > 0 && d.sriov.driversAutoprobe !== false) {
-        actions.push({ ...base, kind: 'sriov-autoprobe-off', reason: `PF ${bdf} is assigned; new VFs must not autoprobe host drivers` });
-      }
+      const one = decideDevice(d, a, before.has(bdf));
+      actions.push(...one.actions);
+      events.push(...one.events);
     }
   }
   return { actions, events };
