@@ -1,0 +1,88 @@
+import * as path from 'node:path';
+import { execaSync } from 'execa';
+import type { BenchContext, BenchModule } from './run.js';
+import { generateHost } from './generate.js';
+import { writeFixtureRoot } from '../sysfs/fixture-writer.js';
+import { loadPciIds } from '../sysfs/pci-ids.js';
+import { NodeSysfsPort } from '../sysfs/port.js';
+import { scanHost } from '../sysfs/scan.js';
+
+// scanHost vs `lspci -A linux-sysfs -O sysfs.path=ROOT/sys/bus/pci -nnDvmm` on the same synthetic root.
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const ms = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
+
+// pciutils gives the lspci column; install it when missing (as the issue asks), if we may.
+const ensureLspci = (log: (l: string) => void): boolean => {
+  const have = (): boolean => execaSync('sh', ['-c', 'command -v lspci'], { reject: false }).exitCode === 0;
+  if (have()) return true;
+  if (process.getuid?.() === 0) {
+    log('lspci missing: apt-get install -y pciutils');
+    execaSync('sh', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pciutils'], { reject: false, stdio: 'inherit' });
+  } else log('lspci missing and not root: run `sudo apt-get install -y pciutils` for the comparison');
+  return have();
+};
+
+const runs = (n: number): number => (n >= 10_000 ? 3 : 5);
+
+export const scanBench: BenchModule = {
+  name: 'scan',
+  description: 'scanHost on synthetic roots (root ports, switches, GPUs, SR-IOV NICs, NVMe) next to lspci',
+  run(ctx: BenchContext) {
+    const lspci = ensureLspci(ctx.log);
+    const pciIds = loadPciIds();
+    ctx.log(`pci.ids: ${pciIds?.source ?? 'none (names off for both)'}`);
+    const rows: (string | number)[][] = [];
+    const perSize = new Map<number, { scan: number; lspci: number | null }>();
+    for (const size of ctx.sizes) {
+      const root = path.join(ctx.workDir, `host-${size}`);
+      let t0 = process.hrtime.bigint();
+      const spec = generateHost(size);
+      writeFixtureRoot(root, spec);
+      const writeMs = ms(t0);
+      const port = new NodeSysfsPort(root);
+      // Warm the page cache (and the JIT) once, then time.
+      const warm = scanHost(port, { pciIds });
+      if (warm.devices.size !== spec.devices.length) throw new Error(`scan found ${warm.devices.size} of ${spec.devices.length} devices`);
+      const problems = [...warm.devices.values()].reduce((n, d) => n + d.problems.length, warm.problems.length);
+      if (problems > 0) throw new Error(`scan of the synthetic root reported ${problems} problem(s)`);
+      const scanTimes: number[] = [];
+      for (let i = 0; i < runs(size); i++) {
+        t0 = process.hrtime.bigint();
+        scanHost(port, { pciIds });
+        scanTimes.push(ms(t0));
+      }
+      let lspciMs: number | null = null;
+      if (lspci) {
+        const args = ['-A', 'linux-sysfs', '-O', `sysfs.path=${root}/sys/bus/pci`, '-nnDvmm'];
+        const first = execaSync('lspci', args, { maxBuffer: 1 << 30 });
+        const slots = (first.stdout.match(/^Slot:/gm) ?? []).length;
+        if (slots !== spec.devices.length) throw new Error(`lspci saw ${slots} of ${spec.devices.length} devices`);
+        const times: number[] = [];
+        for (let i = 0; i < runs(size); i++) {
+          t0 = process.hrtime.bigint();
+          execaSync('lspci', args, { maxBuffer: 1 << 30 });
+          times.push(ms(t0));
+        }
+        lspciMs = median(times);
+      }
+      const scanMs = median(scanTimes);
+      perSize.set(size, { scan: scanMs, lspci: lspciMs });
+      rows.push([
+        spec.devices.length,
+        writeMs.toFixed(0),
+        scanMs.toFixed(1),
+        lspciMs === null ? '-' : lspciMs.toFixed(1),
+        lspciMs === null ? '-' : (scanMs / lspciMs).toFixed(2),
+        (scanMs / spec.devices.length * 1000).toFixed(1),
+      ]);
+    }
+    ctx.table(['devices', 'write ms', 'scan ms', 'lspci ms', 'isogroup/lspci', 'scan us/device'], rows);
+    const a = perSize.get(1000);
+    const b = perSize.get(10_000);
+    if (a && b) {
+      ctx.log(`growth 1k -> 10k: scan x${(b.scan / a.scan).toFixed(1)}${a.lspci && b.lspci ? `, lspci x${(b.lspci / a.lspci).toFixed(1)}` : ''} (linear = x10)`);
+      if (b.lspci !== null) ctx.log(`at 10k: isogroup ${b.scan < b.lspci ? 'faster' : 'SLOWER'} than lspci (${b.scan.toFixed(0)} ms vs ${b.lspci.toFixed(0)} ms)`);
+    }
+  },
+};
