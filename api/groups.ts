@@ -149,7 +149,13 @@ export const listGroups = (options: GroupsOptions = {}): GroupsResult => {
     .sort((a, b) => compareBdf(a.devices[0] ?? '', b.devices[0] ?? ''));
   const grouped = new Set(groups.flatMap((g) => g.devices));
   const notes = [...view.notes];
-  if (wantKernel) notes.unshift('groups: the kernel\'s (/sys/kernel/iommu_groups); reasons: derived by isogroup\'s replay of the kernel\'s rules');
+  if (wantKernel) {
+    notes.unshift('groups: the kernel\'s (/sys/kernel/iommu_groups); reasons: derived by isogroup\'s replay of the kernel\'s rules');
+    const cmp = compareGroupings(snap.kernelGroups.values(), view.derived);
+    if (cmp.mismatches.length) {
+      notes.push(`the derived grouping differs from the kernel's for ${cmp.mismatches.map((m) => m.kernel.map((k) => k.id).join('+')).join(', ')}: the reasons there explain the derived groups, not the kernel's (see groups --compare)`);
+    }
+  }
   return {
     root: snap.root,
     source: wantKernel ? 'kernel' : 'derived',
@@ -193,6 +199,17 @@ export const compareOnSnapshot = (snap: HostSnapshot, port: SysfsPort | null, re
   const view = deriveForHost(snap, port, request);
   const cmp = compareGroupings(snap.kernelGroups.values(), view.derived);
   const cannot = cannotDerive(view.derived);
+  // On AMD-Vi hosts the firmware's IVRS table can add same-bus DMA aliases that no sysfs file or
+  // dump shows; name that as the likely cause when the kernel joins same-bus devices we keep apart.
+  const amdVi = [...snap.iommuUnits.values()].some((u) => u.kind === 'amd') || [...snap.devices.values()].some((d) => d.vendor === '0x1022' && d.class.startsWith('0x0806'));
+  if (amdVi) {
+    for (const m of cmp.mismatches) {
+      const buses = new Set(m.devices.map((b) => snap.devices.get(b)?.busId));
+      if (m.kernel.length === 1 && m.derived.length > 1 && buses.size === 1) {
+        m.explanation += ` | possibly an AMD IVRS alias entry (an ACPI table the input does not contain): the kernel joined same-bus devices ${m.devices.join(' ')}`;
+      }
+    }
+  }
   return {
     root: snap.root,
     agree: cmp.agree && cannot.length === 0,

@@ -417,6 +417,9 @@ export const deriveGroups = (snap: HostSnapshot, options: DeriveOptions = {}): D
   if (topo.ivrsAssumed && [...st.groups.values()].some((g) => g.reasons.some((r) => r.message.includes('IVRS')))) {
     notes.push('AMD southbridge ACS quirk applied assuming the firmware has an IVRS table (AMD-Vi)');
   }
+  if ([...st.acsCache.values(), ...st.pathCache.values()].some((v) => ('verdict' in v ? v.verdict : v).quirk?.kind === 'intel-pch')) {
+    notes.push('Intel PCH root port ACS quirk assumed to be enabled (the kernel logs "Intel PCH root port ACS workaround enabled"; if it logged "Failed to enable Intel PCH ACS quirk", these ports are not isolated)');
+  }
   if (st.acs.assumeAcs && st.acs.assumeAcs.size) notes.push(`what-if: ACS assumed on ${[...st.acs.assumeAcs].join(' ')}`);
   const underivable: string[] = [];
   const blind = [...topo.devices.values()].filter((t) => t.pcie === null && (!translated || translated.has(t.bdf)));

@@ -120,6 +120,23 @@ describe('isogroup groups', () => {
     expect(text.stdout).toContain('DISAGREE: 1 of 2 kernel groups match');
   });
 
+  it('--compare on an AMD-Vi host names an IVRS alias as the likely cause of a same-bus join', async () => {
+    const root = tmpDir();
+    writeFixtureRoot(root, {
+      devices: [
+        { bdf: '0000:00:00.2', config: cfg({ vendor: 0x1022, device: 0x1481, cls: 0x080600, pcieType: 9 }), group: null },
+        { bdf: '0000:00:08.0', config: cfg({ vendor: 0x1022, device: 0x1482, cls: 0x060000, pcieType: 9 }), group: '3' },
+        { bdf: '0000:00:09.0', config: cfg({ vendor: 0x1022, device: 0x1482, cls: 0x060000, pcieType: 9 }), group: '3' },
+      ],
+      iommuUnits: ['ivhd0'],
+    });
+    const r = await run('groups', '--compare', '--json', '--root', root);
+    expect(r.code).toBe(1);
+    const out = JSON.parse(r.stdout);
+    expect(out.mismatches[0].explanation).toContain('possibly an AMD IVRS alias entry');
+    expect(out.onlyKernel).toEqual([]);
+  });
+
   it('--compare on a host without kernel groups says so (E_NO_IOMMU, exit 1)', async () => {
     const r = await run('groups', '--compare', '--root', fixture({}));
     expect(r.code).toBe(1);

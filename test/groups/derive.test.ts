@@ -121,6 +121,7 @@ describe('mainline rules', () => {
     expect(members(derive(topo))).toEqual([['00:1c.0'], ['02:00.0']]);
     expect(derive(topo).groups.flatMap((x) => x.reasons).find((r) => r.device === '0000:02:00.0')!.message).toContain('quirk: Intel PCH root port');
     expect(members(derive(topo, { intelPchEnableOk: false }))).toEqual([['00:1c.0', '02:00.0']]);
+    expect(derive(topo).notes.join(' ')).toContain('Intel PCH root port ACS quirk assumed to be enabled');
   });
 
   it('Intel SPT PCH quirk reads ACS control as a dword at cap+8', () => {
