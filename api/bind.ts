@@ -20,8 +20,9 @@ import { SIM_DIR, isSimulatedPort, openSimulatedRoot } from '../sysfs/sim/index.
 // Assign and release whole IOMMU groups as journaled transactions (issue 4), on the live host or on
 // the fixture kernel (--simulate).
 
-export { planAssign, planRelease, type AssignPlan, type ReleasePlan, type PlanStep, type PlanMember } from '../bind/plan.js';
-export { applyPlan, applyRelease, restoreMembers, currentDriver, type TransactionResult, type StepRecord, type ApplyContext } from '../bind/apply.js';
+export { planAssign, planRelease, assignStepsFor, restoreStepsFor, type AssignPlan, type ReleasePlan, type PlanStep, type PlanMember } from '../bind/plan.js';
+export { applyPlan, applyRelease, restoreMembers, runStep, currentDriver, currentOverride, type TransactionResult, type StepRecord, type ApplyContext } from '../bind/apply.js';
+export { ensureDriver, modprobeLoader, type ModuleLoader } from '../sysfs/modules.js';
 export { readJournal, writeJournal, journalPath, type Journal, type JournalEntry, type JournalMember } from '../bind/journal.js';
 export { lockStateDir, withStateLock, prepareStateDir } from '../bind/lock.js';
 export { findHostUse, type HostUse, type HostUseKind } from '../sysfs/host-use.js';

@@ -1,4 +1,5 @@
 import * as path from 'node:path';
+import { execaSync } from 'execa';
 import type { Bdf } from './bdf.js';
 import { isBdf } from './bdf.js';
 import type { HostSnapshot } from './model.js';
@@ -6,7 +7,7 @@ import { type SysfsPort, linkTargetRel } from './port.js';
 
 // Is the host using a device? Everything is read from files under the root (proc/mounts, proc/swaps,
 // proc/net/*, sys/class/net, sys/block/*/holders, sys/class/graphics), so fixtures can supply them
-// and the live host answers from its own /proc and /sys.
+// and the live host answers from its own /proc and /sys (plus `ip -j addr` for IPv4 addresses).
 
 export type HostUseKind = 'mount' | 'swap' | 'holder' | 'net' | 'boot-vga' | 'framebuffer' | 'root-fs';
 
@@ -157,9 +158,16 @@ const addressesOf = (port: SysfsPort, iface: string): string[] => {
     const f = line.trim().split(/\s+/);
     if (f.length >= 6 && f[5] === iface && !f[0]!.startsWith('fe80')) out.push(`IPv6 address ${f[0]}`);
   }
-  // IPv4 addresses as a fixture may list them (there is no per-interface /proc file for them).
-  const v4 = readOr(port, `sys/class/net/${iface}/isogroup_ipv4`) ?? '';
-  for (const a of v4.split(/\s+/).filter(Boolean)) out.push(`address ${a}`);
+  // IPv4 addresses have no per-interface file in /proc: on the live host ask iproute2.
+  if (port.root === '/') {
+    try {
+      const r = execaSync('ip', ['-j', '-4', 'addr', 'show', 'dev', iface], { timeout: 5000 });
+      const parsed = JSON.parse(r.stdout) as { addr_info?: { local?: string; prefixlen?: number }[] }[];
+      for (const a of parsed.flatMap((x) => x.addr_info ?? [])) if (a.local) out.push(`address ${a.local}/${a.prefixlen ?? 32}`);
+    } catch {
+      /* no iproute2: routes still tell */
+    }
+  }
   return out;
 };
 

@@ -66,6 +66,24 @@ describe('crash sweep (kill -9 after each write, then recover)', () => {
   }, 120_000);
 });
 
+describe('crash during recover', () => {
+  it('recover killed half-way is simply run again', () => {
+    const devices = ['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2'];
+    const sim = simCopy();
+    const stateDir = path.join(sim.root, 'state');
+    const original = driverState(sim, devices);
+    const crashed = runCli(['assign', '23', '--root', sim.root, '--simulate', '--state-dir', stateDir], { ISOGROUP_SIM_KILL_AFTER: '8' });
+    expect(crashed.signal).toBe('SIGKILL');
+    const recoverCrashed = runCli(['recover', '--root', sim.root, '--simulate', '--state-dir', stateDir], { ISOGROUP_SIM_KILL_AFTER: '2' });
+    expect(recoverCrashed.signal).toBe('SIGKILL');
+    expect(readJournal(stateDir).entries.map((e) => e.groupId)).toEqual(['23']);
+    const again = runCli(['recover', '--root', sim.root, '--simulate', '--state-dir', stateDir, '--json']);
+    expect(again.status, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout).recovered.map((g: { groupId: string; ok: boolean }) => [g.groupId, g.ok])).toEqual([['23', true]]);
+    expect(driverState(sim, devices)).toEqual(original);
+  }, 120_000);
+});
+
 describe('concurrency', () => {
   it('two processes assigning the same group: exactly one wins, the other gets E_GROUP_BUSY', async () => {
     const sim = simCopy();
