@@ -162,6 +162,13 @@ export async function isogroup(args, { spawn: separate = process.env.KT_SPAWN ==
   return res;
 }
 
+/** Throws CommandMissing unless the CLI registers `name` (asked before a check touches anything). */
+export async function requireCommand(name) {
+  const { buildProgram } = await import(path.join(REPO, 'dist/cli/program.js'));
+  const program = buildProgram({ stdout: () => {}, stderr: () => {} });
+  if (!program.commands.some((c) => c.name() === name)) throw new CommandMissing(`command missing: \`isogroup ${name}\` is not registered in the CLI`);
+}
+
 /** Starts bin/isogroup in the background (daemon, an assign to be killed). */
 export function isogroupAsync(args, logFile) {
   const child = spawn(process.execPath, [ISOGROUP, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   Check, CommandMissing, Kmsg, Vfio, driverState, endpointsOf, hex, isogroup, isogroupAsync, modprobe,
-  openQmpTty, poll, rawBind, rawRelease, shortOut, sleep, sysfs,
+  openQmpTty, poll, rawBind, rawRelease, requireCommand, shortOut, sleep, sysfs,
 } from './lib.mjs';
 
 const TOPO = process.env.KT_TOPOLOGY ?? 'unknown';
@@ -264,6 +264,7 @@ checks.contexts = async (t) => {
   const before = driverState(all);
   const state = '/run/kt-contexts';
   const owner = 'kt-owner';
+  await requireCommand('contexts'); // "command missing" before anything is touched
   try {
     for (const g of groups) if (!await must(t, ['assign', g.id, '--to', owner, '--state-dir', state, '--json'])) return;
     const show = await isogroup(['contexts', 'show', owner, '--state-dir', state, '--json']);
@@ -450,7 +451,7 @@ checks.guard = async (t) => {
     const autoprobe0 = sysfs.autoprobe();
     t.note(`guarded group ${gid}: ${members.join(' ')}; drivers_autoprobe=${autoprobe0}`);
     modprobe('vfio-pci', 'vfio_iommu_type1');
-
+    await requireCommand('daemon'); // "command missing" before anything is touched
     daemon = isogroupAsync(['daemon', '--state-dir', state, '--socket', sock], path.join(RUNDIR, 'daemon.log'));
     const up = await poll(() => daemon.exited || fs.existsSync(sock), 60000, 50);
     if (daemon.exited || !up) {
