@@ -268,6 +268,35 @@ describe('acs-rework rules (2025 series)', () => {
     expect(members(derive(topo, { rules: 'acs-rework' }))).toEqual([['00:1c.0'], ['05:00.0']]);
   });
 
+  it('a PCIe-to-PCI bridge without MMIO is left out of its bus\'s group; with a memory BAR it joins', () => {
+    const topo = [
+      rp('0000:00:01.0', 1, { subordinateBus: 2 }),
+      bridge('0000:01:00.0', '0000:00:01.0', 2, 'pcie-to-pci-bridge'),
+      ep('0000:02:01.0', '0000:01:00.0', { portType: 'conventional' }),
+      ep('0000:02:02.0', '0000:01:00.0', { portType: 'conventional' }),
+    ];
+    const g = derive(topo, { rules: 'acs-rework' });
+    expect(members(g)).toEqual([['00:01.0'], ['01:00.0'], ['02:01.0', '02:02.0']]);
+    expect(reasonOf(g, '02:02.0')).toMatchObject({ rule: 'rework-shared-bus', joined: '0000:02:01.0' });
+    const snap = host(topo);
+    const cfg = new Uint8Array(256);
+    cfg.set([0x00, 0x00, 0x00, 0xfe], 0x10); // BAR0: 32-bit memory at 0xfe000000
+    snap.config.set('0000:01:00.0' as Bdf, cfg);
+    const withMmio = deriveGroups(snap, { rules: 'acs-rework' });
+    expect(members(withMmio)).toEqual([['00:01.0'], ['01:00.0', '02:01.0', '02:02.0']]);
+    expect(reasonOf(withMmio, '02:01.0')).toMatchObject({ rule: 'rework-bus-not-isolated', joined: '0000:01:00.0' });
+  });
+
+  it('functions whose ACS capability does not isolate stay together', () => {
+    const g = derive([
+      rp('0000:00:01.0', 1),
+      ep('0000:01:00.0', '0000:00:01.0', { multifunction: true, acs: acs(FULL, 0) }),
+      ep('0000:01:00.1', '0000:00:01.0', { acs: acs(FULL, 0) }),
+    ], { rules: 'acs-rework' });
+    expect(members(g)).toEqual([['00:01.0'], ['01:00.0', '01:00.1']]);
+    expect(reasonOf(g, '01:00.1')).toMatchObject({ rule: 'rework-function-group', joined: '0000:01:00.0' });
+  });
+
   it('multifunction functions without an ACS capability are ungrouped', () => {
     const mf = [
       device('0000:00:1f.0', { vendor: '0x1b36', multifunction: true, portType: 'conventional' }),
