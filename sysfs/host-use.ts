@@ -156,7 +156,7 @@ const addressesOf = (port: SysfsPort, iface: string): string[] => {
   const v6 = readOr(port, 'proc/net/if_inet6') ?? '';
   for (const line of v6.split('\n')) {
     const f = line.trim().split(/\s+/);
-    if (f.length >= 6 && f[5] === iface && !f[0]!.startsWith('fe80')) out.push(`IPv6 address ${f[0]}`);
+    if (f.length >= 6 && f[5] === iface && !f[0]!.startsWith('fe80')) out.push(`IPv6 address ${f[0]!.match(/.{1,4}/g)!.join(':')}`);
   }
   // IPv4 addresses have no per-interface file in /proc: on the live host ask iproute2.
   if (port.root === '/') {
