@@ -202,10 +202,11 @@ export const compareOnSnapshot = (snap: HostSnapshot, port: SysfsPort | null, re
   // On AMD-Vi hosts the firmware's IVRS table can add same-bus DMA aliases that no sysfs file or
   // dump shows; name that as the likely cause when the kernel joins same-bus devices we keep apart.
   const amdVi = [...snap.iommuUnits.values()].some((u) => u.kind === 'amd') || [...snap.devices.values()].some((d) => d.vendor === '0x1022' && d.class.startsWith('0x0806'));
-  if (amdVi) {
+  if (amdVi && view.rules === 'mainline') {
     for (const m of cmp.mismatches) {
       const buses = new Set(m.devices.map((b) => snap.devices.get(b)?.busId));
-      if (m.kernel.length === 1 && m.derived.length > 1 && buses.size === 1) {
+      const slots = new Set(m.devices.map((b) => snap.devices.get(b)?.slot));
+      if (m.kernel.length === 1 && m.derived.length > 1 && buses.size === 1 && slots.size > 1) {
         m.explanation += ` | possibly an AMD IVRS alias entry (an ACPI table the input does not contain): the kernel joined same-bus devices ${m.devices.join(' ')}`;
       }
     }
