@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tar from 'tar';
 import { describe, expect, it } from 'vitest';
-import { compareGroups, listGroups } from '../../api/groups.js';
+import { compareGroups, deriveForHost, listGroups } from '../../api/groups.js';
+import { scan } from '../../api/devices.js';
 import { importLspci } from '../../api/import.js';
 import { oracleCaptures, sharedDir } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -67,6 +68,21 @@ describe('real machines with kernel groups', () => {
     expect(r.cannotDerive).toEqual([]);
     expect(r.agree).toBe(true);
     expect(r.kernelGroups).toBe(new Set(tsv.map((l) => l.split('\t')[0])).size);
+
+    // Prediction without the kernel's answer: hide the kernel groups and derive again (which
+    // devices the IOMMU skips is then assumed, not read): same partition as iommu_groups.tsv.
+    const snap = scan({ root, pciIds: null });
+    snap.kernelGroups = new Map();
+    snap.iommuUnits = new Map();
+    for (const d of snap.devices.values()) d.kernelGroup = null;
+    const blind = deriveForHost(snap, null, { kernelRelease: r.kernelRelease ?? undefined });
+    const byGroup = new Map<string, string[]>();
+    for (const l of tsv) {
+      const [g, bdf] = l.split('\t');
+      byGroup.set(g!, [...(byGroup.get(g!) ?? []), bdf!]);
+    }
+    const norm = (gs: string[][]) => gs.map((g) => [...g].sort().join(' ')).sort();
+    expect(norm(blind.derived.groups.map((g) => g.devices))).toEqual(norm([...byGroup.values()]));
   });
 
   it('ThinkPad X1 Carbon (ghw, no config space): the tool says it cannot be derived', () => {
