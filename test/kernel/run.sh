@@ -6,7 +6,7 @@
 #   KT_TOPOLOGIES="acs noacs"   which topologies (default: all in topologies/ except minimal)
 #   KT_CHECKS="groups assign"   run these checks instead of each topology's TOPO_CHECKS
 #   KT_HOTPLUGS=20              hot-plug rounds of the guard check
-#   KT_BUILD=0                  use the existing dist/ (no `npm run build`)
+#   KT_BUILD=auto|1|0           build when dist/ is older than a source (default) / always / never
 set -uo pipefail
 source "$(dirname "$0")/lib/env.sh"
 T0=$(date +%s%N)
@@ -23,7 +23,9 @@ fi
 echo "setup: $(ms "$T0") ms" > "$RUN/timings.txt"
 
 cd "$KT_REPO" || exit 1
-if [[ "${KT_BUILD:-1}" != 0 || ! -f dist/cli/main.js ]]; then
+# Build unless dist/ is newer than every source file (CI has just built it for the unit suite).
+stale() { [[ ! -f dist/cli/main.js ]] || [[ -n "$(find . -name '*.ts' -newer dist/cli/main.js -not -path './node_modules/*' -not -path './dist/*' -print -quit)" ]]; }
+if [[ "${KT_BUILD:-auto}" == 1 ]] || { [[ "${KT_BUILD:-auto}" == auto ]] && stale; }; then
   T=$(date +%s%N)
   # tsc still emits when it reports type errors; the checks then say what does not work.
   npm run build --silent || echo "kernel: warning: \`npm run build\` reported errors; running with the dist/ it produced" >&2
@@ -34,7 +36,7 @@ TOPOS="${KT_TOPOLOGIES:-}"
 if [[ -z "$TOPOS" ]]; then
   for f in "$KT_DIR"/topologies/*.sh; do n="$(basename "$f" .sh)"; [[ "$n" == minimal ]] || TOPOS+=" $n"; done
 fi
-export KT_PASS_ENV="KT_CHECKS KT_HOTPLUGS KT_RAW_HOTPLUGS"
+export KT_PASS_ENV="KT_CHECKS KT_HOTPLUGS KT_RAW_HOTPLUGS KT_RAW_SLOT_BASE KT_SPAWN"
 for topo in $TOPOS; do
   T=$(date +%s%N)
   echo "=============== topology $topo"

@@ -180,10 +180,21 @@ checks.partial = async (t) => {
   expectRestored(t, 'after the check', before);
 };
 
+/** A group holding switch ports (upstream port type 5) and several endpoints: root port without ACS. */
+function switchGroup() {
+  for (const [id, members] of sysfs.groups()) {
+    if (members.some((b) => sysfs.pcieType(b) === 5) && endpointsOf(members).length >= 2) return { id, members };
+  }
+  return null;
+}
+
 /** (b) assign of a multi-device group behind a bridge; /dev/vfio/N opens; release restores drivers. */
-checks.assign = async (t) => {
-  const g = bridgeGroup();
-  if (!t.expect(g, 'a multi-device group behind a PCIe-to-PCI bridge exists')) return;
+checks.assign = (t) => assignCheck(t, bridgeGroup(), 'a multi-device group behind a PCIe-to-PCI bridge exists');
+/** (b) on a group that holds a whole switch (ports stay on pcieport, endpoints go to vfio-pci). */
+checks['assign-switch'] = (t) => assignCheck(t, switchGroup(), 'a group with a switch and several endpoints exists');
+
+async function assignCheck(t, g, what) {
+  if (!t.expect(g, what)) return;
   const eps = endpointsOf(g.members);
   const before = driverState(g.members);
   const state = '/run/kt-assign';
@@ -207,7 +218,7 @@ checks.assign = async (t) => {
   } finally {
     if (eps.some((b) => sysfs.driver(b) === 'vfio-pci')) { for (const b of eps) rawRelease(b); t.note('cleanup: raw release'); }
   }
-};
+}
 
 /** (d) kill -9 of assign in the middle, then recover: every device back on its driver. */
 checks.crash = async (t) => {
@@ -417,7 +428,7 @@ checks['hotplug-raw'] = async (t) => {
       await poll(() => { kmsg.read(); return kmsg.lines.some((l) => l.includes(`${bdf}: device attach failed`)); }, 10000);
       rawBind(bdf, 'vfio-pci');
     };
-    await hotplugRounds(t, qmp, kmsg, { gb, ob, ep, gid, guardBus, otherBus, emptyPort, rounds: Number(process.env.KT_RAW_HOTPLUGS ?? 3), repair, tag: 'r', slotBase: 26 });
+    await hotplugRounds(t, qmp, kmsg, { gb, ob, ep, gid, guardBus, otherBus, emptyPort, rounds: Number(process.env.KT_RAW_HOTPLUGS ?? 3), repair, tag: 'r', slotBase: Number(process.env.KT_RAW_SLOT_BASE ?? 26) });
   } finally {
     vfio.close(gfd); vfio.close(cfd);
     for (const b of eps) rawRelease(b);
