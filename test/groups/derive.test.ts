@@ -11,14 +11,14 @@ const acs = (cap: number, ctrl: number): PciDevice['acs'] => ({ offset: 0x100, c
 const FULL = 0x1f; // SV|TB|RR|CR|UF as capability and control
 
 const ep = (bdf: string, parent: string | null, over: Partial<PciDevice> = {}): PciDevice =>
-  device(bdf, { vendor: '0x1b36', device: '0x0001', parent, ...over });
+  device(bdf, { vendor: '0x1b36', device: '0x0001', parent: parent as Bdf | null, ...over });
 const rp = (bdf: string, secondary: number, over: Partial<PciDevice> = {}): PciDevice =>
   device(bdf, {
     vendor: '0x1b36', device: '0x000c', class: '0x060400', headerLayout: 'bridge', isBridge: true, portType: 'root-port', pcieTypeCode: 4,
     secondaryBus: secondary, subordinateBus: secondary, acs: acs(FULL, FULL), ...over,
   });
 const bridge = (bdf: string, parent: string | null, secondary: number, portType: PciDevice['portType'], over: Partial<PciDevice> = {}): PciDevice =>
-  rp(bdf, secondary, { parent, portType, acs: null, ...over });
+  rp(bdf, secondary, { parent: parent as Bdf | null, portType, acs: null, ...over });
 
 const derive = (devices: PciDevice[], options: DeriveOptions = {}): DerivedGrouping => deriveGroups(host(devices), options);
 const members = (g: DerivedGrouping): string[][] => g.groups.map((x) => x.devices.map((d) => d.slice(5))).sort((a, b) => a[0]!.localeCompare(b[0]!));
