@@ -878,6 +878,11 @@ export class SimulatedSysfsPort implements SysfsPort {
     this.root = kernel.root;
   }
 
+  /** The fixture kernel's port over a writable fixture root. */
+  static open(root: string): SimulatedSysfsPort {
+    return new SimKernel(root).port();
+  }
+
   private get node(): SysfsPort {
     return this.kernel.reader();
   }
