@@ -120,6 +120,7 @@ const describe = (t: TopoDevice): string => {
     'root-port': 'root port', 'downstream-port': 'switch downstream port', 'upstream-port': 'switch upstream port',
     'pcie-to-pci-bridge': 'PCIe-to-PCI bridge', 'pci-to-pcie-bridge': 'PCI-to-PCIe bridge', rciep: 'integrated endpoint (RCiEP)',
     endpoint: 'endpoint', 'legacy-endpoint': 'legacy endpoint', conventional: t.dev.isBridge ? 'conventional PCI bridge' : 'conventional PCI device',
+    unknown: `${t.dev.isBridge ? 'bridge' : 'device'} of unknown type (config space ${t.dev.configSize} bytes)`,
   };
   return `${kind[t.type] ?? t.type} ${s(t.bdf)}`;
 };
@@ -132,7 +133,9 @@ const aliasStepMessage = (d: Bdf, step: AliasStep, topo: Topology): string => {
     case 'pci-to-pcie-bridge':
       return `${d} sits behind PCI-to-PCIe bridge ${step.device}, whose requester ID it carries`;
     case 'conventional-bridge':
-      return `${d} sits behind ${describe(t)}, which takes over its requester ID (${step.requesterId}); conventional PCI has no isolation`;
+      return t.pcie === null
+        ? `${d} sits behind ${describe(t)}, assumed conventional PCI, which would take over its requester ID (${step.requesterId})`
+        : `${d} sits behind ${describe(t)}, which takes over its requester ID (${step.requesterId}); conventional PCI has no isolation`;
     case 'real-dma-dev':
       return `${d} is behind VMD ${step.device}: its DMA carries the VMD endpoint's requester ID`;
     default:
