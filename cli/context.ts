@@ -37,3 +37,38 @@ export const table = (headers: string[], rows: (string | number | null | undefin
 };
 
 export const usage = (message: string): IsogroupError => new IsogroupError('E_USAGE', message);
+
+/**
+ * The daemon socket for a command: --socket when given; under --simulate with the default, a socket
+ * inside the fixture root, so a simulated daemon and the commands that talk to it agree without flags.
+ */
+export const socketFor = (cmd: Command, simRoot: string | null): string => {
+  const g = globalsOf(cmd);
+  const source = cmd.getOptionValueSourceWithGlobals?.('socket');
+  if (g.simulate && simRoot !== null && source === 'default') return `${simRoot.replace(/\/+$/, '')}/.isogroup-sim/isogroup.sock`;
+  return g.socket ?? '/run/isogroup.sock';
+};
+
+/** --state-dir unless it is the default under --simulate (then the API picks one inside the root). */
+export const stateDirFor = (cmd: Command): string | undefined => {
+  const g = globalsOf(cmd);
+  const source = cmd.getOptionValueSourceWithGlobals?.('stateDir');
+  return g.simulate && source === 'default' ? undefined : g.stateDir;
+};
+
+/**
+ * One writer: when a daemon answers on the command's socket, ask it; otherwise act directly (and the
+ * caller may warn that nobody holds the group).
+ */
+export const viaDaemonOr = async <T>(
+  cmd: Command,
+  direct: () => T,
+  remote: (client: import('../daemon/client.js').DaemonClient) => Promise<T>,
+): Promise<{ result: T; via: 'daemon' | 'direct'; socket: string }> => {
+  const g = globalsOf(cmd);
+  const socket = socketFor(cmd, g.simulate ? (g.root ?? '/') : null);
+  const { DaemonClient } = await import('../daemon/client.js');
+  const client = new DaemonClient(socket);
+  if (await client.isRunning()) return { result: await remote(client), via: 'daemon', socket };
+  return { result: direct(), via: 'direct', socket };
+};

@@ -6,9 +6,11 @@ import { registerSnapshot } from './commands/snapshot.js';
 import { registerGroups } from './commands/groups.js';
 import { registerBind } from './commands/bind.js';
 import { registerSim } from './commands/sim.js';
+import { registerDaemon } from './commands/daemon.js';
+import { registerContexts } from './commands/contexts.js';
 
 // Each command is registered from its own module; every one is a thin call into the API.
-const registrations: ((program: Command, io: CliIo) => void)[] = [registerDevices, registerImport, registerSnapshot, registerGroups, registerBind, registerSim];
+const registrations: ((program: Command, io: CliIo) => void)[] = [registerDevices, registerImport, registerSnapshot, registerGroups, registerBind, registerSim, registerDaemon, registerContexts];
 
 export const buildProgram = (io: CliIo): Command => {
   const program = new Command('isogroup')

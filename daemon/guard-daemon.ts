@@ -1,7 +1,14 @@
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { IsogroupError, isIsogroupError } from '../errors.js';
-import { assignGroup, recover, releaseGroup, parseGroupArg, DEFAULT_STATE_DIR, type AssignResult } from '../api/bind.js';
+import { recover, parseGroupArg, DEFAULT_STATE_DIR } from '../api/bind.js';
+import { assignToOwner, contextTable, destroyOwnerContext, listContexts, mergeOwnerContexts, releaseFromOwner, showContext, subjectForOwner } from '../api/contexts.js';
+import { AuditLog, decideAndAudit } from '../bind/audit.js';
+import { PolicyStore, readSubject } from '../bind/policy-store.js';
+import { contextOf } from '../groups/context.js';
+import { compareIovaRanges, rangesToJson, rangeFromJson } from '../groups/iova.js';
+import type { Subject } from '../groups/policy.js';
 import { listDevices } from '../api/devices.js';
 import { listGroups } from '../api/groups.js';
 import { type JournalEntry, readJournal, assignedGroups } from '../bind/journal.js';
@@ -18,7 +25,7 @@ import { type HotplugHint, type HotplugSource, FixtureWatchSource, IntervalSourc
 import type { VfioBackend, VfioContainerHandle, VfioGroupHandle } from '../sysfs/vfio.js';
 import { KernelVfioBackend } from '../sysfs/vfio-kernel.js';
 import { EventHub } from './events.js';
-import { UnixHttpServer, removeStaleSocket, type RequestContext } from './http-unix.js';
+import { UnixHttpServer, removeStaleSocket, reply, type RequestContext } from './http-unix.js';
 import { silentLogger, type Logger } from './log.js';
 
 // The hotplug guard. It holds every assigned group open and attached to its owner's container, so the
@@ -44,6 +51,16 @@ export interface GuardDaemonOptions {
   port?: SysfsPort;
   /** Largest SSE queue per subscriber. */
   maxQueue?: number;
+  /** Policy file (JSON or YAML); missing: root only. Default /etc/isogroup/policy.yaml (ROOT/etc/... under --simulate). */
+  policyFile?: string | null;
+}
+
+interface Handoff {
+  owner: string;
+  uid: number;
+  gid: number;
+  /** The owner has opened /dev/vfio/N (so the kernel protects the group again). */
+  opened: boolean;
 }
 
 interface OwnerHold {
@@ -86,6 +103,9 @@ export class GuardDaemon {
   private queued = false;
   private closed = false;
   private closing: Promise<void> | null = null;
+  private readonly policy: PolicyStore;
+  private readonly audit: AuditLog;
+  private readonly handoffs = new Map<string, Handoff>();
 
   private constructor(options: GuardDaemonOptions) {
     this.logger = options.logger ?? silentLogger;
@@ -111,6 +131,9 @@ export class GuardDaemon {
     this.root = this.port.root;
     this.stateDir = path.resolve(options.stateDir ?? (this.simulate ? path.join(this.root, SIM_DIR, 'state') : DEFAULT_STATE_DIR));
     this.hub = new EventHub({ logger: this.logger, ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}) });
+    const policyFile = options.policyFile === undefined ? (this.simulate ? path.join(this.root, 'etc/isogroup/policy.yaml') : '/etc/isogroup/policy.yaml') : options.policyFile;
+    this.policy = PolicyStore.open(policyFile);
+    this.audit = new AuditLog(path.join(this.stateDir, 'audit.jsonl'));
   }
 
   /** Start: recover unfinished transactions, hold every assigned group, repair, then serve. */
@@ -127,6 +150,7 @@ export class GuardDaemon {
 
   private async boot(options: GuardDaemonOptions): Promise<void> {
     prepareStateDir(this.stateDir);
+    this.audit.append({ action: 'daemon-start', allowed: true, subject: null, target: {}, rule: null, reason: `policy ${this.policy.policy.source}` });
     const unfinished = readJournal(this.stateDir).entries.filter((e) => e.state !== 'assigned');
     if (unfinished.length) {
       const r = recover({ port: this.port, stateDir: this.stateDir });
@@ -134,8 +158,9 @@ export class GuardDaemon {
       this.hub.publish('recover', { groups: unfinished.map((e) => e.groupId) });
     }
     this.loadAssigned();
+    this.loadHandoffs();
     // Hold first, so the kernel protects the groups while the repair pass runs.
-    for (const entry of this.assigned.values()) this.hold(entry);
+    for (const entry of this.assigned.values()) if (!this.handoffs.has(entry.groupId)) this.hold(entry);
     await this.reconcile('start');
     const sources = options.sources ?? this.defaultSources(options.rescanMs);
     this.source = combineSources(sources);
@@ -284,7 +309,7 @@ export class GuardDaemon {
       if (!r.ok) this.logger.error('guard action failed', { kind: action.kind, bdf: action.bdf, error: r.error });
     }
     // A repaired group may be viable again: hold what is not held yet.
-    if (results.some((r) => r.ok)) for (const e of this.assigned.values()) if (this.ownerOf(e.groupId) === null) this.hold(e);
+    if (results.some((r) => r.ok)) for (const e of this.assigned.values()) if (this.ownerOf(e.groupId) === null && !this.handoffs.has(e.groupId)) this.hold(e);
     return results;
   }
 
@@ -328,7 +353,13 @@ export class GuardDaemon {
       this.logger.error('cannot read the journal; keeping the last known assignments', { error: (error as Error).message });
     }
     for (const id of this.heldGroups()) if (!this.assigned.has(id)) this.unhold(id);
-    for (const entry of this.assigned.values()) this.hold(entry);
+    for (const [id, h] of this.handoffs) if (!this.assigned.has(id)) this.endHandoff(id, h);
+    for (const entry of this.assigned.values()) {
+      const holder = this.ownerOf(entry.groupId);
+      if (holder !== null && holder !== entry.owner) this.migrate(entry.groupId, holder, entry.owner);
+      if (this.handoffs.has(entry.groupId)) this.watchHandoff(entry.groupId);
+      else this.hold(entry);
+    }
     const snap = scanHost(this.port, { pciIds: null });
     const decision = decideGuard(
       snap,
@@ -338,13 +369,158 @@ export class GuardDaemon {
     this.carryOut(decision.actions, decision.events);
   }
 
+  /** Move a held group into another owner's container (after a merge): unset, then set on the new one. */
+  private migrate(groupId: string, from: string, to: string): void {
+    const src = this.holds.get(from)!;
+    const handle = src.groups.get(groupId)!;
+    let dst = this.holds.get(to);
+    const created = !dst;
+    try {
+      if (!dst) dst = { container: this.vfio.openContainer(), groups: new Map(), iommuSet: false };
+      handle.unsetContainer();
+      handle.setContainer(dst.container);
+      if (!dst.iommuSet) {
+        dst.container.setIommu('type1v2');
+        dst.iommuSet = true;
+      }
+      src.groups.delete(groupId);
+      dst.groups.set(groupId, handle);
+      if (created) this.holds.set(to, dst);
+      if (src.groups.size === 0) {
+        src.container.close();
+        this.holds.delete(from);
+      }
+      this.hub.publish('hold', { group: groupId, owner: to, ok: true, movedFrom: from });
+    } catch (error) {
+      // Could not move it: close it, the next pass holds it again under the right owner.
+      src.groups.delete(groupId);
+      handle.close();
+      if (created && dst) dst.container.close();
+      this.logger.warn('cannot move group between containers', { group: groupId, from, to, error: (error as Error).message });
+    }
+  }
+
+  private handoffFile(): string {
+    return path.join(this.stateDir, 'handoffs.json');
+  }
+
+  private loadHandoffs(): void {
+    try {
+      const raw = JSON.parse(fs.readFileSync(this.handoffFile(), 'utf8')) as Record<string, Handoff>;
+      for (const [id, h] of Object.entries(raw)) if (/^\d+$/.test(id) && typeof h.owner === 'string') this.handoffs.set(id, h);
+    } catch {
+      /* none yet */
+    }
+  }
+
+  private saveHandoffs(): void {
+    const tmp = `${this.handoffFile()}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(Object.fromEntries(this.handoffs), null, 2));
+    fs.renameSync(tmp, this.handoffFile());
+  }
+
+  private vfioNode(groupId: string): string {
+    return path.join(this.simulate ? this.root : '/', 'dev/vfio', groupId);
+  }
+
+  /** Give the owner /dev/vfio/N itself: drop our hold, chown it to the owner, mode 0660. */
+  handoff(groupId: string, owner: string): Handoff {
+    const entry = this.assigned.get(groupId);
+    if (!entry) throw new IsogroupError('E_NOT_ASSIGNED', `group ${groupId} is not assigned`, { group: groupId });
+    if (entry.owner !== owner) throw new IsogroupError('E_CONTEXT', `group ${groupId} belongs to ${entry.owner}, not ${owner}`, { group: groupId, owner: entry.owner });
+    const who = subjectForOwner(owner);
+    if (who.uid < 0) throw new IsogroupError('E_INVALID_INPUT', `owner ${owner} is not a user of this host (no /etc/passwd entry): cannot give it /dev/vfio/${groupId}`, { owner });
+    const node = this.vfioNode(groupId);
+    const gid = who.gids[0] ?? who.uid;
+    this.unhold(groupId);
+    try {
+      fs.chownSync(node, who.uid, gid);
+      fs.chmodSync(node, 0o660);
+    } catch (error) {
+      this.hold(entry);
+      throw new IsogroupError('E_PERMISSION', `cannot give ${node} to ${owner}: ${(error as NodeJS.ErrnoException).code ?? error}`, { node, owner }, { cause: error });
+    }
+    const h: Handoff = { owner, uid: who.uid, gid, opened: false };
+    this.handoffs.set(groupId, h);
+    this.saveHandoffs();
+    this.hub.publish('handoff', { group: groupId, owner, uid: who.uid, gid, node });
+    return h;
+  }
+
+  // Until the owner opens the group, nobody holds it: repairs keep it clean, and we notice the open.
+  private watchHandoff(groupId: string): void {
+    const h = this.handoffs.get(groupId)!;
+    if (h.opened) return;
+    try {
+      this.vfio.openGroup(groupId).close();
+    } catch (error) {
+      if (isIsogroupError(error) && error.details.errno === 'EBUSY') {
+        h.opened = true;
+        this.saveHandoffs();
+        this.hub.publish('handoff-opened', { group: groupId, owner: h.owner });
+      }
+    }
+  }
+
+  private endHandoff(groupId: string, _h: Handoff): void {
+    const node = this.vfioNode(groupId);
+    try {
+      if (fs.existsSync(node)) {
+        fs.chownSync(node, 0, 0);
+        fs.chmodSync(node, 0o600);
+      }
+    } catch (error) {
+      this.logger.warn('cannot revert /dev/vfio ownership', { node, error: (error as Error).message });
+    }
+    this.handoffs.delete(groupId);
+    this.saveHandoffs();
+    this.hub.publish('handoff-ended', { group: groupId });
+  }
+
+  /** The fds an owner gets: its container and every group of its context (the daemon keeps its own). */
+  private ownerFds(owner: string): { fds: number[]; temp: number[]; groups: string[] } {
+    const h = this.holds.get(owner);
+    if (!h) throw new IsogroupError('E_NOT_FOUND', `${owner} holds no groups through this daemon`, { owner });
+    const groups = [...h.groups.keys()];
+    if (h.container.fd !== null) return { fds: [h.container.fd, ...[...h.groups.values()].map((g) => g.fd!)], temp: [], groups };
+    // Fixture kernel: its handles have no kernel fd; pass the device nodes of the fixture root instead.
+    const temp = [fs.openSync(path.join(this.root, 'dev/vfio/vfio'), 'r'), ...groups.map((g) => fs.openSync(path.join(this.root, 'dev/vfio', g), 'r'))];
+    return { fds: temp, temp, groups };
+  }
+
+  private subjectOf(ctx: { peer: RequestContext['peer'] }): Subject {
+    if (!ctx.peer) throw new IsogroupError('E_PERMISSION', 'the kernel did not say who is asking (no peer credentials)', {});
+    return readSubject(ctx.peer.uid, ctx.peer.gid, '/');
+  }
+
+  // A non-root peer sees and acts on its own context only.
+  private requireSelfOrRoot(subject: Subject, owner: string, what: string): void {
+    if (subject.uid !== 0 && subject.name !== owner) throw new IsogroupError('E_PERMISSION', `${subject.name} may not ${what} ${owner}'s context`, { subject: subject.name, owner });
+  }
+
+  async reloadPolicy(): Promise<boolean> {
+    const r = this.policy.reload({ audit: this.audit });
+    if (!r.ok) {
+      this.logger.error('policy rejected; the previous one stays in force', { error: r.error.message });
+      this.hub.publish('policy', { ok: false, error: r.error.message });
+      return false;
+    }
+    this.hub.publish('policy', { ok: true, rules: r.policy.rules.length });
+    return true;
+  }
+
   /** Status with the daemon's own view: held groups, hold errors, counters. */
   status(): Record<string, unknown> {
     const held = this.heldGroups();
     const st = journalStatus(this.stateDir);
     return {
       ...st,
-      groups: st.groups.map((g) => ({ ...g, held: held.has(g.id), ...(this.holdErrors.has(g.id) ? { holdError: this.holdErrors.get(g.id) } : {}) })),
+      groups: st.groups.map((g) => ({
+        ...g,
+        held: held.has(g.id),
+        ...(this.holdErrors.has(g.id) ? { holdError: this.holdErrors.get(g.id) } : {}),
+        ...(this.handoffs.has(g.id) ? { handoff: this.handoffs.get(g.id) } : {}),
+      })),
       daemon: { pid: process.pid, root: this.root, simulate: this.simulate, stateDir: this.stateDir, socket: this.socketPath, stats: this.stats, subscribers: this.hub.subscriberCount },
     };
   }
@@ -358,10 +534,25 @@ export class GuardDaemon {
     return { target, body: b };
   }
 
-  // Only root changes assignments over the socket until a policy says otherwise.
+  // Recovery touches every group: root only.
   private authorize(ctx: RequestContext, what: string): void {
     if (ctx.peer && ctx.peer.uid !== 0) {
       throw new IsogroupError('E_PERMISSION', `uid ${ctx.peer.uid} may not ${what}: only root changes assignments`, { uid: ctx.peer.uid });
+    }
+  }
+
+  // The kernel's own IOVA ranges for a held context (VFIO_IOMMU_GET_INFO), compared with ours.
+  private kernelIova(owner: string, computed: { start: string; end: string }[]): Record<string, unknown> | null {
+    const h = this.holds.get(owner);
+    if (!h || !h.iommuSet) return null;
+    try {
+      const kernel = h.container.iovaRanges();
+      const diff = compareIovaRanges(computed.map((r) => rangeFromJson(r)), kernel);
+      const match = diff.equal;
+      if (!match) this.logger.error('kernel IOVA ranges differ from the computed ones', { owner, kernel: rangesToJson(kernel), computed });
+      return { iovaRanges: rangesToJson(kernel), match, ...(match ? {} : { error: { code: 'E_IOVA_MISMATCH', message: `the kernel's usable IOVA ranges for ${owner}'s container differ from the computed ones`, onlyComputed: rangesToJson(diff.onlyComputed), onlyKernel: rangesToJson(diff.onlyKernel) } }) };
+    } catch (error) {
+      return { error: { code: isIsogroupError(error) ? error.code : 'E_INTERNAL', message: (error as Error).message } };
     }
   }
 
@@ -376,12 +567,14 @@ export class GuardDaemon {
         return listGroups({ port: this.port, pciIds: null, source });
       })
       .route('POST', '/assign', (ctx) => {
-        this.authorize(ctx, 'assign groups');
         const { target, body } = this.requireTarget(ctx.body);
-        const result: AssignResult = assignGroup(target, {
+        const subject = this.subjectOf(ctx);
+        const result = assignToOwner(target, {
           port: this.port,
           stateDir: this.stateDir,
-          ...(typeof body.owner === 'string' ? { owner: body.owner } : {}),
+          subject,
+          policy: this.policy.policy,
+          owner: typeof body.owner === 'string' ? body.owner : subject.name,
           force: body.force === true,
           dryRun: body.dryRun === true,
           onAssigned: (entry) => {
@@ -389,28 +582,119 @@ export class GuardDaemon {
             this.hold(entry);
           },
         });
-        if (!result.dryRun) this.hub.publish('assign', { group: result.groupId, owner: result.owner, devices: result.devices ?? [] });
+        if (!result.dryRun) this.hub.publish('assign', { group: result.groupId, owner: result.owner, devices: result.devices ?? [], context: result.context });
         return { ...result, held: this.heldGroups().has(result.groupId) };
       })
       .route('POST', '/release', (ctx) => {
-        this.authorize(ctx, 'release groups');
         const { target, body } = this.requireTarget(ctx.body);
+        const subject = this.subjectOf(ctx);
         const arg = parseGroupArg(target);
         const groupId = 'groupId' in arg ? arg.groupId : [...this.assigned.values()].find((e) => e.members.some((m) => m.bdf === arg.bdf))?.groupId;
+        const entry = groupId ? this.assigned.get(groupId) : undefined;
+        if (entry) this.requireSelfOrRoot(subject, entry.owner, 'release groups of');
         if (groupId && body.dryRun !== true) this.unhold(groupId);
         try {
-          const result = releaseGroup(target, { port: this.port, stateDir: this.stateDir, dryRun: body.dryRun === true });
+          const result = releaseFromOwner(target, { port: this.port, stateDir: this.stateDir, subject, dryRun: body.dryRun === true });
           if (!result.dryRun) {
             this.assigned.delete(result.groupId);
+            const h = this.handoffs.get(result.groupId);
+            if (h) this.endHandoff(result.groupId, h);
             this.hub.publish('release', { group: result.groupId, owner: result.owner });
           }
           return result;
         } catch (error) {
           // Still assigned: protect it again.
           this.loadAssigned();
-          if (groupId && this.assigned.has(groupId)) this.hold(this.assigned.get(groupId)!);
+          if (groupId && this.assigned.has(groupId) && !this.handoffs.has(groupId)) this.hold(this.assigned.get(groupId)!);
           throw error;
         }
+      })
+      .route('GET', '/contexts', (ctx) => {
+        const subject = this.subjectOf(ctx);
+        const all = listContexts({ port: this.port, stateDir: this.stateDir });
+        return subject.uid === 0 ? all : { ...all, contexts: all.contexts.filter((c) => c.owner === subject.name) };
+      })
+      .route('GET', '/contexts/:owner', (ctx) => {
+        const owner = ctx.params.owner!;
+        this.requireSelfOrRoot(this.subjectOf(ctx), owner, 'see');
+        const view = showContext(owner, { port: this.port, stateDir: this.stateDir });
+        return { ...view, kernel: this.kernelIova(owner, view.context.iovaRanges) };
+      })
+      .route('POST', '/contexts/:owner/attach', (ctx) => {
+        const { target } = this.requireTarget(ctx.body);
+        const subject = this.subjectOf(ctx);
+        const owner = ctx.params.owner!;
+        this.requireSelfOrRoot(subject, owner, 'attach to');
+        const result = assignToOwner(target, { port: this.port, stateDir: this.stateDir, subject, policy: this.policy.policy, owner, onAssigned: (entry) => {
+          this.assigned.set(entry.groupId, entry);
+          this.hold(entry);
+        } });
+        this.hub.publish('assign', { group: result.groupId, owner, devices: result.devices ?? [], context: result.context });
+        return { ...result, held: this.heldGroups().has(result.groupId) };
+      })
+      .route('POST', '/contexts/:owner/detach', (ctx) => {
+        const { target } = this.requireTarget(ctx.body);
+        const subject = this.subjectOf(ctx);
+        const owner = ctx.params.owner!;
+        this.requireSelfOrRoot(subject, owner, 'detach from');
+        const groupId = parseGroupArg(target);
+        const id = 'groupId' in groupId ? groupId.groupId : [...this.assigned.values()].find((e) => e.members.some((m) => m.bdf === groupId.bdf))?.groupId;
+        const entry = id ? this.assigned.get(id) : undefined;
+        if (!entry || entry.owner !== owner) throw new IsogroupError('E_CONTEXT', `group ${target} is not in ${owner}'s context`, { owner, target });
+        this.unhold(entry.groupId);
+        const result = releaseFromOwner(entry.groupId, { port: this.port, stateDir: this.stateDir, subject });
+        this.assigned.delete(entry.groupId);
+        this.hub.publish('release', { group: entry.groupId, owner });
+        return result;
+      })
+      .route('POST', '/contexts/:owner/merge', (ctx) => {
+        const body = (ctx.body ?? {}) as Record<string, unknown>;
+        if (typeof body.into !== 'string') throw new IsogroupError('E_USAGE', 'merge needs "into": the owner whose context receives the groups', {});
+        const view = mergeOwnerContexts(ctx.params.owner!, body.into, { port: this.port, stateDir: this.stateDir, subject: this.subjectOf(ctx), policy: this.policy.policy });
+        this.loadAssigned();
+        for (const e of this.assigned.values()) {
+          const holder = this.ownerOf(e.groupId);
+          if (holder !== null && holder !== e.owner) this.migrate(e.groupId, holder, e.owner);
+        }
+        this.hub.publish('merge', { from: ctx.params.owner, into: body.into });
+        return { ...view, kernel: this.kernelIova(body.into, view.context.iovaRanges) };
+      })
+      .route('POST', '/contexts/:owner/destroy', (ctx) => {
+        const body = (ctx.body ?? {}) as Record<string, unknown>;
+        const owner = ctx.params.owner!;
+        const subject = this.subjectOf(ctx);
+        this.requireSelfOrRoot(subject, owner, 'destroy');
+        const table = contextTable({ port: this.port, stateDir: this.stateDir });
+        for (const g of contextOf(table, owner)?.groups ?? []) if (body.force === true) this.unhold(g.id);
+        const r = destroyOwnerContext(owner, { port: this.port, stateDir: this.stateDir, subject, force: body.force === true });
+        for (const id of r.released) this.assigned.delete(id);
+        this.hub.publish('destroy', { owner, released: r.released });
+        return r;
+      })
+      .route('POST', '/contexts/:owner/handoff', (ctx) => {
+        const { target } = this.requireTarget(ctx.body);
+        const owner = ctx.params.owner!;
+        this.requireSelfOrRoot(this.subjectOf(ctx), owner, 'take');
+        const arg = parseGroupArg(target);
+        if (!('groupId' in arg)) throw new IsogroupError('E_USAGE', 'handoff takes a group number', {});
+        return { group: arg.groupId, ...this.handoff(arg.groupId, owner) };
+      })
+      .fdRoute('POST', '/contexts/:owner/fds', (ctx) => {
+        const owner = ctx.params.owner!;
+        const subject = this.subjectOf(ctx);
+        this.requireSelfOrRoot(subject, owner, 'receive the file descriptors of');
+        const table = contextTable({ port: this.port, stateDir: this.stateDir });
+        const c = contextOf(table, owner);
+        if (!c) throw new IsogroupError('E_NOT_FOUND', `${owner} has no context`, { owner });
+        const snap = scanHost(this.port, { pciIds: null });
+        const devices = c.devices.map((d) => snap.devices.get(d.bdf)).filter((d): d is NonNullable<typeof d> => d !== undefined);
+        const { decision } = decideAndAudit(this.audit, this.policy.policy, subject, { action: 'fd-handoff', owner, context: c.id, devices });
+        if (!decision.allowed) throw new IsogroupError('E_POLICY_DENIED', `policy denies ${subject.name} the devices of ${owner}'s context: ${decision.reason}`, { owner, subject: subject.name });
+        const { fds, temp, groups } = this.ownerFds(owner);
+        // The fds are duplicated into the peer by the kernel; close our temporary ones once sent.
+        setImmediate(() => temp.forEach((fd) => fs.closeSync(fd)));
+        this.hub.publish('fd-handoff', { owner, to: subject.name, groups });
+        return { fds, body: { owner, context: c.id, order: ['container', ...groups.map((g) => `group ${g}`)], devices: c.devices } };
       })
       .route('POST', '/recover', (ctx) => {
         this.authorize(ctx, 'recover');
@@ -424,6 +708,14 @@ export class GuardDaemon {
         return this.status();
       })
       .route('GET', '/events', this.hub.handler());
+  }
+
+  /** SIGHUP: re-read the journal and rescan (the policy file joins this when contexts land). */
+  async reload(): Promise<void> {
+    this.hub.publish('reload', {});
+    await this.reloadPolicy();
+    this.schedule('reload');
+    await this.idle();
   }
 
   /** Close cleanly: release nothing (the journal stays; the next start holds again). */

@@ -1,0 +1,65 @@
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { GuardDaemon } from '../../daemon/guard-daemon.js';
+import { createLogger, parseLogLevel, type LogFormat } from '../../daemon/log.js';
+import { IsogroupError } from '../../errors.js';
+import { type CliIo, globalsOf, socketFor, stateDirFor } from '../context.js';
+
+// `isogroup daemon`: the hotplug guard in the foreground (systemd runs it as is; logs go to stderr).
+
+interface DaemonFlags {
+  policy?: string;
+  rescanMs?: string;
+  logLevel?: string;
+  logFormat?: string;
+  socketGroup?: string;
+}
+
+const intOption = (text: string | undefined, name: string, min: number): number | undefined => {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text) || Number(text) < min) throw new IsogroupError('E_USAGE', `${name} must be a whole number >= ${min}, got ${JSON.stringify(text)}`, { [name]: text });
+  return Number(text);
+};
+
+export const registerDaemon = (program: Command, io: CliIo): void => {
+  program
+    .command('daemon')
+    .description('run the hotplug guard: hold every assigned group, refuse and repair host-driver binds inside them, serve the socket API')
+    .option('--rescan-ms <ms>', 'backstop full rescan interval in ms (0 = only on events)')
+    .option('--log-level <level>', 'debug, info, warn or error', 'info')
+    .option('--log-format <format>', 'json or logfmt', 'json')
+    .option('--socket-group <gid>', 'numeric group that may use the socket (mode 0660)')
+    .option('--policy <file>', 'policy file (JSON or YAML): who may claim what; default /etc/isogroup/policy.yaml (ROOT/etc/isogroup/policy.yaml under --simulate)')
+    .action(async (flags: DaemonFlags, cmd: Command) => {
+      const g = globalsOf(cmd);
+      if (flags.logFormat !== 'json' && flags.logFormat !== 'logfmt') throw new IsogroupError('E_USAGE', `--log-format must be json or logfmt, got ${JSON.stringify(flags.logFormat)}`, {});
+      const logger = createLogger({ level: parseLogLevel(flags.logLevel ?? 'info'), format: flags.logFormat as LogFormat, stream: { write: (l: string) => io.stderr(l) } });
+      const simRoot = g.simulate ? path.resolve(g.root ?? '/') : null;
+      const rescanMs = intOption(flags.rescanMs, '--rescan-ms', 0);
+      const gid = intOption(flags.socketGroup, '--socket-group', 0);
+      const stateDir = stateDirFor(cmd);
+      const daemon = await GuardDaemon.start({
+        ...(g.root !== undefined ? { root: g.root } : {}),
+        simulate: g.simulate ?? false,
+        ...(stateDir !== undefined ? { stateDir } : {}),
+        socket: socketFor(cmd, simRoot),
+        ...(gid !== undefined ? { socketGid: gid } : {}),
+        ...(rescanMs !== undefined ? { rescanMs } : {}),
+        ...(flags.policy !== undefined ? { policyFile: flags.policy } : {}),
+        logger,
+      });
+      // SIGTERM/SIGINT: close cleanly and release nothing; the journal stays and the next start holds again.
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string): void => {
+          logger.info('stopping', { signal });
+          void daemon.close().then(resolve);
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.on('SIGHUP', () => {
+          logger.info('SIGHUP: reloading', {});
+          void daemon.reload().catch((error: unknown) => logger.error('reload failed; keeping the old configuration', { error: (error as Error).message }));
+        });
+      });
+    });
+};
