@@ -338,7 +338,7 @@ export const writeSnapshot = (port: SysfsPort, out: string, fsx: SnapshotFs = no
     tool: 'isogroup snapshot',
     capturedAt: new Date().toISOString(),
     root: port.root,
-    members: members.length,
+    members: members.length + metas.size + 1, // sys/ members, meta files, and this file
     devices: snap.devices.size,
     groups: snap.kernelGroups.size,
     readErrors: capture.errors,
