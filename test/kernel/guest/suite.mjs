@@ -463,13 +463,16 @@ checks.guard = async (t) => {
     t.note(`guarded group ${gid}: ${members.join(' ')}; drivers_autoprobe=${autoprobe0}`);
     modprobe('vfio-pci', 'vfio_iommu_type1');
     await requireCommand('daemon'); // "command missing" before anything is touched
+    fs.mkdirSync(state, { recursive: true }); // as the systemd unit's StateDirectory= would
+    const tDaemon = Date.now();
     daemon = isogroupAsync(['daemon', '--state-dir', state, '--socket', sock], path.join(RUNDIR, 'daemon.log'));
-    const up = await poll(() => daemon.exited || fs.existsSync(sock), 60000, 50);
+    // Starting node and the CLI takes 10-90 s under TCG on a busy host.
+    const up = await poll(() => daemon.exited || fs.existsSync(sock), 360000, 50);
     if (daemon.exited || !up) {
       if (daemon.stderr.includes('unknown command')) throw new CommandMissing('command missing: isogroup daemon');
       t.fail(`daemon did not come up: ${shortOut(daemon)}`); return;
     }
-    t.note('daemon up, socket present');
+    t.note(`daemon up, socket present after ${((Date.now() - tDaemon) / 1000).toFixed(1)} s`);
     if (!await must(t, ['assign', gid, '--socket', sock, '--state-dir', state, '--json'])) return;
     expectDrivers(t, 'after assign', Object.fromEntries(eps.map((b) => [b, 'vfio-pci'])));
     const held = await poll(async () => {
