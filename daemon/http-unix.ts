@@ -15,6 +15,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { ERROR_CODES, IsogroupError, isIsogroupError, type ErrorCode } from '../errors.js';
 import { parseBdf } from '../sysfs/bdf.js';
+import { dupCloexec, sysClose } from '../sysfs/libc.js';
 import { peerCredentials, sendFds, type PeerCredentials } from '../sysfs/unix-rights.js';
 import { silentLogger, type Logger } from './log.js';
 
@@ -43,8 +44,14 @@ export interface Reply {
 export const reply = (status: number, body: unknown): Reply => ({ [REPLY]: true, status, body });
 
 export interface FdReply {
+  /**
+   * The fds to pass. The server duplicates them (F_DUPFD_CLOEXEC) as soon as the handler returns and
+   * sends the duplicates, so the handler may close its own at any later point.
+   */
   fds: number[];
   body: unknown;
+  /** Called once the hand-off is over (sent, refused by the client, or failed). */
+  release?: () => void;
 }
 export type FdHandler = (ctx: Omit<RequestContext, 'res' | 'body'> & { socket: net.Socket }) => FdReply | Promise<FdReply>;
 
@@ -286,13 +293,17 @@ export class UnixHttpServer {
     const url = new URL(req.url ?? '/', 'http://isogroup.sock');
     socket.on('error', () => undefined);
     let answer: FdReply;
+    let copies: number[] = [];
     try {
       if (String(req.headers.upgrade ?? '').toLowerCase() !== FD_UPGRADE) {
         throw new IsogroupError('E_USAGE', `unsupported upgrade ${JSON.stringify(req.headers.upgrade)} (only ${FD_UPGRADE})`, {});
       }
       const { route, params } = this.find(method, url.pathname, 'fds');
       answer = await route.fdHandler!({ method, path: url.pathname, params, query: url.searchParams, peer: this.peers.get(socket) ?? null, req, socket });
+      // Our own copies, taken before anything else can run: the handler may close its fds once it has returned.
+      for (const fd of answer.fds) copies.push(dupCloexec(fd, { code: 'E_INTERNAL', what: 'duplicating an fd for hand-off' }));
     } catch (error) {
+      for (const fd of copies) sysClose(fd);
       this.rawError(socket, this.asTyped(error, `${method} ${url.pathname} (fds)`));
       return;
     }
@@ -304,7 +315,7 @@ export class UnixHttpServer {
         socket.once('data', () => resolve());
         socket.once('close', () => reject(new IsogroupError('E_DAEMON', 'client left before taking the fds', {})));
       });
-      await sendFds(socket, answer.fds, Buffer.from(toJson(answer.body)));
+      await sendFds(socket, copies, Buffer.from(toJson(answer.body)));
       this.logger.info('fds handed off', { path: url.pathname, count: answer.fds.length, pid: this.peers.get(socket)?.pid, uid: this.peers.get(socket)?.uid });
       socket.end();
     } catch (error) {
@@ -312,6 +323,13 @@ export class UnixHttpServer {
       socket.destroy();
     } finally {
       clearTimeout(timer);
+      for (const fd of copies) sysClose(fd);
+      copies = [];
+      try {
+        answer.release?.();
+      } catch (error) {
+        this.logger.warn('fd hand-off release failed', { error });
+      }
     }
   }
 

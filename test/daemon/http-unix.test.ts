@@ -189,4 +189,30 @@ describe('fd hand-off route (SCM_RIGHTS over an HTTP upgrade)', () => {
     // An unknown fd route is a typed 404 too.
     await expect(new DaemonClient(sock).requestFds('POST', '/nope')).rejects.toMatchObject({ code: 'E_NO_ROUTE', details: { status: 404 } });
   });
+
+  it('the handler may close its fds right after returning: the server sends its own duplicates', async () => {
+    const dir = openDir();
+    fs.writeFileSync(path.join(dir, 'right'), 'the right file');
+    fs.writeFileSync(path.join(dir, 'wrong'), 'an unrelated file');
+    let released = 0;
+    const server = new UnixHttpServer().fdRoute('POST', '/fds', () => {
+      const temp = sysOpen(path.join(dir, 'right'), C.O_RDONLY);
+      // Close it on the next turn and let the number be reused by another file at once.
+      setImmediate(() => {
+        sysClose(temp);
+        const reuse = sysOpen(path.join(dir, 'wrong'), C.O_RDONLY);
+        onTestFinished(() => sysClose(reuse));
+      });
+      return { fds: [temp], body: {}, release: () => (released += 1) };
+    });
+    const sock = path.join(dir, 'isogroup.sock');
+    await server.listen(sock);
+    onTestFinished(() => server.close());
+    const [entry] = transpileForChild(path.join(dir, 'mod'), ['daemon/client.ts']);
+    const script = `import fs from 'node:fs'; const { DaemonClient } = await import(process.argv[2]);
+      const { fds } = await new DaemonClient(process.argv[1]).requestFds('POST', '/fds');
+      const b = Buffer.alloc(100); console.log(JSON.stringify(b.subarray(0, fs.readSync(fds[0], b, 0, 100, 0)).toString()));`;
+    expect(JSON.parse(await childOutput(script, [sock, entry!]))).toBe('the right file');
+    await poll(() => released).toBe(1);
+  });
 });
