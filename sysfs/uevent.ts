@@ -275,7 +275,7 @@ export class UdevadmMonitorParser {
 export interface UdevadmOptions {
   /** Command and arguments (default udevadm monitor --kernel --property --subsystem-match=pci). */
   command?: string[];
-  /** Restart delay after the monitor exits unexpectedly (default 1000 ms). */
+  /** First restart delay after the monitor exits unexpectedly (default 1000 ms; doubles up to 60 s while it keeps failing). */
   restartMs?: number;
 }
 
@@ -288,6 +288,7 @@ export class UdevadmSource implements HotplugSource {
   private closed = false;
   private restartTimer: NodeJS.Timeout | null = null;
   private readonly controller = new AbortController();
+  private failures = 0;
 
   constructor(private readonly options: UdevadmOptions = {}) {}
 
@@ -299,7 +300,10 @@ export class UdevadmSource implements HotplugSource {
     this.child = child;
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (chunk: string) => {
-      for (const e of parser.push(chunk)) onHint(hintOf('udevadm', e));
+      for (const e of parser.push(chunk)) {
+        this.failures = 0; // it works: the next restart is quick again
+        onHint(hintOf('udevadm', e));
+      }
     });
     child.then(
       () => this.exited(onHint, parser, 'udevadm monitor exited'),
@@ -311,9 +315,11 @@ export class UdevadmSource implements HotplugSource {
     if (this.closed) return;
     for (const e of parser.end()) onHint(hintOf('udevadm', e));
     onHint({ source: 'udevadm', action: 'rescan', reason });
+    const delay = Math.min(60_000, (this.options.restartMs ?? 1000) * 2 ** this.failures);
+    this.failures += 1;
     this.restartTimer = setTimeout(() => {
       if (!this.closed) this.start(onHint);
-    }, this.options.restartMs ?? 1000);
+    }, delay);
     this.restartTimer.unref();
   }
 
@@ -536,16 +542,27 @@ export interface LiveSourceChoice {
   fallbackReason?: string;
 }
 
+const onPath = (file: string): boolean =>
+  file.includes('/')
+    ? fs.existsSync(file)
+    : (process.env.PATH ?? '').split(':').some((dir) => dir !== '' && fs.existsSync(path.join(dir, file)));
+
 /**
- * The event source for a live host: the netlink socket when it opens, `udevadm monitor` otherwise.
- * Add an IntervalSource beside it as the backstop.
+ * The event source for a live host: the netlink socket when it opens, `udevadm monitor` otherwise, and
+ * a source that never fires when neither is there (then only the periodic rescan notices changes; the
+ * reason says so). Add an IntervalSource beside it as the backstop.
  */
 export const openLiveHotplugSource = (options: NetlinkOptions & UdevadmOptions & { preferUdevadm?: boolean } = {}): LiveSourceChoice => {
-  if (options.preferUdevadm) return { source: new UdevadmSource(options), fallbackReason: 'udevadm requested' };
+  const udevadm = (why: string): LiveSourceChoice => {
+    const command = options.command ?? UDEVADM_MONITOR;
+    if (onPath(command[0]!)) return { source: new UdevadmSource(options), fallbackReason: why };
+    return { source: new ManualSource(), fallbackReason: `${why}; ${command[0]} not found either: only the periodic rescan will notice changes` };
+  };
+  if (options.preferUdevadm) return udevadm('udevadm requested');
   try {
     return { source: NetlinkUeventSource.open(options) };
   } catch (error) {
     const errno = isIsogroupError(error) && typeof error.details.errno === 'string' ? error.details.errno : undefined;
-    return { source: new UdevadmSource(options), fallbackReason: `netlink unavailable: ${errno ?? (error as Error).message}` };
+    return udevadm(`netlink unavailable: ${errno ?? (error as Error).message}`);
   }
 };

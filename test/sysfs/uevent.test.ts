@@ -168,7 +168,11 @@ describe('NetlinkUeventSource', () => {
     expect(live.source.name).toBe('netlink');
     expect(live.fallbackReason).toBeUndefined();
     await live.source.close();
-    expect(openLiveHotplugSource({ preferUdevadm: true }).source.name).toBe('udevadm');
+    expect(openLiveHotplugSource({ preferUdevadm: true, command: [process.execPath, '-e', ''] }).source.name).toBe('udevadm');
+    // Neither netlink (asked away) nor the monitor binary: a silent source, and the reason says so.
+    const none = openLiveHotplugSource({ preferUdevadm: true, command: ['/nonexistent/udevadm'] });
+    expect(none.source.name).toBe('manual');
+    expect(none.fallbackReason).toMatch(/not found either: only the periodic rescan/);
   });
 });
 
