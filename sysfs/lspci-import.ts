@@ -233,6 +233,7 @@ const num = (fields: Map<string, string>, key: string, radix = 10): number | nul
 export interface Synthesis {
   config: Uint8Array;
   written: { offset: number; id: number; name: string }[];
+  /** Capabilities whose name has no known ID: written as ID 0 so the chain stays whole. */
   skipped: { offset: number; name: string }[];
 }
 
@@ -240,9 +241,10 @@ export interface Synthesis {
 export const synthesizeExtended = (base: Uint8Array, caps: DecodedExtCap[]): Synthesis => {
   const out = new Uint8Array(PCI_CFG_SPACE_EXP_SIZE);
   out.set(base.subarray(0, PCI_CFG_SPACE_SIZE));
-  const known = caps.map((c) => ({ cap: c, id: extCapIdForName(c.name) })).filter((c) => c.id !== null) as { cap: DecodedExtCap; id: number }[];
+  // A name we cannot map still keeps its place in the chain (as ID 0, "Null"): the list must start
+  // at 0x100 and reach every later capability, in the walk order lspci printed.
+  const known = caps.map((c) => ({ cap: c, id: extCapIdForName(c.name) ?? 0 }));
   const skipped = caps.filter((c) => extCapIdForName(c.name) === null).map((c) => ({ offset: c.offset, name: c.name }));
-  // The list must start at 0x100 for the kernel (and us) to walk it; lspci printed it in walk order.
   known.forEach(({ cap, id }, i) => {
     const next = known[i + 1]?.cap.offset ?? 0;
     put32(out, cap.offset, (id & 0xffff) | ((cap.version & 0xf) << 16) | ((next & 0xffc) << 20));
@@ -347,7 +349,7 @@ export const planImport = (devices: LspciDevice[], source: string): Plan => {
       config = s.config;
       synth = true;
       synthesized.push({ bdf: d.bdf, written: s.written, skipped: s.skipped });
-      for (const sk of s.skipped) problems.push({ code: 'unknown-ext-cap', bdf: d.bdf, message: `${d.bdf}: extended capability [${sk.offset.toString(16)}] ${JSON.stringify(sk.name)} has no known ID; left out of the synthesized list` });
+      for (const sk of s.skipped) problems.push({ code: 'unknown-ext-cap', bdf: d.bdf, message: `${d.bdf}: extended capability [${sk.offset.toString(16)}] ${JSON.stringify(sk.name)} has no known ID; written as a Null (ID 0) capability to keep the list whole` });
     }
     if (config.length < 64) problems.push({ code: 'short-config', bdf: d.bdf, line: d.line, message: `${d.bdf}: the hex dump has only ${config.length} bytes` });
     specs.push({ bdf: d.bdf, parent, rootBusUnder, config, driver: d.driver, group: d.group, ...(d.numaNode !== null ? { numaNode: d.numaNode } : {}) });

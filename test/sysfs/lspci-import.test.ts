@@ -136,6 +136,23 @@ describe('synthesized extended config (dump stopped at 256 bytes)', () => {
   });
 });
 
+describe('synthesized extended config with a capability lspci named but we cannot map', () => {
+  it('keeps the chain whole (ACS behind it is still found) and reports the name', () => {
+    const text = block('0000:00:01.1', rootPort.subarray(0, 256), [
+      'Capabilities: [100 v1] Some Future Capability <?>',
+      'Capabilities: [140 v1] Access Control Services',
+      '\tACSCap:\tSrcValid+ TransBlk- ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-',
+      '\tACSCtl:\tSrcValid+ TransBlk- ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-',
+    ]);
+    const out = path.join(tmpDir(), 'root');
+    const r = importLspci({ text }, out);
+    expect(r.problems.map((p) => p.code)).toEqual(['unknown-ext-cap']);
+    const d = scan({ root: out, pciIds: null }).devices.get('0000:00:01.1' as never)!;
+    expect(d.extCapabilities.map((c) => [c.id, c.offset])).toEqual([[0, 0x100], [0x0d, 0x140]]);
+    expect(d.acs?.ctrlBits).toEqual(['SV', 'RR', 'CR', 'UF']);
+  });
+});
+
 describe('topology, groups and units', () => {
   it('builds the tree from secondary bus numbers across root buses and domains', () => {
     const rp2 = buildConfig({ vendor: 0x8086, device: 0x2030, classCode: 0x060400, bridge: true, primary: 0x80, secondary: 0x81, subordinate: 0x81, pcieType: 4 });
