@@ -2,6 +2,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+
+// Importing and scanning a 140-device machine reads thousands of files; give slow, shared CI room.
+const SLOW = 120_000;
 import { importLspci } from '../../api/import.js';
 import { scan } from '../../api/devices.js';
 import type { HostSnapshot } from '../../sysfs/model.js';
@@ -83,7 +86,7 @@ describe.each(machines)('%s', (machine) => {
       expect({ bdf: e.bdf, vendor: d.vendor, device: d.device, driver: d.driver }).toEqual({ bdf: e.bdf, vendor: e.vendor, device: e.device, driver: e.driver });
     }
     expect(s.problems).toEqual([]);
-  });
+  }, SLOW);
 
   it('keeps the dumped config bytes exactly', () => {
     const s = load();
@@ -93,7 +96,7 @@ describe.each(machines)('%s', (machine) => {
       const derived = path.join(dir, 'config', `${e.bdf}.config`);
       if (fs.existsSync(derived)) expect(Buffer.from(bytes.subarray(0, e.hex.length)).equals(fs.readFileSync(derived)), e.bdf).toBe(true);
     }
-  });
+  }, SLOW);
 
   it('places every device under the bridge whose secondary bus it sits on, with the dump\'s root buses', () => {
     const s = load();
@@ -107,7 +110,7 @@ describe.each(machines)('%s', (machine) => {
       // A root bus with only an empty bridge below it still shows in the tree; compare those we hold devices on.
       expect([...new Set([...s.devices.values()].map((d) => d.rootBus))].sort()).toEqual(treeRootBuses(tree));
     }
-  });
+  }, SLOW);
 
   it('has the kernel groups of iommu_groups.tsv', () => {
     const tsv = path.join(dir, 'iommu_groups.tsv');
@@ -120,7 +123,7 @@ describe.each(machines)('%s', (machine) => {
     expect(groups.size).toBe(s.devices.size);
     for (const [bdf, group] of groups) expect({ bdf, group: s.devices.get(bdf as never)!.kernelGroup }).toEqual({ bdf, group });
     expect(s.kernelGroups.size).toBe(new Set([...groups.values()].filter((g) => g !== null)).size);
-  });
+  }, SLOW);
 });
 
 describe('machines whose dump stops at 256 bytes', () => {
@@ -149,7 +152,7 @@ describe('machines whose dump stops at 256 bytes', () => {
     expect(withAcs).toBeGreaterThan(0);
     const meta = JSON.parse(fs.readFileSync(path.join(out, 'meta/import.json'), 'utf8')) as { synthesizedExtended: { bdf: string }[] };
     expect(meta.synthesizedExtended.map((x) => x.bdf)).toContain('0000:20:01.1');
-  });
+  }, SLOW);
 });
 
 describe('the Intel VMD domain (Dell Precision 5820)', () => {
@@ -164,7 +167,7 @@ describe('the Intel VMD domain (Dell Precision 5820)', () => {
       expect(d.sysfsPath.startsWith(`${vmd.sysfsPath}/pci10000:00/`)).toBe(true);
       if (d.parent === null) expect({ rootBus: d.rootBus, host: d.hostBridgeDevice }).toEqual({ rootBus: 'pci10000:00', host: vmd.bdf });
     }
-  });
+  }, SLOW);
 });
 
 // hwloc-gather-topology trees: real sysfs, but config cut to 64 bytes and no groups.
@@ -189,7 +192,7 @@ describe.each(hwloc)('%s (64-byte config)', (machine) => {
       expect(d.portType).toBe('unknown');
       expect(d.problems.map((p) => p.code)).toEqual(['short-config']);
     }
-  });
+  }, SLOW);
 });
 
 describe('ghw ThinkPad X1 Carbon Gen10 (sysfs without config)', () => {
@@ -208,5 +211,5 @@ describe('ghw ThinkPad X1 Carbon Gen10 (sysfs without config)', () => {
       expect(d.problems.map((p) => p.code)).toContain('no-config');
     }
     expect(s.problems.map((p) => p.code)).toEqual(['no-groups-dir']);
-  });
+  }, SLOW);
 });
