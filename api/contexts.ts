@@ -84,7 +84,7 @@ const policyOf = (options: ContextOptions): Policy => options.policy ?? PolicySt
 
 const auditLog = (stateDir: string): AuditLog => {
   prepareStateDir(stateDir);
-  return new AuditLog(path.join(stateDir, 'audit.jsonl'));
+  return new AuditLog(stateDir);
 };
 
 const groupIdOf = (snap: HostSnapshot, target: string): string => {

@@ -9,6 +9,7 @@ import { type CliIo, globalsOf, socketFor, stateDirFor } from '../context.js';
 
 interface DaemonFlags {
   policy?: string;
+  watchEngine?: string;
   rescanMs?: string;
   logLevel?: string;
   logFormat?: string;
@@ -29,6 +30,7 @@ export const registerDaemon = (program: Command, io: CliIo): void => {
     .option('--log-level <level>', 'debug, info, warn or error', 'info')
     .option('--log-format <format>', 'json or logfmt', 'json')
     .option('--socket-group <gid>', 'numeric group that may use the socket (mode 0660)')
+    .option('--watch-engine <engine>', 'fixture roots: fs-watch (inotify, default) or chokidar', 'fs-watch')
     .option('--policy <file>', 'policy file (JSON or YAML): who may claim what; default /etc/isogroup/policy.yaml (ROOT/etc/isogroup/policy.yaml under --simulate)')
     .action(async (flags: DaemonFlags, cmd: Command) => {
       const g = globalsOf(cmd);
@@ -36,6 +38,7 @@ export const registerDaemon = (program: Command, io: CliIo): void => {
       const logger = createLogger({ level: parseLogLevel(flags.logLevel ?? 'info'), format: flags.logFormat as LogFormat, stream: { write: (l: string) => io.stderr(l) } });
       const simRoot = g.simulate ? path.resolve(g.root ?? '/') : null;
       const rescanMs = intOption(flags.rescanMs, '--rescan-ms', 0);
+      if (flags.watchEngine !== 'fs-watch' && flags.watchEngine !== 'chokidar') throw new IsogroupError('E_USAGE', `--watch-engine must be fs-watch or chokidar, got ${JSON.stringify(flags.watchEngine)}`, {});
       const gid = intOption(flags.socketGroup, '--socket-group', 0);
       const stateDir = stateDirFor(cmd);
       const daemon = await GuardDaemon.start({
@@ -46,6 +49,7 @@ export const registerDaemon = (program: Command, io: CliIo): void => {
         ...(gid !== undefined ? { socketGid: gid } : {}),
         ...(rescanMs !== undefined ? { rescanMs } : {}),
         ...(flags.policy !== undefined ? { policyFile: flags.policy } : {}),
+        watchEngine: flags.watchEngine,
         logger,
       });
       // SIGTERM/SIGINT: close cleanly and release nothing; the journal stays and the next start holds again.

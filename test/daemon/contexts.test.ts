@@ -1,0 +1,139 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { execa } from 'execa';
+import { afterEach, describe, expect, it } from 'vitest';
+import { assignToOwner, mergeOwnerContexts, releaseFromOwner, showContext } from '../../api/contexts.js';
+import { readAudit } from '../../bind/audit.js';
+import { parsePolicy } from '../../groups/policy.js';
+import { GuardDaemon } from '../../daemon/guard-daemon.js';
+import { unpackForSimulation } from '../../sysfs/sim/index.js';
+import { repoRoot, bundledCapture } from '../helpers/paths.js';
+import { tmpDir } from '../helpers/tmp.js';
+
+// Contexts on the fixture kernel (mixed capture): group 22 = 09:00.0 bridge + 0a:01.0/.02/.03,
+// group 23 = 0b:00.0/.1/.2 (multifunction endpoint). Both have one msi reserved region.
+const daemons: GuardDaemon[] = [];
+afterEach(async () => {
+  await Promise.all(daemons.splice(0).map((d) => d.close()));
+});
+
+const setup = () => {
+  const dir = tmpDir('isogroup-ctx-');
+  fs.chmodSync(dir, 0o755); // the unprivileged peer in the fd test must reach the socket
+  const root = path.join(dir, 'root');
+  const sim = unpackForSimulation(bundledCapture('mixed'), root);
+  return { dir, root, sim, stateDir: path.join(dir, 'state'), socket: path.join(dir, 'd.sock') };
+};
+
+const root0 = { name: 'root', uid: 0, gids: [0] };
+
+describe('contexts through assign/release', () => {
+  it('merges an owner\'s groups into one context with stable device numbers and usable IOVA ranges', () => {
+    const { root, stateDir } = setup();
+    const a = assignToOwner('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
+    expect(a.context).toBe('ctx-1');
+    expect(a.indices.map((d) => d.index)).toEqual([0, 1, 2, 3]);
+    const b = assignToOwner('0000:0b:00.1', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
+    expect(b.context).toBe('ctx-1');
+    expect(b.indices.map((d) => d.index)).toEqual([4, 5, 6]);
+    const view = showContext('alice', { root, simulate: true, stateDir });
+    expect(view.context.owner).toBe('alice');
+    expect(view.context.groups.map((g) => g.id).sort()).toEqual(['22', '23']);
+    expect(view.context.devices.slice(0, 2)).toEqual([expect.objectContaining({ index: 0, bdf: expect.stringMatching(/^0000:/) }), expect.objectContaining({ index: 1 })]);
+    // The capture's only reserved region is the x86 MSI window: usable = aperture minus fee00000-feefffff.
+    expect(view.context.iovaRanges[0]).toEqual({ start: '0x0', end: '0xfedfffff' });
+    expect(view.context.iovaRanges[1]?.start).toBe('0xfef00000');
+    // Releasing 22 leaves a hole: 23's devices keep numbers 4..6.
+    releaseFromOwner('22', { root, simulate: true, stateDir, subject: root0 });
+    expect(showContext('alice', { root, simulate: true, stateDir }).context.devices.filter((d) => d.present).map((d) => d.index)).toEqual([4, 5, 6]);
+  });
+
+  it("refuses a group in another owner's context, and audits the refusal", () => {
+    const { root, stateDir } = setup();
+    assignToOwner('23', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
+    expect(() => assignToOwner('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 })).toThrow(expect.objectContaining({ code: 'E_CONTEXT' }));
+    const { records } = readAudit(path.join(stateDir, 'audit.jsonl'));
+    expect(records.at(-1)).toMatchObject({ action: 'assign', allowed: false, target: expect.objectContaining({ group: '23', owner: 'bob' }) });
+    expect(records.filter((r) => r.action === 'assign' && r.allowed)).toHaveLength(1);
+  });
+
+  it('applies the policy to the requester: default deny for non-root, allow by rule, deny overrides even root', () => {
+    const { root, stateDir } = setup();
+    const nobody = { name: 'nobody', uid: 65534, gids: [65534] };
+    expect(() => assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: nobody })).toThrow(expect.objectContaining({ code: 'E_POLICY_DENIED' }));
+    expect(() => assignToOwner('23', { root, simulate: true, stateDir, owner: 'alice', subject: nobody })).toThrow(expect.objectContaining({ code: 'E_PERMISSION' }));
+    const allow = parsePolicy({ version: 1, rules: [{ allow: { owners: [{ name: 'nobody' }], selector: { group: 23 } } }] }, 'test');
+    expect(assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: nobody, policy: allow }).groupId).toBe('23');
+    const denyNet = parsePolicy({ version: 1, rules: [{ deny: { owners: [{ any: true }], selector: { class: '02' } } }] }, 'test');
+    expect(() => assignToOwner('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0, policy: denyNet })).toThrow(expect.objectContaining({ code: 'E_POLICY_DENIED' }));
+    const { records } = readAudit(path.join(stateDir, 'audit.jsonl'));
+    expect(records.filter((r) => r.action === 'assign').map((r) => r.allowed)).toEqual([false, false, true, false]);
+  });
+
+  it('merges two contexts and the daemon moves the held group into the receiving container', async () => {
+    const { root, stateDir } = setup();
+    const daemon = await GuardDaemon.start({ root, simulate: true, stateDir, socket: null, rescanMs: 0, sources: [] });
+    daemons.push(daemon);
+    assignToOwner('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
+    assignToOwner('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 });
+    await daemon.reconcile('test');
+    expect(daemon.status().groups).toEqual(expect.arrayContaining([expect.objectContaining({ id: '22', owner: 'alice', held: true }), expect.objectContaining({ id: '23', owner: 'bob', held: true })]));
+    const merged = mergeOwnerContexts('bob', 'alice', { root, simulate: true, stateDir, subject: root0, policy: parsePolicy({ version: 1, rules: [{ allow: { owners: [{ any: true }], selector: { all: true } } }] }, 't') });
+    expect(merged.context.groups.map((g) => g.id).sort()).toEqual(['22', '23']);
+    await daemon.reconcile('test');
+    expect(daemon.status().groups).toEqual(expect.arrayContaining([expect.objectContaining({ id: '23', owner: 'alice', held: true })]));
+  });
+});
+
+describe('hand-off', () => {
+  it('sends the container and group fds to the allowed owner (SO_PEERCRED), refuses another peer', async () => {
+    const { root, stateDir, socket, dir } = setup();
+    fs.mkdirSync(path.join(root, 'etc/isogroup'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'etc/isogroup/policy.yaml'), 'version: 1\nrules:\n  - allow: { owners: [{ name: nobody }], selector: { group: 23 } }\n');
+    const daemon = await GuardDaemon.start({ root, simulate: true, stateDir, socket, socketMode: 0o666, rescanMs: 0, sources: [] });
+    daemons.push(daemon);
+    assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
+    await daemon.reconcile('test');
+    const script = path.join(dir, 'peer.mjs');
+    fs.writeFileSync(
+      script,
+      `import { DaemonClient } from ${JSON.stringify(path.join(repoRoot, 'dist/daemon/client.js'))};
+import * as fs from 'node:fs';
+const c = new DaemonClient(process.argv[2]);
+try {
+  const r = await c.requestFds('POST', '/contexts/nobody/fds');
+  const got = r.fds.map((fd) => { const s = fs.fstatSync(fd); return s.ino; });
+  console.log(JSON.stringify({ ok: true, body: r.body, inodes: got }));
+} catch (e) { console.log(JSON.stringify({ ok: false, code: e.code, message: e.message })); }
+`,
+    );
+    const expectInodes = [fs.statSync(path.join(root, 'dev/vfio/vfio')).ino, fs.statSync(path.join(root, 'dev/vfio/23')).ino];
+    const asNobody = await execa(process.execPath, [script, socket], { uid: 65534, gid: 65534 });
+    const allowed = JSON.parse(asNobody.stdout) as { ok: boolean; inodes: number[]; body: { order: string[] } };
+    expect(allowed).toMatchObject({ ok: true, body: { order: ['container', 'group 23'] } });
+    expect(allowed.inodes).toEqual(expectInodes);
+    const asOther = await execa(process.execPath, [script, socket], { uid: 65533, gid: 65533 });
+    expect(JSON.parse(asOther.stdout)).toMatchObject({ ok: false, code: 'E_PERMISSION' });
+    // The daemon kept its own hold throughout.
+    expect(daemon.heldGroups().has('23')).toBe(true);
+  });
+
+  it('gives /dev/vfio/N to the owner and takes it back on release', async () => {
+    const { root, stateDir } = setup();
+    const daemon = await GuardDaemon.start({ root, simulate: true, stateDir, socket: null, rescanMs: 0, sources: [] });
+    daemons.push(daemon);
+    assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
+    await daemon.reconcile('test');
+    daemon.handoff('23', 'nobody');
+    const node = path.join(root, 'dev/vfio/23');
+    expect(fs.statSync(node)).toMatchObject({ uid: 65534, gid: 65534 });
+    expect(fs.statSync(node).mode & 0o777).toBe(0o660);
+    expect(daemon.heldGroups().has('23')).toBe(false);
+    await daemon.reconcile('test'); // a handed-off group is not held again
+    expect(daemon.heldGroups().has('23')).toBe(false);
+    releaseFromOwner('23', { root, simulate: true, stateDir, subject: root0 });
+    await daemon.reconcile('test');
+    expect(fs.existsSync(node) ? fs.statSync(node).uid : 0).toBe(0);
+    expect(daemon.status().groups).toEqual([]);
+  });
+});
