@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { scanBench } from './scan-bench.js';
 import { deriveBench } from './derive.js';
+import { hotplugBench } from './hotplug.js';
 
 // `npm run bench`: runs each benchmark module in turn. A module exports { name, description, run(ctx) };
 // add new ones (group derivation, hotplug ...) to BENCHES. Options: --only NAME[,NAME], --sizes 100,1000,10000,
@@ -24,7 +25,7 @@ export interface BenchModule {
   run: (ctx: BenchContext) => Promise<void> | void;
 }
 
-export const BENCHES: BenchModule[] = [scanBench, deriveBench];
+export const BENCHES: BenchModule[] = [scanBench, deriveBench, hotplugBench];
 
 const arg = (name: string): string | undefined => {
   const i = process.argv.indexOf(name);

@@ -417,6 +417,18 @@ export class SimKernel {
     }
     keep.add(path.posix.basename(dir));
     const node = this.node;
+    // Only the groups of kept devices: a device's group comes from its own link, and the others' type and
+    // reserved_regions files (three reads per group of the whole host) decide nothing here.
+    let keepGroups: Set<string> | null = null;
+    const groupsOfKept = (): Set<string> => {
+      if (keepGroups) return keepGroups;
+      keepGroups = new Set();
+      for (const bdf of keep) {
+        const t = this.readLinkRel(`${DEVICES}/${bdf}/iommu_group`);
+        if (t !== null) keepGroups.add(path.posix.basename(t));
+      }
+      return keepGroups;
+    };
     return {
       root: node.root,
       readText: (rel) => node.readText(rel),
@@ -430,6 +442,7 @@ export class SimKernel {
       list: (rel) => {
         const all = node.list(rel);
         if (rel === DEVICES) return all.filter((e) => keep.has(e.name));
+        if (rel === GROUPS) return all.filter((e) => groupsOfKept().has(e.name));
         if (rel.startsWith(`${GROUPS}/`) && rel.endsWith('/devices')) return all.filter((e) => keep.has(e.name));
         return all;
       },
