@@ -12,6 +12,7 @@ import {
   type ContextTable,
   type ContextView,
   attachGroup,
+  checkOwnerName,
   contextOf,
   contextView,
   contextsListView,
@@ -162,6 +163,11 @@ export const assignToOwner = (target: string, options: AssignOptions & ContextOp
   const o = open(options);
   return withCaps(o.port, () => {
     const owner = options.owner ?? (options.subject?.name ?? os.userInfo().username);
+    try {
+      checkOwnerName(owner);
+    } catch (error) {
+      throw new IsogroupError('E_USAGE', (error as Error).message, { owner });
+    }
     const subject = options.subject ?? selfSubject();
     const snap = scanHost(o.port, { pciIds: null });
     const groupId = groupIdOf(snap, target);
@@ -182,9 +188,12 @@ export const assignToOwner = (target: string, options: AssignOptions & ContextOp
     const { decision } = decideAndAudit(log, policyOf(options), subject, { action: 'assign', group: groupId, owner, devices });
     if (!decision.allowed) throw new IsogroupError('E_POLICY_DENIED', `policy denies ${subject.name} group ${groupId}: ${decision.reason}`, { group: groupId, subject: subject.name, rule: decision.rule });
     const caps = readIommuUnitCapsSafe(snap);
-    // Compatibility and invariants on the group as it will be once on vfio-pci.
-    const pre = attachGroup(table, owner, groupFacts(snap, groupId, { viable: true, blockers: [] }), caps ? { caps } : {});
-    if (!pre.ok) deny(pre.error);
+    // Compatibility and invariants on the group as it will be once on vfio-pci. A group already in
+    // this owner's context is left to the bind engine, which says E_ALREADY_ASSIGNED.
+    if (holder !== owner) {
+      const pre = attachGroup(table, owner, groupFacts(snap, groupId, { viable: true, blockers: [] }), caps ? { caps } : {});
+      if (!pre.ok) deny(pre.error);
+    }
     const result = assignGroup(target, { ...options, port: o.port, stateDir: o.stateDir, owner });
     if (result.dryRun) return { ...result, context: contextOf(table, owner)?.id ?? null, indices: [], policy: decision };
     const after = scanHost(o.port, { pciIds: null });

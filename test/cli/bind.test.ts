@@ -34,9 +34,13 @@ describe('assign/release/status CLI on the fixture kernel', () => {
       expect.objectContaining({ id: '23', devices: G23, owner: 'alice', held: false, originalDrivers: { '0000:0b:00.0': 'e1000e', '0000:0b:00.1': 'virtio-pci', '0000:0b:00.2': 'virtio-pci' } }),
     ]);
 
-    const again = await cli(['assign', '23', '--root', sim.root, '--simulate', '--json']);
+    const again = await cli(['assign', '23', '--to', 'alice', '--root', sim.root, '--simulate', '--json']);
     expect(again.code).toBe(1);
     expect(again.json().error.code).toBe('E_ALREADY_ASSIGNED');
+    // Another owner: the group is in alice's context (issue 6).
+    const other = await cli(['assign', '23', '--to', 'bob', '--root', sim.root, '--simulate', '--json']);
+    expect(other.code).toBe(1);
+    expect(other.json().error).toMatchObject({ code: 'E_CONTEXT', details: { owner: 'alice' } });
 
     const rel = await cli(['release', '23', '--root', sim.root, '--simulate', '--json']);
     expect(rel.code, rel.stderr).toBe(0);
