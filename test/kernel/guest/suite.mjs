@@ -289,15 +289,15 @@ checks.contexts = async (t) => {
     try {
       for (const g of groups) {
         const o = vfio.open(`/dev/vfio/${g.id}`);
-        if (!t.compare(`open /dev/vfio/${g.id}`, 'ok', o.err ?? 'ok', { label: 'result' })) return;
+        if (!t.compare(`open /dev/vfio/${g.id}`, 'ok', o.err ?? 'ok', { left: 'expected', label: 'kernel' })) return;
         fds.push(o.fd);
-        t.compare(`SET_CONTAINER group ${g.id}`, 'ok', vfio.setContainer(o.fd, c.fd) ?? 'ok', { label: 'result' });
-        if (fds.length === 1) t.compare('SET_IOMMU TYPE1v2', 'ok', vfio.setIommu(c.fd) ?? 'ok', { label: 'result' });
+        t.compare(`SET_CONTAINER group ${g.id}`, 'ok', vfio.setContainer(o.fd, c.fd) ?? 'ok', { left: 'expected', label: 'kernel' });
+        if (fds.length === 1) t.compare('SET_IOMMU TYPE1v2', 'ok', vfio.setIommu(c.fd) ?? 'ok', { left: 'expected', label: 'kernel' });
       }
       const info = vfio.iommuInfo(c.fd);
       if (!t.expect(!info.err && info.ranges, `VFIO_IOMMU_GET_INFO gives the IOVA range capability (${info.err ?? 'ok'})`)) return;
       const norm = (rs) => rs.map((r) => `${hex(r.start)}-${hex(r.end)}`);
-      t.compare('IOVA ranges', norm(info.ranges), norm(ctx.iovaRanges));
+      t.compare('IOVA ranges of the shared container (VFIO_IOMMU_GET_INFO vs contexts show)', norm(info.ranges), norm(ctx.iovaRanges));
     } finally { for (const fd of fds) vfio.close(fd); vfio.close(c.fd); }
     for (const g of groups) await must(t, ['release', g.id, '--state-dir', state, '--json']);
     expectRestored(t, 'after release', before);
@@ -427,7 +427,7 @@ checks['hotplug-raw'] = async (t) => {
     gfd = g.fd; cfd = c.fd;
     const held = { open: g.err ?? 'ok', setContainer: g.err ? null : vfio.setContainer(g.fd, c.fd) ?? 'ok' };
     held.setIommu = held.setContainer === 'ok' ? vfio.setIommu(c.fd) ?? 'ok' : null;
-    if (!t.compare(`hold group ${gid} (open, SET_CONTAINER, SET_IOMMU)`, { open: 'ok', setContainer: 'ok', setIommu: 'ok' }, held, { label: 'result' })) return;
+    if (!t.compare(`hold group ${gid} (open, SET_CONTAINER, SET_IOMMU)`, { open: 'ok', setContainer: 'ok', setIommu: 'ok' }, held, { left: 'expected', label: 'kernel' })) return;
     const repair = async (bdf) => {
       await poll(() => { kmsg.read(); return kmsg.lines.some((l) => l.includes(`${bdf}: device attach failed`)); }, 10000);
       rawBind(bdf, 'vfio-pci');
@@ -435,7 +435,8 @@ checks['hotplug-raw'] = async (t) => {
     await hotplugRounds(t, qmp, kmsg, { gb, ob, ep, gid, guardBus, otherBus, emptyPort, rounds: Number(process.env.KT_RAW_HOTPLUGS ?? 3), repair, tag: 'r', slotBase: Number(process.env.KT_RAW_SLOT_BASE ?? 26) });
   } finally {
     vfio.close(gfd); vfio.close(cfd);
-    for (const b of eps) rawRelease(b);
+    // Back to the state before the check (devices an earlier check left on vfio-pci stay there).
+    for (const b of eps) { if (before[b]?.override) rawBind(b, before[b].override); else rawRelease(b); }
     qmp.close(); kmsg.close();
   }
   expectRestored(t, 'after releasing the hold', before);
