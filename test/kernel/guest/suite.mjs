@@ -20,11 +20,11 @@ const HOTPLUGS = Number(process.env.KT_HOTPLUGS ?? 20);
 const partition = (groups) => [...groups].map((m) => [...m].sort().join('+')).sort();
 
 /** Compares two {key: value} maps, printing only the differences (all of them). */
-function compareMap(t, what, kernel, other) {
+function compareMap(t, what, kernel, other, labels = {}) {
   const keys = [...new Set([...Object.keys(kernel), ...Object.keys(other)])].sort();
   const diff = keys.filter((k) => JSON.stringify(kernel[k] ?? null) !== JSON.stringify(other[k] ?? null));
-  if (!diff.length) return t.compare(`${what} (${keys.length} devices)`, 'same', 'same');
-  return t.compare(what, Object.fromEntries(diff.map((k) => [k, kernel[k] ?? null])), Object.fromEntries(diff.map((k) => [k, other[k] ?? null])));
+  if (!diff.length) return t.compare(`${what} (${keys.length} devices)`, 'same', 'same', labels);
+  return t.compare(what, Object.fromEntries(diff.map((k) => [k, kernel[k] ?? null])), Object.fromEntries(diff.map((k) => [k, other[k] ?? null])), labels);
 }
 
 /** Runs isogroup and fails the check (with the command's own words) unless it exits 0. */
@@ -56,12 +56,12 @@ function multifunctionGroup() {
 
 function expectDrivers(t, what, want) {
   const now = driverState(Object.keys(want));
-  compareMap(t, what, Object.fromEntries(Object.entries(now).map(([b, s]) => [b, s.driver])), Object.fromEntries(Object.entries(want).map(([b, s]) => [b, s !== null && typeof s === 'object' ? s.driver : s])));
+  compareMap(t, what, Object.fromEntries(Object.entries(now).map(([b, s]) => [b, s.driver])), Object.fromEntries(Object.entries(want).map(([b, s]) => [b, s !== null && typeof s === 'object' ? s.driver : s])), { label: 'expected' });
 }
 
 function expectRestored(t, what, before) {
   const now = driverState(Object.keys(before));
-  compareMap(t, `${what}: driver and override back`, now, before);
+  compareMap(t, `${what}: driver and override back`, now, before, { label: 'before' });
 }
 
 /** Opens /dev/vfio/N with our own prober: {open, flags, setContainer} as the kernel answers. */
