@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { IsogroupError } from '../errors.js';
-import { isBdf } from '../sysfs/bdf.js';
+import { type Bdf, isBdf } from '../sysfs/bdf.js';
 
 // The journal: the single source of truth about which groups are handed out and about any
 // transaction that did not finish. Written before the first sysfs write of a transaction and after
@@ -17,6 +17,8 @@ const memberSchema = z.object({
   role: z.enum(['endpoint', 'bridge-kept', 'bridge-unbind']),
   originalDriver: z.string().nullable(),
   originalOverride: z.string().nullable(),
+  /** Appeared inside the group while it was assigned (the guard claimed it): on release its host driver may probe it. */
+  hotAdded: z.boolean().optional(),
 });
 
 const entrySchema = z.object({
@@ -130,3 +132,21 @@ export const dropEntry = (stateDir: string, groupId: string): Journal => {
 
 /** Groups the journal says are handed out (finished assignments). */
 export const assignedGroups = (stateDir: string): JournalEntry[] => readJournal(stateDir).entries.filter((e) => e.state === 'assigned');
+
+/** Record devices that joined an assigned group (hot-added) and drop members that left; under the state lock. */
+export const updateMembers = (stateDir: string, groupId: string, present: readonly Bdf[]): JournalEntry | null => {
+  const journal = readJournal(stateDir);
+  const entry = journal.entries.find((e) => e.groupId === groupId && e.state === 'assigned');
+  if (!entry) return null;
+  const known = new Set(entry.members.map((m) => m.bdf));
+  const now = new Set(present);
+  const added = present.filter((b) => !known.has(b));
+  const kept = entry.members.filter((m) => now.has(m.bdf) || !m.hotAdded);
+  if (added.length === 0 && kept.length === entry.members.length) return entry;
+  const next: JournalEntry = {
+    ...entry,
+    members: [...kept, ...added.map((bdf) => ({ bdf, role: 'endpoint' as const, originalDriver: null, originalOverride: null, hotAdded: true }))],
+  };
+  writeJournal(stateDir, { ...journal, entries: journal.entries.map((e) => (e === entry ? next : e)) });
+  return next;
+};

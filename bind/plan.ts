@@ -99,6 +99,9 @@ export const restoreStepsFor = (m: JournalMember, current: { driver: string | nu
   if (m.originalDriver !== null) {
     steps.push(stepProbe(bdf, `reprobe: ${m.originalDriver} binds again`));
     steps.push(stepVerify(bdf, m.originalDriver, `${bdf} must be back on ${m.originalDriver}`, m.originalDriver));
+  } else if (m.hotAdded) {
+    // It arrived while the group was held (the kernel refused its host driver): let the host probe it now.
+    steps.push(stepProbe(bdf, `${bdf} was hot-added while assigned: its host driver may bind now`));
   } else {
     steps.push(stepVerify(bdf, null, `${bdf} had no driver`));
   }

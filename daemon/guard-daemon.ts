@@ -11,8 +11,10 @@ import { compareIovaRanges, rangesToJson, rangeFromJson } from '../groups/iova.j
 import type { Subject } from '../groups/policy.js';
 import { listDevices } from '../api/devices.js';
 import { listGroups } from '../api/groups.js';
-import { type JournalEntry, readJournal, assignedGroups } from '../bind/journal.js';
+import { type JournalEntry, readJournal, assignedGroups, updateMembers } from '../bind/journal.js';
+import { lockStateDir } from '../bind/lock.js';
 import { prepareStateDir } from '../bind/lock.js';
+import type { HostSnapshot, KernelGroup, PciDevice } from '../sysfs/model.js';
 import { journalStatus } from '../bind/status.js';
 import { decideDevice, decideGuard, type GuardAction, type GuardEvent } from '../bind/guard.js';
 import { applyGuardAction, type GuardActionResult } from '../bind/guard-apply.js';
@@ -105,6 +107,8 @@ export class GuardDaemon {
   private server: UnixHttpServer | null = null;
   private socketPath: string | null = null;
   private running: Promise<void> | null = null;
+  private soonTimer: NodeJS.Timeout | null = null;
+  private soonSince = 0;
   private queued = false;
   private closed = false;
   private closing: Promise<void> | null = null;
@@ -272,14 +276,35 @@ export class GuardDaemon {
     const t0 = performance.now();
     this.stats.hints++;
     this.hub.publish('hotplug', { source: hint.source, action: hint.action, ...(hint.bdf ? { bdf: hint.bdf } : {}), ...(hint.driver ? { driver: hint.driver } : {}) });
-    if (hint.bdf && isBdf(hint.bdf) && (hint.action === 'add' || hint.action === 'bind' || hint.action === 'change')) {
+    // A hint that names a device is decided on its own, at once; the full pass (membership, the
+    // journal, anything missed) follows later and never sits between a hint and its decision.
+    if (hint.bdf && isBdf(hint.bdf) && hint.action !== 'remove') {
       try {
         this.fastPath(hint.bdf, t0);
       } catch (error) {
         this.logger.warn('fast path failed; a rescan follows', { bdf: hint.bdf, error: (error as Error).message });
+        this.scheduleSoon('fast-path-failed');
       }
+      return;
     }
-    this.schedule(`${hint.source}:${hint.action}`);
+    if (hint.action === 'remove' && hint.bdf && ![...this.assigned.values()].some((e) => e.members.some((m) => m.bdf === hint.bdf))) return;
+    this.scheduleSoon(`${hint.source}:${hint.action}`);
+  }
+
+  /** Trailing debounce: one pass 200 ms after the last request, and at most 2 s after the first. */
+  private scheduleSoon(reason: string): void {
+    if (this.closed) return;
+    const now = Date.now();
+    if (this.soonTimer) {
+      if (now - this.soonSince >= 2000) return;
+      clearTimeout(this.soonTimer);
+    } else {
+      this.soonSince = now;
+    }
+    this.soonTimer = setTimeout(() => {
+      this.soonTimer = null;
+      this.schedule(reason);
+    }, 200);
   }
 
   // One device named by a hint: read it alone, decide, act; the full rescan that follows catches the rest.
@@ -296,6 +321,7 @@ export class GuardDaemon {
     this.recordLatency(performance.now() - t0);
     this.hub.publish('decision', { bdf, group: groupId, owner: entry.owner, via: 'hint', actions: decision.actions.map((a) => ({ kind: a.kind, reason: a.reason })) });
     this.carryOut(decision.actions, decision.events);
+    if (!entry.members.some((m) => m.bdf === bdf)) this.scheduleSoon('membership');
   }
 
   private carryOut(actions: GuardAction[], events: GuardEvent[]): GuardActionResult[] {
@@ -345,7 +371,15 @@ export class GuardDaemon {
 
   /** Wait until no reconcile is running or queued (tests, benchmarks). */
   async idle(): Promise<void> {
-    while (this.running) await this.running;
+    for (;;) {
+      if (this.soonTimer) {
+        clearTimeout(this.soonTimer);
+        this.soonTimer = null;
+        this.schedule('idle');
+      }
+      if (!this.running) return;
+      await this.running;
+    }
   }
 
   /** Full pass: journal -> holds -> scan -> decide -> act. */
@@ -365,13 +399,52 @@ export class GuardDaemon {
       if (this.handoffs.has(entry.groupId)) this.watchHandoff(entry.groupId);
       else this.hold(entry);
     }
-    const snap = scanHost(this.port, { pciIds: null });
+    const snap = this.assignedSnapshot();
     const decision = decideGuard(
       snap,
       [...this.assigned.values()].map((e) => ({ groupId: e.groupId, owner: e.owner, devices: e.members.map((m) => m.bdf as Bdf) })),
     );
     if (decision.actions.length || decision.events.length) this.logger.debug('reconcile', { reason, actions: decision.actions.length, events: decision.events.length });
     this.carryOut(decision.actions, decision.events);
+    for (const ev of decision.events) if (ev.type === 'membership-changed') this.recordMembers(ev.groupId, snap.kernelGroups.get(ev.groupId)?.devices ?? []);
+  }
+
+  /**
+   * Only what the guard decides on: the members of assigned groups (from the kernel's group
+   * directories), not the whole host; the whole host when a root has no group directories.
+   */
+  private assignedSnapshot(): HostSnapshot {
+    if (this.port.kind('sys/kernel/iommu_groups') !== 'dir') return scanHost(this.port, { pciIds: null });
+    const kernelGroups = new Map<string, KernelGroup>();
+    const devices = new Map<Bdf, PciDevice>();
+    for (const id of this.assigned.keys()) {
+      let members: Bdf[] = [];
+      try {
+        members = this.port.list(`sys/kernel/iommu_groups/${id}/devices`).map((e) => e.name).filter((n): n is Bdf => isBdf(n));
+      } catch {
+        members = [];
+      }
+      for (const d of scanDevices(this.port, members)) devices.set(d.bdf, d);
+      kernelGroups.set(id, { id, devices: members.filter((b) => devices.has(b)), type: null, reservedRegions: [] });
+    }
+    for (const [id, g] of kernelGroups) if (g.devices.length === 0) kernelGroups.delete(id);
+    return { root: this.root, devices, kernelGroups, iommuUnits: new Map(), config: new Map(), iommuEnabled: true, driversAutoprobe: null, problems: [] };
+  }
+
+  // The journal learns about devices that joined (or hot-added ones that left) an assigned group, so
+  // release gives them back to the host; a busy state dir (an assign running) means: next pass.
+  private recordMembers(groupId: string, present: readonly Bdf[]): void {
+    let lock: { release(): void } | null = null;
+    try {
+      lock = lockStateDir(this.stateDir);
+      const entry = updateMembers(this.stateDir, groupId, present);
+      if (entry) this.assigned.set(groupId, entry);
+    } catch (error) {
+      this.logger.debug('journal membership update postponed', { group: groupId, error: (error as Error).message });
+      this.scheduleSoon('membership-retry');
+    } finally {
+      lock?.release();
+    }
   }
 
   /** Move a held group into another owner's container (after a merge): unset, then set on the new one. */
@@ -728,6 +801,7 @@ export class GuardDaemon {
     this.closed = true;
     this.closing = (async () => {
       await this.source?.close();
+      if (this.soonTimer) clearTimeout(this.soonTimer);
       await this.idle().catch(() => undefined);
       this.hub.close();
       await this.server?.close();

@@ -61,8 +61,9 @@ describe('daemon + CLI as processes', () => {
     const rel = await run(['release', '22', '--root', sim.root, '--simulate', '--json']);
     expect(rel.exitCode, rel.stderr).toBe(0);
     expect(JSON.parse(rel.stdout)).toMatchObject({ via: 'daemon', groupId: '22' });
-    // The hot-added device had no original driver; the bridge's endpoints are back on theirs.
+    // Every endpoint is back on its host driver, the hot-added one included (journaled as hot-added).
     expect(sim.kernel.driverOf('0000:0a:01.0')).toBe('e1000');
+    expect({ bdf: added.bdf, driver: sim.kernel.driverOf(added.bdf), override: sim.kernel.overrideOf(added.bdf) }).toEqual({ bdf: added.bdf, driver: 'e1000', override: null });
   }, 180_000);
 
   it('assign without a daemon warns that nobody holds the group', async () => {
