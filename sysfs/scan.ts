@@ -174,9 +174,12 @@ const scanDevice = (port: SysfsPort, name: Bdf, devPath: string, pciIds: PciIds 
   const vendor = checkedId(attr.text('vendor'), ID16, haveHeader ? cs.vendorId : null, 4, f('vendor'), problems) ?? 'unknown';
   const device = checkedId(attr.text('device'), ID16, haveHeader ? cs.deviceId : null, 4, f('device'), problems) ?? 'unknown';
   const klass = checkedId(attr.text('class'), CLASS24, haveHeader ? cs.classCode : null, 6, f('class'), problems) ?? 'unknown';
-  const subsystemVendor = checkedId(attr.text('subsystem_vendor'), ID16, cs.subsystemVendorId, 4, f('subsystem_vendor'), problems);
-  const subsystemDevice = checkedId(attr.text('subsystem_device'), ID16, cs.subsystemDeviceId, 4, f('subsystem_device'), problems);
-  const revision = checkedId(attr.text('revision'), ID8, haveHeader ? cs.revision : null, 2, f('revision'), problems);
+  // The kernel fills these from the same config bytes (pci_setup_device) for a normal header, so read
+  // the files only when the header is missing; a bridge's subsystem ids come from a capability instead.
+  const fromConfig = haveHeader && cs.layout === 'normal';
+  const subsystemVendor = fromConfig ? hex(cs.subsystemVendorId!, 4) : checkedId(attr.text('subsystem_vendor'), ID16, cs.subsystemVendorId, 4, f('subsystem_vendor'), problems);
+  const subsystemDevice = fromConfig ? hex(cs.subsystemDeviceId!, 4) : checkedId(attr.text('subsystem_device'), ID16, cs.subsystemDeviceId, 4, f('subsystem_device'), problems);
+  const revision = haveHeader ? hex(cs.revision, 2) : checkedId(attr.text('revision'), ID8, null, 2, f('revision'), problems);
   if (haveHeader && vendor !== 'unknown' && parseInt(vendor, 16) !== cs.vendorId) {
     problems.push({ code: 'id-mismatch', file: f('vendor'), message: `${f('vendor')} says ${vendor} but config space says ${hex(cs.vendorId, 4)}` });
   }
@@ -349,6 +352,30 @@ const isCleanRel = (rel: string): boolean =>
   rel.length > 0 && rel.charCodeAt(0) !== 47 && rel.charCodeAt(0) !== 46 && !rel.includes('/.') && !rel.includes('//') && !rel.includes('\0');
 const kindOf = (d: fs.Dirent | fs.Stats): EntryKind => (d.isSymbolicLink() ? 'link' : d.isDirectory() ? 'dir' : d.isFile() ? 'file' : 'other');
 
+// One buffer for every read of a scan: open, read, close (no fstat, no allocation per file).
+let scratch = Buffer.allocUnsafe(8192);
+const readWhole = (abs: string): Buffer => {
+  const fd = fs.openSync(abs, 'r');
+  try {
+    let len = 0;
+    for (;;) {
+      if (len === scratch.length) {
+        const bigger = Buffer.allocUnsafe(scratch.length * 2);
+        scratch.copy(bigger, 0, 0, len);
+        scratch = bigger;
+      }
+      const n = fs.readSync(fd, scratch, len, scratch.length - len, null);
+      if (n === 0) break;
+      len += n;
+      // sysfs returns a whole attribute in one read; a short read of a regular file is its end.
+      if (len < scratch.length) break;
+    }
+    return scratch.subarray(0, len);
+  } finally {
+    fs.closeSync(fd);
+  }
+};
+
 class DirectNodeView implements SysfsPort {
   readonly root: string;
   private readonly prefix: string;
@@ -363,7 +390,7 @@ class DirectNodeView implements SysfsPort {
     const abs = this.abs(rel);
     if (abs === null) return this.port.readText(rel);
     try {
-      return fs.readFileSync(abs, 'utf8');
+      return readWhole(abs).toString('utf8');
     } catch (error) {
       throw sysfsError('read', rel, abs, error);
     }
@@ -372,7 +399,7 @@ class DirectNodeView implements SysfsPort {
     const abs = this.abs(rel);
     if (abs === null) return this.port.readBytes(rel);
     try {
-      return fs.readFileSync(abs);
+      return Buffer.from(readWhole(abs));
     } catch (error) {
       throw sysfsError('read', rel, abs, error);
     }
