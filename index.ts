@@ -12,3 +12,21 @@ export * from './api/devices.js';
 export * from './api/import.js';
 export * from './api/groups.js';
 export * from './api/bind.js';
+export * from './api/contexts.js';
+export { GuardDaemon, type GuardDaemonOptions, type DaemonStats } from './daemon/guard-daemon.js';
+export { DaemonClient } from './daemon/client.js';
+export { decideGuard, decideDevice, type GuardAction, type GuardEvent, type GuardAssignment } from './bind/guard.js';
+export {
+  attachGroup,
+  detachGroup,
+  mergeContexts,
+  destroyContext,
+  contextView,
+  checkCompatibility,
+  groupFacts,
+  type ContextTable,
+  type IommuContext,
+  type ContextView,
+} from './groups/context.js';
+export { usableIova, compareIovaRanges, type IovaRange } from './groups/iova.js';
+export { parsePolicy, evaluateGroup, evaluateDevice, type Policy, type Subject } from './groups/policy.js';
