@@ -6,9 +6,8 @@ import { assignToOwner, mergeOwnerContexts, releaseFromOwner, showContext } from
 import { readAudit } from '../../bind/audit.js';
 import { parsePolicy } from '../../groups/policy.js';
 import { GuardDaemon } from '../../daemon/guard-daemon.js';
-import { unpackForSimulation } from '../../sysfs/sim/index.js';
-import { repoRoot, bundledCapture } from '../helpers/paths.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { repoRoot } from '../helpers/paths.js';
+import { simCopy } from '../helpers/sim-root.js';
 
 // Contexts on the fixture kernel (mixed capture): group 22 = 09:00.0 bridge + 0a:01.0/.02/.03,
 // group 23 = 0b:00.0/.1/.2 (multifunction endpoint). Both have one msi reserved region.
@@ -18,11 +17,10 @@ afterEach(async () => {
 });
 
 const setup = () => {
-  const dir = tmpDir('isogroup-ctx-');
+  const sim = simCopy('mixed');
+  const dir = path.dirname(sim.root);
   fs.chmodSync(dir, 0o755); // the unprivileged peer in the fd test must reach the socket
-  const root = path.join(dir, 'root');
-  const sim = unpackForSimulation(bundledCapture('mixed'), root);
-  return { dir, root, sim, stateDir: path.join(dir, 'state'), socket: path.join(dir, 'd.sock') };
+  return { dir, root: sim.root, sim, stateDir: path.join(dir, 'state'), socket: path.join(dir, 'd.sock') };
 };
 
 const root0 = { name: 'root', uid: 0, gids: [0] };

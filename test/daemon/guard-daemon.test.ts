@@ -3,10 +3,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { assignGroup } from '../../api/bind.js';
 import { DaemonClient } from '../../daemon/client.js';
 import { GuardDaemon } from '../../daemon/guard-daemon.js';
-import { unpackForSimulation, type SimulatedRoot } from '../../sysfs/sim/index.js';
+import type { SimulatedRoot } from '../../sysfs/sim/index.js';
+import { simCopy } from '../helpers/sim-root.js';
 import { ManualSource } from '../../sysfs/uevent.js';
-import { bundledCapture } from '../helpers/paths.js';
-import { tmpDir } from '../helpers/tmp.js';
 
 // The guard on the fixture kernel, with the mixed capture: group 22 is the pcie-pci-bridge 09:00.0 with
 // three conventional endpoints behind it; 00:03.0 is a conventional pci-bridge (group 4); 00:10.6 is an
@@ -21,10 +20,9 @@ afterEach(async () => {
 });
 
 const setup = (): { sim: SimulatedRoot; root: string; socket: string; stateDir: string } => {
-  const dir = tmpDir('isogroup-guard-');
-  const root = path.join(dir, 'root');
-  const sim = unpackForSimulation(bundledCapture('mixed'), root);
-  return { sim, root, socket: path.join(dir, 'isogroup.sock'), stateDir: path.join(dir, 'state') };
+  const sim = simCopy('mixed');
+  const dir = path.dirname(sim.root);
+  return { sim, root: sim.root, socket: path.join(dir, 'isogroup.sock'), stateDir: path.join(dir, 'state') };
 };
 
 const start = async (root: string, stateDir: string, socket: string | null, manual?: ManualSource): Promise<GuardDaemon> => {
