@@ -1,3 +1,4 @@
+import { putU16, putU32 } from '../sysfs/config-space.js';
 // Build PCI config space bytes the way real devices lay them out (pci_regs.h offsets): a type 0 or
 // type 1 header, a standard capability list from 0x34 (PCIe capability first), and an extended list
 // from 0x100 (AER, then ACS / ARI / SR-IOV as asked). Used by the bench generator and by tests.
@@ -22,14 +23,8 @@ export interface ConfigOptions {
   size?: number;
 }
 
-const put16 = (b: Uint8Array, o: number, v: number): void => {
-  b[o] = v & 0xff;
-  b[o + 1] = (v >> 8) & 0xff;
-};
-const put32 = (b: Uint8Array, o: number, v: number): void => {
-  put16(b, o, v & 0xffff);
-  put16(b, o + 2, (v >>> 16) & 0xffff);
-};
+const put16 = putU16;
+const put32 = putU32;
 
 export const buildConfig = (o: ConfigOptions): Uint8Array => {
   const b = new Uint8Array(4096);

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
+import { replaceFileDurably } from './durable-file.js';
 import { IsogroupError, errnoOf } from '../errors.js';
 import { type ContextTable, emptyContextTable, validateContextTable } from '../groups/context.js';
 import { formatIssuePath } from '../groups/policy.js';
@@ -137,15 +138,6 @@ export const loadContexts = (stateDir: string): ContextTable => {
   return contextsFromJson(text, file);
 };
 
-const fsyncPath = (p: string, flags: number): void => {
-  const fd = fs.openSync(p, flags);
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-};
-
 /** Replace the table atomically. Refuses (E_CONTEXT) to write a table that breaks an invariant. */
 export const saveContexts = (stateDir: string, table: ContextTable): void => {
   const problems = validateContextTable(table);
@@ -158,30 +150,10 @@ export const saveContexts = (stateDir: string, table: ContextTable): void => {
     }
   }
   const file = path.join(stateDir, CONTEXTS_FILE);
-  const tmp = path.join(stateDir, `.${CONTEXTS_FILE}.${process.pid}.${Date.now().toString(36)}.tmp`);
-  const data = Buffer.from(`${JSON.stringify(contextsToJson(table), null, 2)}\n`, 'utf8');
   try {
-    const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
-    try {
-      let off = 0;
-      while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, file);
+    replaceFileDurably(file, `${JSON.stringify(contextsToJson(table), null, 2)}\n`);
   } catch (error) {
-    try {
-      fs.rmSync(tmp, { force: true });
-    } catch {
-      /* the original error matters */
-    }
     throw stateDirError(stateDir, `cannot write ${CONTEXTS_FILE}`, error);
-  }
-  try {
-    fsyncPath(stateDir, fs.constants.O_RDONLY);
-  } catch {
-    /* some filesystems refuse fsync on a directory; the rename itself is done */
   }
 };
 

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { IsogroupError } from '../errors.js';
 import { type Bdf, isBdf } from '../sysfs/bdf.js';
+import { replaceFileDurably } from './durable-file.js';
 
 // The journal: the single source of truth about which groups are handed out and about any
 // transaction that did not finish. Written before the first sysfs write of a transaction and after
@@ -78,41 +79,15 @@ export const readJournal = (stateDir: string): Journal => {
   return parsed.data;
 };
 
-const fsyncDir = (dir: string): void => {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(dir, 'r');
-    fs.fsyncSync(fd);
-  } catch {
-    /* some filesystems refuse fsync on directories; the rename is still atomic */
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
-  }
-};
-
 /** Replace the journal atomically and durably. */
 export const writeJournal = (stateDir: string, journal: Journal): void => {
   const file = journalPath(stateDir);
-  const tmp = `${file}.tmp-${process.pid}`;
   try {
-    const fd = fs.openSync(tmp, 'w', 0o600);
-    try {
-      fs.writeSync(fd, `${JSON.stringify(journal, null, 2)}\n`);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, file);
+    replaceFileDurably(file, `${JSON.stringify(journal, null, 2)}\n`);
   } catch (error) {
-    try {
-      fs.unlinkSync(tmp);
-    } catch {
-      /* nothing to clean */
-    }
     const errno = (error as NodeJS.ErrnoException).code;
     throw new IsogroupError('E_STATE_DIR', `cannot write journal ${file}: ${errno ?? String(error)}`, { file, errno }, { cause: error });
   }
-  fsyncDir(stateDir);
 };
 
 /** Insert or replace the entry of a group. */

@@ -18,6 +18,7 @@ import type { HostSnapshot, KernelGroup, PciDevice } from '../sysfs/model.js';
 import { journalStatus } from '../bind/status.js';
 import { decideDevice, decideGuard, type GuardAction, type GuardEvent } from '../bind/guard.js';
 import { applyGuardAction, type GuardActionResult } from '../bind/guard-apply.js';
+import { replaceFileDurably } from '../bind/durable-file.js';
 import { type Bdf, isBdf } from '../sysfs/bdf.js';
 import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
 import { resolveRoot } from '../sysfs/roots.js';
@@ -492,9 +493,7 @@ export class GuardDaemon {
   }
 
   private saveHandoffs(): void {
-    const tmp = `${this.handoffFile()}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(Object.fromEntries(this.handoffs), null, 2));
-    fs.renameSync(tmp, this.handoffFile());
+    replaceFileDurably(this.handoffFile(), `${JSON.stringify(Object.fromEntries(this.handoffs), null, 2)}\n`);
   }
 
   private vfioNode(groupId: string): string {

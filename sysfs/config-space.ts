@@ -128,6 +128,16 @@ const u16 = (b: Uint8Array, o: number): number => (o + 1 < b.length ? b[o]! | (b
 const u32 = (b: Uint8Array, o: number): number =>
   o + 3 < b.length ? (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0 : -1;
 
+/** Little-endian stores into config bytes (the fixture writers, the lspci importer, crafted test bytes). */
+export const putU16 = (b: Uint8Array, o: number, v: number): void => {
+  b[o] = v & 0xff;
+  b[o + 1] = (v >> 8) & 0xff;
+};
+export const putU32 = (b: Uint8Array, o: number, v: number): void => {
+  putU16(b, o, v & 0xffff);
+  putU16(b, o + 2, (v >>> 16) & 0xffff);
+};
+
 export const hex = (n: number, width: number): string => `0x${n.toString(16).padStart(width, '0')}`;
 
 export const acsBitNames = (value: number): AcsBit[] =>

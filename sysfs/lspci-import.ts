@@ -4,6 +4,7 @@ import { type Bdf, compareBdf, formatBdf, splitBdf } from './bdf.js';
 import { PCI_CFG_SPACE_EXP_SIZE, PCI_CFG_SPACE_SIZE, ACS_BITS, parseConfigSpace } from './config-space.js';
 import { type FixtureDeviceSpec, type FixtureSpec, writeFixtureRoot } from './fixture-writer.js';
 import { IsogroupError } from '../errors.js';
+import { putU16, putU32 } from './config-space.js';
 
 // Turn lspci text (`lspci -nnDvvvxxxx`, `-xxx`, or the pciutils `-xxxx` test dumps) into a fixture root.
 // Config space comes from the hex dump byte for byte; where the dump stops at 256 bytes the extended
@@ -215,14 +216,8 @@ export const acsBitsFromText = (text: string | undefined): number => {
   return ACS_WORDS.reduce((v, [word, bit]) => (on.has(word) ? v | bit : v), 0);
 };
 
-const put16 = (b: Uint8Array, o: number, v: number): void => {
-  b[o] = v & 0xff;
-  b[o + 1] = (v >> 8) & 0xff;
-};
-const put32 = (b: Uint8Array, o: number, v: number): void => {
-  put16(b, o, v & 0xffff);
-  put16(b, o + 2, (v >>> 16) & 0xffff);
-};
+const put16 = putU16;
+const put32 = putU32;
 const num = (fields: Map<string, string>, key: string, radix = 10): number | null => {
   const v = fields.get(key);
   if (v === undefined) return null;

@@ -1,15 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { ACS_BITS, parseConfigSpace } from '../../sysfs/config-space.js';
 import { buildConfig } from '../../bench/config-builder.js';
+import { putU16, putU32 } from '../../sysfs/config-space.js';
 
-const put16 = (b: Uint8Array, o: number, v: number): void => {
-  b[o] = v & 0xff;
-  b[o + 1] = (v >> 8) & 0xff;
-};
-const put32 = (b: Uint8Array, o: number, v: number): void => {
-  put16(b, o, v & 0xffff);
-  put16(b, o + 2, (v >>> 16) & 0xffff);
-};
+const put16 = putU16;
+const put32 = putU32;
 const codes = (bytes: Uint8Array): string[] => parseConfigSpace(bytes).problems.map((p) => p.code);
 
 describe('header', () => {
