@@ -326,3 +326,9 @@ export const contextTable = (options: ContextOptions = {}): ContextTable => {
   return syncContexts(loadContexts(o.stateDir), o.stateDir, snap);
 };
 
+
+/** An owner's view: the groups and devices of its context (what `--as OWNER` and a non-root peer see). */
+export const ownerScope = (owner: string, options: ContextOptions = {}): { owner: string; groups: Set<string>; devices: Set<string> } => {
+  const c = contextOf(contextTable(options), owner);
+  return { owner, groups: new Set(c?.groups.map((g) => g.id) ?? []), devices: new Set(c?.devices.map((d) => d.bdf) ?? []) };
+};

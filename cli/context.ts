@@ -7,6 +7,7 @@ export interface CliIo {
 }
 
 export interface GlobalOptions {
+  as?: string;
   root?: string;
   json?: boolean;
   stateDir?: string;
@@ -71,4 +72,13 @@ export const viaDaemonOr = async <T>(
   const client = new DaemonClient(socket);
   if (await client.isRunning()) return { result: await remote(client), via: 'daemon', socket };
   return { result: direct(), via: 'direct', socket };
+};
+
+/** --as OWNER: the owner's scope (its context's groups and devices), or null for the whole host. */
+export const scopeFor = async (cmd: Command): Promise<{ owner: string; groups: Set<string>; devices: Set<string> } | null> => {
+  const g = globalsOf(cmd);
+  if (g.as === undefined) return null;
+  const { ownerScope } = await import('../api/contexts.js');
+  const stateDir = stateDirFor(cmd);
+  return ownerScope(g.as, { ...(g.root !== undefined ? { root: g.root } : {}), simulate: g.simulate ?? false, ...(stateDir !== undefined ? { stateDir } : {}) });
 };

@@ -18,6 +18,7 @@ export const buildProgram = (io: CliIo): Command => {
     .version('0.1.0')
     .option('--root <dir>', 'a directory that looks like / (fixture or capture), or a capture .tar.gz', undefined)
     .option('--json', 'print JSON')
+    .option('--as <owner>', "an owner's view: only the devices and groups of its context (devices, groups, status)")
     .option('--state-dir <dir>', 'state directory (journal, locks, audit)', '/var/lib/isogroup')
     .option('--socket <path>', 'daemon socket', '/run/isogroup.sock')
     .option('--simulate', 'give a fixture root the kernel\'s write semantics (the fixture kernel)')

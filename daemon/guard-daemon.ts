@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { IsogroupError, isIsogroupError } from '../errors.js';
 import { recover, parseGroupArg, DEFAULT_STATE_DIR } from '../api/bind.js';
-import { assignToOwner, contextTable, destroyOwnerContext, listContexts, mergeOwnerContexts, releaseFromOwner, showContext, subjectForOwner } from '../api/contexts.js';
+import { assignToOwner, ownerScope, contextTable, destroyOwnerContext, listContexts, mergeOwnerContexts, releaseFromOwner, showContext, subjectForOwner } from '../api/contexts.js';
 import { AuditLog, decideAndAudit } from '../bind/audit.js';
 import { PolicyStore, readSubject } from '../bind/policy-store.js';
 import { contextOf } from '../groups/context.js';
@@ -570,6 +570,12 @@ export class GuardDaemon {
     return readSubject(ctx.peer.uid, ctx.peer.gid, '/');
   }
 
+  // What a non-root peer may see: its own context (vbus: each user sees only its own devices).
+  private peerScope(ctx: { peer: RequestContext['peer'] }): { owner: string; groups: Set<string>; devices: Set<string> } | null {
+    const subject = this.subjectOf(ctx);
+    return subject.uid === 0 ? null : ownerScope(subject.name, { port: this.port, stateDir: this.stateDir });
+  }
+
   // A non-root peer sees and acts on its own context only.
   private requireSelfOrRoot(subject: Subject, owner: string, what: string): void {
     if (subject.uid !== 0 && subject.name !== owner) throw new IsogroupError('E_PERMISSION', `${subject.name} may not ${what} ${owner}'s context`, { subject: subject.name, owner });
@@ -636,12 +642,22 @@ export class GuardDaemon {
   private routes(server: UnixHttpServer): UnixHttpServer {
     return server
       .route('GET', '/health', () => ({ ok: true, pid: process.pid }))
-      .route('GET', '/status', () => this.status())
-      .route('GET', '/devices', () => listDevices({ port: this.port, pciIds: null }))
+      .route('GET', '/status', (ctx) => {
+        const st = this.status() as { groups: { owner: string }[] };
+        const subject = this.subjectOf(ctx);
+        return subject.uid === 0 ? st : { ...st, owner: subject.name, groups: st.groups.filter((g) => g.owner === subject.name) };
+      })
+      .route('GET', '/devices', (ctx) => {
+        const all = listDevices({ port: this.port, pciIds: null });
+        const scope = this.peerScope(ctx);
+        return scope ? { ...all, owner: scope.owner, devices: all.devices.filter((d) => scope.devices.has(d.bdf)) } : all;
+      })
       .route('GET', '/groups', (ctx) => {
         const source = ctx.query.get('source') ?? 'auto';
         if (source !== 'auto' && source !== 'kernel' && source !== 'derived') throw new IsogroupError('E_USAGE', `source must be kernel, derived or auto, got ${JSON.stringify(source)}`, { source });
-        return listGroups({ port: this.port, pciIds: null, source });
+        const all = listGroups({ port: this.port, pciIds: null, source });
+        const scope = this.peerScope(ctx);
+        return scope ? { ...all, owner: scope.owner, groups: all.groups.filter((g) => scope.groups.has(g.id)), ungrouped: [] } : all;
       })
       .route('POST', '/assign', (ctx) => {
         const { target, body } = this.requireTarget(ctx.body);

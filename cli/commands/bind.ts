@@ -85,8 +85,8 @@ export const registerBind = (program: Command, io: CliIo): void => {
   program
     .command('status')
     .description('what is assigned, to whom, and the drivers each device had')
-    .option('--as <owner>', "only this owner's groups (an owner's view)")
-    .action(async (opts: { as?: string }, cmd: Command) => {
+    .action(async (_opts, cmd: Command) => {
+      const opts = { as: globalsOf(cmd).as };
       const { result: r, via } = await viaDaemonOr(cmd, () => status(bindOptions(cmd)), (c) => c.get<ReturnType<typeof status> & { daemon?: unknown }>('/status'));
       const groups = opts.as === undefined ? r.groups : r.groups.filter((g) => g.owner === opts.as);
       emit(io, cmd, { groups, unfinished: r.unfinished, via, ...('daemon' in r ? { daemon: (r as { daemon?: unknown }).daemon } : {}) }, () => {

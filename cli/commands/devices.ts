@@ -1,15 +1,17 @@
 import type { Command } from 'commander';
 import { listDevices, showDevice } from '../../api/devices.js';
 import { shortBdf } from '../../sysfs/bdf.js';
-import { type CliIo, emit, globalsOf, table } from '../context.js';
+import { type CliIo, emit, globalsOf, scopeFor, table } from '../context.js';
 
 export const registerDevices = (program: Command, io: CliIo): void => {
   program
     .command('devices')
     .description('list every PCI function: ids, names, driver, kernel group, port type, ACS, SR-IOV, problems')
-    .action((_opts, cmd: Command) => {
+    .action(async (_opts, cmd: Command) => {
       const g = globalsOf(cmd);
-      const result = listDevices({ root: g.root });
+      const all = listDevices({ root: g.root });
+      const scope = await scopeFor(cmd);
+      const result = scope ? { ...all, owner: scope.owner, devices: all.devices.filter((d) => scope.devices.has(d.bdf)) } : all;
       emit(io, cmd, result, () => {
         const rows = result.devices.map((d) => [
           d.bdf,

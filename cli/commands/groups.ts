@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { compareGroups, listGroups, type CompareResult, type GroupsResult } from '../../api/groups.js';
 import { shortBdf } from '../../sysfs/bdf.js';
-import { type CliIo, emit, globalsOf, usage } from '../context.js';
+import { type CliIo, emit, globalsOf, scopeFor, usage } from '../context.js';
 
 interface GroupsFlags {
   kernel?: boolean;
@@ -26,7 +26,7 @@ export const registerGroups = (program: Command, io: CliIo): void => {
     .option('--rules <set>', 'rule set: mainline (default) or acs-rework (the 2025 "Fix incorrect iommu_groups with PCIe ACS" series)')
     .option('--assume-acs <bdf[,bdf]>', 'what-if: treat these devices as ACS-isolated (repeatable)', collect)
     .option('--kernel-release <release>', 'kernel release whose quirk tables apply (default: the root\'s own)')
-    .action((opts: GroupsFlags, cmd: Command) => {
+    .action(async (opts: GroupsFlags, cmd: Command) => {
       const g = globalsOf(cmd);
       const modes = [opts.kernel, opts.derived, opts.compare].filter(Boolean).length;
       if (modes > 1) throw usage('--kernel, --derived and --compare exclude each other');
@@ -37,7 +37,9 @@ export const registerGroups = (program: Command, io: CliIo): void => {
         if (!result.agree) process.exitCode = 1;
         return;
       }
-      const result = listGroups({ ...request, source: opts.kernel ? 'kernel' : opts.derived ? 'derived' : 'auto' });
+      const all = listGroups({ ...request, source: opts.kernel ? 'kernel' : opts.derived ? 'derived' : 'auto' });
+      const scope = await scopeFor(cmd);
+      const result = scope ? { ...all, owner: scope.owner, groups: all.groups.filter((x) => scope.groups.has(x.id)), ungrouped: [] } : all;
       emit(io, cmd, result, () => renderGroups(result, Boolean(opts.explain)));
     });
 };

@@ -135,3 +135,49 @@ try {
     expect(daemon.status().groups).toEqual([]);
   });
 });
+
+describe("owner's view", () => {
+  it('--as OWNER shows only the devices and groups of that owner\'s context', async () => {
+    const { runCli } = await import('../../cli/main.js');
+    const { root, stateDir } = setup();
+    assignToOwner('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
+    assignToOwner('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 });
+    const cli = async (args: string[]) => {
+      let out = '';
+      const code = await runCli([...args, '--root', root, '--simulate', '--state-dir', stateDir, '--json'], { stdout: (s) => (out += s), stderr: () => undefined });
+      return { code, json: JSON.parse(out) };
+    };
+    const devices = await cli(['devices', '--as', 'alice']);
+    expect(devices.code).toBe(0);
+    expect(devices.json.devices.map((d: { bdf: string }) => d.bdf).sort()).toEqual(['0000:09:00.0', '0000:0a:01.0', '0000:0a:02.0', '0000:0a:03.0']);
+    const groups = await cli(['groups', '--as', 'bob']);
+    expect(groups.json.groups.map((g: { id: string }) => g.id)).toEqual(['23']);
+    const status = await cli(['status', '--as', 'bob']);
+    expect(status.json.groups.map((g: { id: string; owner: string }) => [g.id, g.owner])).toEqual([['23', 'bob']]);
+    const nobody = await cli(['devices', '--as', 'carol']);
+    expect(nobody.json.devices).toEqual([]);
+  });
+
+  it('a non-root peer on the socket sees only its own groups and devices', async () => {
+    const { root, stateDir, socket, dir } = setup();
+    const daemon = await GuardDaemon.start({ root, simulate: true, stateDir, socket, socketMode: 0o666, rescanMs: 0, sources: [] });
+    daemons.push(daemon);
+    assignToOwner('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
+    assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
+    await daemon.reconcile('test');
+    const script = path.join(dir, 'view.mjs');
+    fs.writeFileSync(
+      script,
+      `import { DaemonClient } from ${JSON.stringify(path.join(repoRoot, 'dist/daemon/client.js'))};
+const c = new DaemonClient(process.argv[2]);
+const status = await c.get('/status');
+const devices = await c.get('/devices');
+console.log(JSON.stringify({ groups: status.groups.map((g) => g.id), devices: devices.devices.map((d) => d.bdf) }));
+`,
+    );
+    const asNobody = await execa(process.execPath, [script, socket], { uid: 65534, gid: 65534 });
+    expect(JSON.parse(asNobody.stdout)).toEqual({ groups: ['23'], devices: ['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2'] });
+    const asRoot = await execa(process.execPath, [script, socket]);
+    expect(JSON.parse(asRoot.stdout).groups.sort()).toEqual(['22', '23']);
+  });
+});
