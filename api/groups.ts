@@ -149,6 +149,9 @@ export const listGroups = (options: GroupsOptions = {}): GroupsResult => {
     .sort((a, b) => compareBdf(a.devices[0] ?? '', b.devices[0] ?? ''));
   const grouped = new Set(groups.flatMap((g) => g.devices));
   const notes = [...view.notes];
+  if (!wantKernel && snap.kernelGroups.size === 0) {
+    notes.unshift(`no IOMMU is active under ${snap.root} (no kernel groups): these groups are predicted from topology, ACS and quirks, as the kernel would form them with the IOMMU on; nothing can be assigned until it is`);
+  }
   if (wantKernel) {
     notes.unshift('groups: the kernel\'s (/sys/kernel/iommu_groups); reasons: derived by isogroup\'s replay of the kernel\'s rules');
     const cmp = compareGroupings(snap.kernelGroups.values(), view.derived);

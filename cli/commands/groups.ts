@@ -48,6 +48,7 @@ export const renderGroups = (r: GroupsResult, explain: boolean): string => {
   const lines: string[] = [];
   for (const line of r.cannotDerive) lines.push(line);
   lines.push(`${r.groups.length} ${r.source} group(s) under ${r.root}${r.source === 'derived' ? ` (rules: ${r.rules})` : ''}`);
+  for (const n of r.notes) if (n.startsWith('no IOMMU is active')) lines.push(`note: ${n}`);
   for (const g of r.groups) {
     lines.push('', `group ${g.id}: ${g.viable ? 'viable' : 'NOT viable'}  ${g.devices.map(shortBdf).join(' ')}`);
     for (const b of g.blockers) lines.push(`  blocker: ${b.reason}`);

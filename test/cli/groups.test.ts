@@ -3,6 +3,7 @@ import { runCli } from '../../cli/main.js';
 import { writeFixtureRoot, type FixtureDeviceSpec } from '../../sysfs/fixture-writer.js';
 import { bundledCapture } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
+import { buildConfig } from '../../bench/config-builder.js';
 
 const run = async (...argv: string[]) => {
   let stdout = '';
@@ -162,5 +163,17 @@ describe('isogroup groups', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('derived:    group 20 members 0000:05:01.0 0000:07:00.0');
     expect(r.stdout).toContain('why:        0000:07:00.0 joined 0000:05:01.0: switch downstream port 05:01.0: no ACS capability [acs-path]');
+  });
+});
+
+describe('groups on a root without an IOMMU', () => {
+  it('says the groups are predicted, not the kernel\'s', async () => {
+    const root = tmpDir();
+    writeFixtureRoot(root, { devices: [{ bdf: '0000:00:02.0', config: buildConfig({ vendor: 0x1af4, device: 0x1042, classCode: 0x010000 }), driver: 'virtio-pci' }] });
+    let out = '';
+    const code = await runCli(['groups', '--root', root], { stdout: (s) => (out += s), stderr: () => undefined });
+    expect(code).toBe(0);
+    expect(out).toMatch(/1 derived group\(s\)/);
+    expect(out).toMatch(/note: no IOMMU is active under .*: these groups are predicted/);
   });
 });
