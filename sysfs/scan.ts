@@ -1,8 +1,7 @@
 import { type Bdf, compareBdf, formatBdf, isBdf, splitBdf, busIdOf } from './bdf.js';
 import { parseConfigSpace, hex } from './config-space.js';
 import type { HostSnapshot, IommuUnit, KernelGroup, PciDevice, Problem, ReservedRegion } from './model.js';
-import * as fs from 'node:fs';
-import { type DirEntry, type EntryKind, NodeSysfsPort, type SysfsPort, linkTargetRel, sysfsError } from './port.js';
+import { type DirEntry, type SysfsPort, linkTargetRel } from './port.js';
 import { isIsogroupError } from '../errors.js';
 import { lookupNames, type PciIds } from './pci-ids.js';
 
@@ -343,99 +342,8 @@ const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problem
 const unitKind = (name: string): IommuUnit['kind'] =>
   name.startsWith('dmar') ? 'intel' : name.startsWith('ivhd') ? 'amd' : /smmu/.test(name) ? 'arm-smmu' : name.startsWith('virtio') ? 'virtio' : 'other';
 
-// Speed (bench/): NodeSysfsPort normalizes and checks every path, which doubles the cost of a read at
-// 10,000 devices. The scan only builds paths from listed names and normalized link targets, so for
-// a plain NodeSysfsPort it reads through this view: clean relative paths are joined directly, anything
-// else goes to the port's own checks. Same results and the same errors (sysfsError) as the port.
-// No leading "/", no component starting with "." (so no "." or ".."), no "//", no NUL.
-const isCleanRel = (rel: string): boolean =>
-  rel.length > 0 && rel.charCodeAt(0) !== 47 && rel.charCodeAt(0) !== 46 && !rel.includes('/.') && !rel.includes('//') && !rel.includes('\0');
-const kindOf = (d: fs.Dirent | fs.Stats): EntryKind => (d.isSymbolicLink() ? 'link' : d.isDirectory() ? 'dir' : d.isFile() ? 'file' : 'other');
-
-// One buffer for every read of a scan: open, read, close (no fstat, no allocation per file).
-let scratch = Buffer.allocUnsafe(8192);
-const readWhole = (abs: string): Buffer => {
-  const fd = fs.openSync(abs, 'r');
-  try {
-    let len = 0;
-    for (;;) {
-      if (len === scratch.length) {
-        const bigger = Buffer.allocUnsafe(scratch.length * 2);
-        scratch.copy(bigger, 0, 0, len);
-        scratch = bigger;
-      }
-      const n = fs.readSync(fd, scratch, len, scratch.length - len, null);
-      if (n === 0) break;
-      len += n;
-      // sysfs returns a whole attribute in one read; a short read of a regular file is its end.
-      if (len < scratch.length) break;
-    }
-    return scratch.subarray(0, len);
-  } finally {
-    fs.closeSync(fd);
-  }
-};
-
-class DirectNodeView implements SysfsPort {
-  readonly root: string;
-  private readonly prefix: string;
-  constructor(private readonly port: NodeSysfsPort) {
-    this.root = port.root;
-    this.prefix = port.root.endsWith('/') ? port.root : `${port.root}/`;
-  }
-  private abs(rel: string): string | null {
-    return isCleanRel(rel) ? this.prefix + rel : null;
-  }
-  readText(rel: string): string {
-    const abs = this.abs(rel);
-    if (abs === null) return this.port.readText(rel);
-    try {
-      return readWhole(abs).toString('utf8');
-    } catch (error) {
-      throw sysfsError('read', rel, abs, error);
-    }
-  }
-  readBytes(rel: string): Buffer {
-    const abs = this.abs(rel);
-    if (abs === null) return this.port.readBytes(rel);
-    try {
-      return Buffer.from(readWhole(abs));
-    } catch (error) {
-      throw sysfsError('read', rel, abs, error);
-    }
-  }
-  readLink(rel: string): string {
-    const abs = this.abs(rel);
-    if (abs === null) return this.port.readLink(rel);
-    try {
-      return fs.readlinkSync(abs);
-    } catch (error) {
-      throw sysfsError('readlink', rel, abs, error);
-    }
-  }
-  list(rel: string): DirEntry[] {
-    const abs = this.abs(rel);
-    if (abs === null) return this.port.list(rel);
-    try {
-      return fs.readdirSync(abs, { withFileTypes: true }).map((d) => ({ name: d.name, kind: kindOf(d) }));
-    } catch (error) {
-      throw sysfsError('list', rel, abs, error);
-    }
-  }
-  kind(rel: string): EntryKind | null {
-    return this.port.kind(rel);
-  }
-  exists(rel: string): boolean {
-    return this.port.exists(rel);
-  }
-  writeText(rel: string, text: string): void {
-    this.port.writeText(rel, text);
-  }
-}
-
 /** Read the PCI devices, kernel groups and IOMMU units below a root into one snapshot. */
-export const scanHost = (given: SysfsPort, options: ScanOptions = {}): HostSnapshot => {
-  const port = given.constructor === NodeSysfsPort ? new DirectNodeView(given as NodeSysfsPort) : given;
+export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapshot => {
   const problems: Problem[] = [];
   const devices = new Map<Bdf, PciDevice>();
   const config = new Map<Bdf, Uint8Array>();
