@@ -68,7 +68,7 @@ export interface AssignOptions extends BindOptions {
   dryRun?: boolean;
 }
 
-interface BindContext {
+export interface BindContext {
   port: SysfsPort;
   root: string;
   simulate: boolean;
@@ -90,7 +90,8 @@ export const defaultOwner = (): string => {
 
 const OWNER_RE = /^[A-Za-z0-9._@][A-Za-z0-9._@-]{0,63}$/;
 
-const openContext = (options: BindOptions): BindContext => {
+/** The port, root, state directory and module loader a bind operation works with. */
+export const openContext = (options: BindOptions): BindContext => {
   let port: SysfsPort;
   let simulate: boolean;
   let loader: ModuleLoader | null;

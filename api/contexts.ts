@@ -1,8 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import * as path from 'node:path';
 import { IsogroupError } from '../errors.js';
-import { type AssignOptions, type AssignResult, type BindOptions, type ReleaseResult, DEFAULT_STATE_DIR, assignGroup, parseGroupArg, releaseGroup } from './bind.js';
+import { type AssignOptions, type AssignResult, type BindOptions, type ReleaseResult, assignGroup, openContext, parseGroupArg, releaseGroup } from './bind.js';
 import { AuditLog, auditResult, decideAndAudit } from '../bind/audit.js';
 import { loadContexts, updateContexts } from '../bind/contexts-store.js';
 import { readJournal, writeJournal } from '../bind/journal.js';
@@ -29,10 +28,8 @@ import { checkViability } from '../groups/viability.js';
 import type { Bdf } from '../sysfs/bdf.js';
 import { readIommuUnitCaps } from '../sysfs/iommu-caps.js';
 import type { HostSnapshot } from '../sysfs/model.js';
-import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
-import { resolveRoot } from '../sysfs/roots.js';
+import type { SysfsPort } from '../sysfs/port.js';
 import { scanHost } from '../sysfs/scan.js';
-import { SIM_DIR, openSimulatedRoot } from '../sysfs/sim/index.js';
 
 // Contexts (issue 6): every owner's assigned groups form one IOMMU context (the container the daemon
 // holds). Assign/release go through here so the context table, the policy and the audit trail stay in
@@ -46,23 +43,7 @@ export interface ContextOptions extends BindOptions {
   policyFile?: string | null;
 }
 
-interface Opened {
-  port: SysfsPort;
-  root: string;
-  simulate: boolean;
-  stateDir: string;
-}
-
-const open = (options: ContextOptions): Opened => {
-  let port: SysfsPort;
-  let simulate = options.simulate ?? false;
-  if (options.port) port = options.port;
-  else if (simulate) port = openSimulatedRoot(options.root ?? '/').port;
-  else port = new NodeSysfsPort(resolveRoot(options.root));
-  if (options.port && (options.port as { simulated?: boolean }).simulated) simulate = true;
-  const stateDir = path.resolve(options.stateDir ?? (simulate ? path.join(port.root, SIM_DIR, 'state') : DEFAULT_STATE_DIR));
-  return { port, root: port.root, simulate, stateDir };
-};
+const open = openContext;
 
 const selfSubject = (): Subject => readSubject(process.getuid?.() ?? 0, process.getgid?.() ?? 0, '/');
 
@@ -101,10 +82,9 @@ const groupIdOf = (snap: HostSnapshot, target: string): string => {
 };
 
 /** Bring the context table in line with the journal (assigned groups, their current members). */
-export const syncContexts = (table: ContextTable, stateDir: string, snap: HostSnapshot): ContextTable => {
+export const syncContexts = (table: ContextTable, stateDir: string, snap: HostSnapshot, caps: ReturnType<typeof readIommuUnitCaps> | null = null): ContextTable => {
   let t = table;
   const assigned = readJournal(stateDir).entries.filter((e) => e.state === 'assigned');
-  const caps = readIommuUnitCapsSafe(snap);
   for (const e of assigned) {
     const holder = ownerOfGroup(t, e.groupId);
     if (holder === null) {
@@ -129,23 +109,12 @@ export const syncContexts = (table: ContextTable, stateDir: string, snap: HostSn
   return t;
 };
 
-let capsPort: SysfsPort | null = null;
-const readIommuUnitCapsSafe = (snap: HostSnapshot): ReturnType<typeof readIommuUnitCaps> | null => {
-  if (!capsPort) return null;
+// The IOMMU units' capability registers (address width) when the root has them; null: defaults.
+const capsOf = (port: SysfsPort, snap: HostSnapshot): ReturnType<typeof readIommuUnitCaps> | null => {
   try {
-    return readIommuUnitCaps(capsPort, snap);
+    return readIommuUnitCaps(port, snap);
   } catch {
     return null;
-  }
-};
-
-const withCaps = <T>(port: SysfsPort, fn: () => T): T => {
-  const prev = capsPort;
-  capsPort = port;
-  try {
-    return fn();
-  } finally {
-    capsPort = prev;
   }
 };
 
@@ -161,58 +130,56 @@ export interface ContextAssignResult extends AssignResult {
  */
 export const assignToOwner = (target: string, options: AssignOptions & ContextOptions = {}): ContextAssignResult => {
   const o = open(options);
-  return withCaps(o.port, () => {
-    const owner = options.owner ?? (options.subject?.name ?? os.userInfo().username);
-    try {
-      checkOwnerName(owner);
-    } catch (error) {
-      throw new IsogroupError('E_USAGE', (error as Error).message, { owner });
-    }
-    const subject = options.subject ?? selfSubject();
-    const snap = scanHost(o.port, { pciIds: null });
-    const groupId = groupIdOf(snap, target);
-    const log = auditLog(o.stateDir);
-    const table = syncContexts(loadContexts(o.stateDir), o.stateDir, snap);
-    const deny = (error: IsogroupError): never => {
-      auditResult(log, { action: 'assign', subject, group: groupId, owner, devices: snap.kernelGroups.get(groupId)?.devices ?? [] }, { ok: false, error });
-      throw error;
-    };
-    if (subject.uid !== 0 && subject.name !== owner) {
-      deny(new IsogroupError('E_PERMISSION', `${subject.name} (uid ${subject.uid}) may claim groups only for itself, not for ${owner}`, { subject: subject.name, owner }));
-    }
-    const holder = ownerOfGroup(table, groupId);
-    if (holder !== null && holder !== owner) {
-      deny(new IsogroupError('E_CONTEXT', `group ${groupId} belongs to ${holder}'s context ${contextOf(table, holder)?.id ?? ''}`.trim(), { group: groupId, owner: holder }));
-    }
-    const devices = (snap.kernelGroups.get(groupId)?.devices ?? []).map((b) => snap.devices.get(b)!).filter(Boolean);
-    const { decision } = decideAndAudit(log, policyOf(options), subject, { action: 'assign', group: groupId, owner, devices });
-    if (!decision.allowed) throw new IsogroupError('E_POLICY_DENIED', `policy denies ${subject.name} group ${groupId}: ${decision.reason}`, { group: groupId, subject: subject.name, rule: decision.rule });
-    const caps = readIommuUnitCapsSafe(snap);
-    // Compatibility and invariants on the group as it will be once on vfio-pci. A group already in
-    // this owner's context is left to the bind engine, which says E_ALREADY_ASSIGNED.
-    if (holder !== owner) {
-      const pre = attachGroup(table, owner, groupFacts(snap, groupId, { viable: true, blockers: [] }), caps ? { caps } : {});
-      if (!pre.ok) deny(pre.error);
-    }
-    const result = assignGroup(target, { ...options, port: o.port, stateDir: o.stateDir, owner });
-    if (result.dryRun) return { ...result, context: contextOf(table, owner)?.id ?? null, indices: [], policy: decision };
-    const after = scanHost(o.port, { pciIds: null });
-    const viability = checkViability((after.kernelGroups.get(groupId)?.devices ?? []).map((b) => after.devices.get(b)!).filter(Boolean));
-    const attached = updateContexts(o.stateDir, (t) => {
-      const synced = syncContexts(t, o.stateDir, after);
-      const already = ownerOfGroup(synced, groupId) === owner;
-      if (already) return { table: synced, indices: contextOf(synced, owner)!.devices.filter((d) => d.group === groupId) };
-      const r = orThrow(attachGroup(synced, owner, groupFacts(after, groupId, { viable: viability.viable, blockers: viability.blockers.map((b) => b.reason) }), caps ? { caps } : {}));
-      return { table: r.table, indices: r.indices };
-    });
-    auditResult(log, { action: 'context-attach', subject, group: groupId, owner, devices: result.devices ?? [] }, { ok: true });
-    return {
-      ...result,
-      context: contextOf(attached.table, owner)?.id ?? null,
-      indices: attached.indices.map((d) => ({ index: d.index, bdf: d.bdf })),
-      policy: decision,
-    };
+  const owner = options.owner ?? (options.subject?.name ?? os.userInfo().username);
+  try {
+    checkOwnerName(owner);
+  } catch (error) {
+    throw new IsogroupError('E_USAGE', (error as Error).message, { owner });
+  }
+  const subject = options.subject ?? selfSubject();
+  const snap = scanHost(o.port, { pciIds: null });
+  const groupId = groupIdOf(snap, target);
+  const log = auditLog(o.stateDir);
+  const caps = capsOf(o.port, snap);
+  const table = syncContexts(loadContexts(o.stateDir), o.stateDir, snap, caps);
+  const deny = (error: IsogroupError): never => {
+    auditResult(log, { action: 'assign', subject, group: groupId, owner, devices: snap.kernelGroups.get(groupId)?.devices ?? [] }, { ok: false, error });
+    throw error;
+  };
+  if (subject.uid !== 0 && subject.name !== owner) {
+    deny(new IsogroupError('E_PERMISSION', `${subject.name} (uid ${subject.uid}) may claim groups only for itself, not for ${owner}`, { subject: subject.name, owner }));
+  }
+  const holder = ownerOfGroup(table, groupId);
+  if (holder !== null && holder !== owner) {
+    deny(new IsogroupError('E_CONTEXT', `group ${groupId} belongs to ${holder}'s context ${contextOf(table, holder)?.id ?? ''}`.trim(), { group: groupId, owner: holder }));
+  }
+  const devices = (snap.kernelGroups.get(groupId)?.devices ?? []).map((b) => snap.devices.get(b)!).filter(Boolean);
+  const { decision } = decideAndAudit(log, policyOf(options), subject, { action: 'assign', group: groupId, owner, devices });
+  if (!decision.allowed) throw new IsogroupError('E_POLICY_DENIED', `policy denies ${subject.name} group ${groupId}: ${decision.reason}`, { group: groupId, subject: subject.name, rule: decision.rule });
+  // Compatibility and invariants on the group as it will be once on vfio-pci. A group already in
+  // this owner's context is left to the bind engine, which says E_ALREADY_ASSIGNED.
+  if (holder !== owner) {
+    const pre = attachGroup(table, owner, groupFacts(snap, groupId, { viable: true, blockers: [] }), caps ? { caps } : {});
+    if (!pre.ok) deny(pre.error);
+  }
+  const result = assignGroup(target, { ...options, port: o.port, stateDir: o.stateDir, owner });
+  if (result.dryRun) return { ...result, context: contextOf(table, owner)?.id ?? null, indices: [], policy: decision };
+  const after = scanHost(o.port, { pciIds: null });
+  const viability = checkViability((after.kernelGroups.get(groupId)?.devices ?? []).map((b) => after.devices.get(b)!).filter(Boolean));
+  const attached = updateContexts(o.stateDir, (t) => {
+    const synced = syncContexts(t, o.stateDir, after, caps);
+    const already = ownerOfGroup(synced, groupId) === owner;
+    if (already) return { table: synced, indices: contextOf(synced, owner)!.devices.filter((d) => d.group === groupId) };
+    const r = orThrow(attachGroup(synced, owner, groupFacts(after, groupId, { viable: viability.viable, blockers: viability.blockers.map((b) => b.reason) }), caps ? { caps } : {}));
+    return { table: r.table, indices: r.indices };
   });
+  auditResult(log, { action: 'context-attach', subject, group: groupId, owner, devices: result.devices ?? [] }, { ok: true });
+  return {
+    ...result,
+    context: contextOf(attached.table, owner)?.id ?? null,
+    indices: attached.indices.map((d) => ({ index: d.index, bdf: d.bdf })),
+    policy: decision,
+  };
 };
 
 /** Release a group and detach it from its owner's context (a non-root subject only its own). */
@@ -242,35 +209,33 @@ export const releaseFromOwner = (target: string, options: ContextOptions & { dry
 /** Move every group of `from`'s context into `into`'s (root only; the policy must allow `into` each device). */
 export const mergeOwnerContexts = (from: string, into: string, options: ContextOptions = {}): ContextView => {
   const o = open(options);
-  return withCaps(o.port, () => {
-    const subject = options.subject ?? selfSubject();
-    const log = auditLog(o.stateDir);
-    if (subject.uid !== 0) {
-      const error = new IsogroupError('E_PERMISSION', `only root merges contexts (asked by ${subject.name})`, { subject: subject.name });
-      auditResult(log, { action: 'context-merge', subject, owner: into }, { ok: false, error });
-      throw error;
-    }
-    const snap = scanHost(o.port, { pciIds: null });
-    const caps = readIommuUnitCapsSafe(snap);
-    const lock = lockStateDir(o.stateDir);
-    try {
-      const table = syncContexts(loadContexts(o.stateDir), o.stateDir, snap);
-      const source = contextOf(table, from);
-      if (!source) throw new IsogroupError('E_NOT_FOUND', `${from} has no context`, { owner: from });
-      const devices = source.devices.map((d) => snap.devices.get(d.bdf)).filter((d): d is NonNullable<typeof d> => d !== undefined);
-      const { decision } = decideAndAudit(log, policyOf(options), subjectForOwner(into), { action: 'context-merge', owner: into, context: source.id, devices });
-      if (!decision.allowed) throw new IsogroupError('E_POLICY_DENIED', `policy denies ${into} the devices of ${from}'s context: ${decision.reason}`, { from, into });
-      const merged = updateContexts(o.stateDir, (t) => orThrow(mergeContexts(syncContexts(t, o.stateDir, snap), from, into, caps ? { caps } : {})));
-      // The journal names the new owner of every moved group.
-      const moved = new Set(source.groups.map((g) => g.id));
-      const journal = readJournal(o.stateDir);
-      writeJournal(o.stateDir, { ...journal, entries: journal.entries.map((e) => (moved.has(e.groupId) ? { ...e, owner: into } : e)) });
-      auditResult(log, { action: 'context-merge', subject, owner: into, context: source.id, devices: devices.map((d) => d.bdf), reason: `${from}'s groups ${[...moved].join(' ')} moved to ${into}` }, { ok: true });
-      return contextView(merged.table, into, snap, caps ? { caps } : {});
-    } finally {
-      lock.release();
-    }
-  });
+  const subject = options.subject ?? selfSubject();
+  const log = auditLog(o.stateDir);
+  if (subject.uid !== 0) {
+    const error = new IsogroupError('E_PERMISSION', `only root merges contexts (asked by ${subject.name})`, { subject: subject.name });
+    auditResult(log, { action: 'context-merge', subject, owner: into }, { ok: false, error });
+    throw error;
+  }
+  const snap = scanHost(o.port, { pciIds: null });
+  const caps = capsOf(o.port, snap);
+  const lock = lockStateDir(o.stateDir);
+  try {
+    const table = syncContexts(loadContexts(o.stateDir), o.stateDir, snap, caps);
+    const source = contextOf(table, from);
+    if (!source) throw new IsogroupError('E_NOT_FOUND', `${from} has no context`, { owner: from });
+    const devices = source.devices.map((d) => snap.devices.get(d.bdf)).filter((d): d is NonNullable<typeof d> => d !== undefined);
+    const { decision } = decideAndAudit(log, policyOf(options), subjectForOwner(into), { action: 'context-merge', owner: into, context: source.id, devices });
+    if (!decision.allowed) throw new IsogroupError('E_POLICY_DENIED', `policy denies ${into} the devices of ${from}'s context: ${decision.reason}`, { from, into });
+    const merged = updateContexts(o.stateDir, (t) => orThrow(mergeContexts(syncContexts(t, o.stateDir, snap, caps), from, into, caps ? { caps } : {})));
+    // The journal names the new owner of every moved group.
+    const moved = new Set(source.groups.map((g) => g.id));
+    const journal = readJournal(o.stateDir);
+    writeJournal(o.stateDir, { ...journal, entries: journal.entries.map((e) => (moved.has(e.groupId) ? { ...e, owner: into } : e)) });
+    auditResult(log, { action: 'context-merge', subject, owner: into, context: source.id, devices: devices.map((d) => d.bdf), reason: `${from}'s groups ${[...moved].join(' ')} moved to ${into}` }, { ok: true });
+    return contextView(merged.table, into, snap, caps ? { caps } : {});
+  } finally {
+    lock.release();
+  }
 };
 
 /** Destroy an owner's context; with force, release its groups first (without, it must be empty). */
@@ -311,12 +276,10 @@ export const listContexts = (options: ContextOptions = {}): ContextsListResult =
 /** `contexts show OWNER`: groups, the device namespace and the usable IOVA ranges. */
 export const showContext = (owner: string, options: ContextOptions = {}): ContextView => {
   const o = open(options);
-  return withCaps(o.port, () => {
-    const snap = scanHost(o.port, { pciIds: null });
-    const caps = readIommuUnitCapsSafe(snap);
-    const table = syncContexts(loadContexts(o.stateDir), o.stateDir, snap);
-    return contextView(table, owner, snap, caps ? { caps } : {});
-  });
+  const snap = scanHost(o.port, { pciIds: null });
+  const caps = capsOf(o.port, snap);
+  const table = syncContexts(loadContexts(o.stateDir), o.stateDir, snap, caps);
+  return contextView(table, owner, snap, caps ? { caps } : {});
 };
 
 /** The table as stored, synced with the journal (the daemon's view of who holds what). */
