@@ -617,6 +617,12 @@ export class GuardDaemon {
     return { target, body: b };
   }
 
+  /** The assigned group a GROUP|BDF request names (a BDF: the group that has it as a member). */
+  private assignedEntryOf(target: string): JournalEntry | undefined {
+    const arg = parseGroupArg(target);
+    return 'groupId' in arg ? this.assigned.get(arg.groupId) : [...this.assigned.values()].find((e) => e.members.some((m) => m.bdf === arg.bdf));
+  }
+
   // Recovery touches every group: root only.
   private authorize(ctx: RequestContext, what: string): void {
     if (ctx.peer && ctx.peer.uid !== 0) {
@@ -681,9 +687,8 @@ export class GuardDaemon {
       .route('POST', '/release', (ctx) => {
         const { target, body } = this.requireTarget(ctx.body);
         const subject = this.subjectOf(ctx);
-        const arg = parseGroupArg(target);
-        const groupId = 'groupId' in arg ? arg.groupId : [...this.assigned.values()].find((e) => e.members.some((m) => m.bdf === arg.bdf))?.groupId;
-        const entry = groupId ? this.assigned.get(groupId) : undefined;
+        const entry = this.assignedEntryOf(target);
+        const groupId = entry?.groupId;
         if (entry) this.requireSelfOrRoot(subject, entry.owner, 'release groups of');
         if (groupId && body.dryRun !== true) this.unhold(groupId);
         try {
@@ -730,9 +735,7 @@ export class GuardDaemon {
         const subject = this.subjectOf(ctx);
         const owner = ctx.params.owner!;
         this.requireSelfOrRoot(subject, owner, 'detach from');
-        const groupId = parseGroupArg(target);
-        const id = 'groupId' in groupId ? groupId.groupId : [...this.assigned.values()].find((e) => e.members.some((m) => m.bdf === groupId.bdf))?.groupId;
-        const entry = id ? this.assigned.get(id) : undefined;
+        const entry = this.assignedEntryOf(target);
         if (!entry || entry.owner !== owner) throw new IsogroupError('E_CONTEXT', `group ${target} is not in ${owner}'s context`, { owner, target });
         this.unhold(entry.groupId);
         const result = releaseFromOwner(entry.groupId, { port: this.port, stateDir: this.stateDir, subject });
