@@ -12,7 +12,21 @@ export interface KernelJob {
   root: string;
 }
 
-export type KernelCommand = { op: 'add'; bridges: string[] } | { op: 'remove'; bdfs: string[] } | { op: 'exit' };
+export type KernelCommand =
+  | { op: 'add'; bridges: string[] }
+  | { op: 'remove'; bdfs: string[] }
+  /** Send each device's `add` uevent at its due time: every 1000/rate ms from now, or all at once (rate 0). */
+  | { op: 'replay'; bdfs: string[]; rate: number }
+  | { op: 'exit' };
+
+/** One uevent, as the daemon's event source would receive it from the kernel's socket. */
+export interface KernelUevent {
+  type: 'uevent';
+  index: number;
+  bdf: string;
+  /** When the kernel emitted it (epoch ms, sub-ms): latencies are measured from here. */
+  due: number;
+}
 
 export interface KernelAdd {
   type: 'add';
@@ -26,7 +40,7 @@ export interface KernelAdd {
 
 export interface KernelBatchDone {
   type: 'done';
-  op: 'add' | 'remove';
+  op: 'add' | 'remove' | 'replay';
   /** Per-operation simulator cost (ms). */
   ms: number[];
   adds: KernelAdd[];
@@ -34,6 +48,13 @@ export interface KernelBatchDone {
 }
 
 const job = workerData as KernelJob;
+const now = (): number => performance.timeOrigin + performance.now();
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+/** Sleep without spinning (a spinning emitter would take a core from the daemon it measures). */
+const sleepUntil = (t: number): void => {
+  const ms = t - now();
+  if (ms > 0) Atomics.wait(sleeper, 0, 0, ms);
+};
 const { kernel, port } = openSimulatedRoot(job.root);
 
 parentPort!.on('message', (cmd: KernelCommand) => {
@@ -43,7 +64,14 @@ parentPort!.on('message', (cmd: KernelCommand) => {
   }
   const ms: number[] = [];
   const adds: KernelAdd[] = [];
-  if (cmd.op === 'add') {
+  if (cmd.op === 'replay') {
+    const t0 = now() + 1;
+    cmd.bdfs.forEach((bdf, index) => {
+      const due = cmd.rate > 0 ? t0 + (index * 1000) / cmd.rate : t0;
+      sleepUntil(due);
+      parentPort!.postMessage({ type: 'uevent', index, bdf, due } satisfies KernelUevent);
+    });
+  } else if (cmd.op === 'add') {
     for (const bridge of cmd.bridges) {
       const t0 = performance.now();
       const r = kernel.addDevice({ bridge, vendor: 0x8086, device: 0x100e, driver: 'e1000' });

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import type { BenchContext, BenchModule } from './run.js';
-import type { KernelBatchDone, KernelCommand, KernelJob } from './hotplug-kernel.js';
+import type { KernelBatchDone, KernelCommand, KernelJob, KernelUevent } from './hotplug-kernel.js';
 import { type ConfigOptions, buildConfig } from './config-builder.js';
 import { generateHost } from './generate.js';
 import { assignGroup } from '../api/bind.js';
@@ -17,11 +17,12 @@ import { ManualSource } from '../sysfs/uevent.js';
 // switch whose downstream ports each lead to a PCIe-to-PCI bridge and its conventional bus (32 slots, a
 // card already in slot 0). Each such bus is one IOMMU group (everything behind the bridge aliases to
 // it); every 4th is assigned to a user, so about a quarter of the hot-adds land inside assigned groups.
-// The fixture kernel runs in a worker thread. It costs far more per add than a real kernel, and runs
-// on the same 2 cores, so a burst goes in chunks: the kernel hot-adds a chunk (the groups are held,
-// so host drivers are refused inside them), then the chunk's uevents are replayed to the daemon through
-// a ManualSource, paced at 1,000/s or all at once, then the chunk is unplugged again. The daemon's
-// figures therefore contain no simulator time except its own sysfs writes (override, probe).
+// The fixture kernel runs in a worker thread, as a real kernel runs beside the daemon. It costs far more
+// per add than a real kernel, and runs on the same 2 cores, so a burst goes in chunks: the kernel
+// hot-adds a chunk (the groups are held, so host drivers are refused inside them), then sends the
+// chunk's uevents to the daemon's thread at their due times (1,000/s, or all at once), sleeping in
+// between as a kernel does (the daemon's thread idles in its event loop until a uevent arrives, as it
+// does on a netlink socket), then unplugs the chunk again. Latencies run from each uevent's due time.
 
 const PER_BUS = 24; // hot-adds per conventional bus at most (32 slots, one taken; leave headroom)
 const ASSIGN_EVERY = 4;
@@ -131,13 +132,13 @@ interface RunResult {
   /** The simulator's own cost per hot-add / removal (worker thread, daemon idle). */
   addMs: number[];
   removeMs: number[];
-  /** Hint due -> handed to the daemon: waiting while the event loop is busy (a socket buffer's wait). */
+  /** Uevent due -> handled on the daemon's thread (message transit plus any wait while the loop is busy). */
   queueMs: number[];
   /** Daemon's own hint -> decision (daemon.latencies), inside assigned groups. */
   hintDecision: number[];
   /** Event due -> decision inside assigned groups (queue + daemon). */
   eventDecision: number[];
-  /** Hint -> override set and vfio-pci probed (read back), inside assigned groups, when the hint did it. */
+  /** Hint -> the action thread reports the device on vfio-pci (override set, probed, read back), inside assigned groups. */
   hintAction: number[];
   /** Elsewhere: hint -> the daemon has looked and left it alone; and the same from the event's due time. */
   hintElsewhere: number[];
@@ -161,10 +162,12 @@ class KernelThread {
   private readonly worker: Worker;
   private waiting: { resolve: (m: KernelBatchDone) => void; reject: (e: Error) => void } | null = null;
   private failed: Error | null = null;
+  /** Called for each uevent of a replay, in order, before the replay's `done`. */
+  onUevent: (e: KernelUevent) => void = () => undefined;
 
   constructor(root: string) {
     this.worker = new Worker(new URL('./hotplug-kernel.js', import.meta.url), { workerData: { root } satisfies KernelJob });
-    this.worker.on('message', (m: KernelBatchDone) => this.waiting?.resolve(m));
+    this.worker.on('message', (m: KernelBatchDone | KernelUevent) => (m.type === 'uevent' ? this.onUevent(m) : this.waiting?.resolve(m)));
     this.worker.on('error', (e) => {
       this.failed = e;
       this.waiting?.reject(e);
@@ -208,10 +211,16 @@ const runOnce = async (ctx: BenchContext, mode: Mode, burst: number, host: Hotpl
   // Decision moments, stamped synchronously as the daemon publishes them; reconcile durations.
   let decidedAt = NaN;
   let acted = false;
+  // Hint -> the action thread's result (override set, vfio-pci probed, driver read back), per device.
+  const hintAt = new Map<string, number>();
   daemon.hub.onEvent((e) => {
     if (e.type === 'decision') {
       decidedAt = now();
       acted = Array.isArray(e.data.actions) && e.data.actions.length > 0;
+    } else if (e.type === 'action' && typeof e.data.bdf === 'string') {
+      const at = hintAt.get(e.data.bdf);
+      if (at !== undefined && e.data.ok === true && e.data.driverAfter === 'vfio-pci') r.hintAction.push(now() - at);
+      hintAt.delete(e.data.bdf);
     }
   });
   const r: RunResult = {
@@ -235,37 +244,35 @@ const runOnce = async (ctx: BenchContext, mode: Mode, burst: number, host: Hotpl
       const staged = await kernel.run({ op: 'add', bridges: plan.slice(done, done + CHUNK).map((b) => b.bridge) });
       r.addMs.push(...staged.ms);
       r.workerHeap = staged.heapUsed;
-      // Replay the chunk's uevents: due every 1/rate s (paced), or all at once drained 64 per turn (unpaced).
+      // Replay the chunk's uevents from the kernel thread: each handled as it arrives, at once.
       const adds = staged.adds;
-      const t0 = now() + 1;
-      const due = (i: number): number => (rate > 0 ? t0 + (i * 1000) / rate : t0);
-      let last = t0;
-      for (let i = 0; i < adds.length; ) {
-        const batchEnd = rate > 0 ? adds.length : Math.min(adds.length, i + 64);
-        while (i < batchEnd && due(i) <= now()) {
-          const a = adds[i]!;
-          const recv = now();
-          r.queueMs.push(recv - due(i));
-          decidedAt = NaN;
-          acted = false;
-          manual.emit({ action: 'add', bdf: a.bdf as never });
-          const ret = now();
-          last = ret;
-          if (a.group !== null && assignedGroups.has(a.group)) {
-            everInAssigned.add(a.bdf);
-            r.eventDecision.push(decidedAt - due(i));
-            if (acted) {
-              r.actedByHint++;
-              r.hintAction.push(ret - recv);
-            }
-          } else {
-            r.hintElsewhere.push(ret - recv);
-            r.eventElsewhere.push(ret - due(i));
+      const byBdf = new Map(adds.map((a) => [a.bdf, a]));
+      let first = NaN;
+      let last = NaN;
+      kernel.onUevent = (u) => {
+        const a = byBdf.get(u.bdf)!;
+        const recv = now();
+        if (Number.isNaN(first)) first = u.due;
+        r.queueMs.push(recv - u.due);
+        decidedAt = NaN;
+        acted = false;
+        manual.emit({ action: 'add', bdf: a.bdf as never });
+        const ret = now();
+        last = ret;
+        if (a.group !== null && assignedGroups.has(a.group)) {
+          everInAssigned.add(a.bdf);
+          r.eventDecision.push(decidedAt - u.due);
+          if (acted) {
+            r.actedByHint++;
+            hintAt.set(a.bdf, recv);
           }
-          i++;
+        } else {
+          r.hintElsewhere.push(ret - recv);
+          r.eventElsewhere.push(ret - u.due);
         }
-        await new Promise((res) => setImmediate(res));
-      }
+      };
+      await kernel.run({ op: 'replay', bdfs: adds.map((a) => a.bdf), rate });
+      const t0 = first;
       handledMs += last - t0;
       await daemon.idle();
       r.settleMs += now() - t0;
@@ -332,7 +339,7 @@ export const hotplugBench: BenchModule = {
       ['run', 'max devs', 'events/s', 'settle ms', 'sim add p50', 'p99', 'sim remove p50', 'queue p50', 'p99', 'max', 'reconciles', 'reconcile p50 ms', 'max'],
       results.map((r) => [label(r), r.rootDevices, f(r.sustained, 0), f(r.settleMs, 0), f(pct(r.addMs, 50), 2), f(pct(r.addMs, 99), 2), f(pct(r.removeMs, 50), 2), f(pct(r.queueMs, 50), 3), f(pct(r.queueMs, 99), 2), f(max(r.queueMs), 1), r.reconciles, f(pct(r.reconcileMs, 50), 1), f(max(r.reconcileMs), 1)]),
     );
-    ctx.log('\nlatency, ms (inside assigned groups: hint->decision = daemon.latencies; event->decision adds the wait before the hint is handled; hint->action = override set + vfio-pci probed and read back, when the hint path did it)');
+    ctx.log('\nlatency, ms (inside assigned groups: hint->decision = daemon.latencies; event->decision adds the wait before the hint is handled; queue = uevent due -> handled by the daemon thread; hint->action = the action thread result back: override set, vfio-pci probed, driver read back)');
     ctx.table(
       ['run', 'in-group', 'acted by hint', 'hint->dec p50', 'p99', 'max', 'event->dec p50', 'p99', 'max', 'hint->action p50', 'p99', 'elsewhere hint p50', 'p99', 'elsewhere event p99'],
       results.map((r) => [label(r), r.inGroup, r.actedByHint, f(pct(r.hintDecision, 50), 3), f(pct(r.hintDecision, 99), 3), f(max(r.hintDecision), 2), f(pct(r.eventDecision, 50), 3), f(pct(r.eventDecision, 99), 2), f(max(r.eventDecision), 1), f(pct(r.hintAction, 50), 3), f(pct(r.hintAction, 99), 3), f(pct(r.hintElsewhere, 50), 3), f(pct(r.hintElsewhere, 99), 3), f(pct(r.eventElsewhere, 99), 2)]),

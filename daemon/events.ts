@@ -166,10 +166,11 @@ export class EventHub {
         this.logger.warn('event listener failed', { error });
       }
     }
-    const frame = sseFrame(event);
+    let frame: string | null = null; // formatted once, and only when someone takes it
     const dropped: Subscriber[] = [];
     for (const sub of this.subs) {
       if (sub.filter && !sub.filter(event)) continue;
+      frame ??= sseFrame(event);
       if (!sub.offer(frame, this.maxQueue)) dropped.push(sub);
     }
     for (const sub of dropped) this.drop(sub);

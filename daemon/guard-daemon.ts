@@ -17,7 +17,8 @@ import { prepareStateDir } from '../bind/lock.js';
 import type { HostSnapshot, KernelGroup, PciDevice } from '../sysfs/model.js';
 import { journalStatus } from '../bind/status.js';
 import { decideDevice, decideGuard, type GuardAction, type GuardEvent } from '../bind/guard.js';
-import { applyGuardAction, type GuardActionResult } from '../bind/guard-apply.js';
+import type { GuardActionResult } from '../bind/guard-apply.js';
+import { type ActionRunner, InlineActionRunner, WorkerActionRunner } from './action-runner.js';
 import { replaceFileDurably } from '../bind/durable-file.js';
 import { type Bdf, isBdf } from '../sysfs/bdf.js';
 import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
@@ -59,6 +60,11 @@ export interface GuardDaemonOptions {
    * 1,000-add stream: chokidar p50 2.6 s from change to hint (7.7 s to start with 10k devices), fs.watch 0.5 ms.
    */
   watchEngine?: 'fs-watch' | 'chokidar';
+  /**
+   * Run the guard's sysfs writes on a worker thread (default) or on the daemon's own thread. A daemon
+   * given its own `port` always runs them inline (a port object cannot cross threads).
+   */
+  actionThread?: boolean;
   /** Policy file (JSON or YAML); missing: root only. Default /etc/isogroup/policy.yaml (ROOT/etc/... under --simulate). */
   policyFile?: string | null;
 }
@@ -88,6 +94,10 @@ export interface DaemonStats {
 }
 
 const LATENCY_SAMPLES = 100_000;
+const SOON_QUIET_MS = 200;
+const SOON_MAX_MS = 2000;
+/** Devices scanned per turn of the event loop during a full pass (~0.1 ms each). */
+const SCAN_SLICE = 8;
 
 export class GuardDaemon {
   readonly hub: EventHub;
@@ -110,12 +120,15 @@ export class GuardDaemon {
   private running: Promise<void> | null = null;
   private soonTimer: NodeJS.Timeout | null = null;
   private soonSince = 0;
+  private soonLast = 0;
+  private soonReason = '';
   private queued = false;
   private closed = false;
   private closing: Promise<void> | null = null;
   private readonly policy: PolicyStore;
   private readonly audit: AuditLog;
   private readonly handoffs = new Map<string, Handoff>();
+  private readonly actions: ActionRunner;
 
   private constructor(options: GuardDaemonOptions) {
     this.logger = options.logger ?? silentLogger;
@@ -144,6 +157,12 @@ export class GuardDaemon {
     const policyFile = options.policyFile === undefined ? (this.simulate ? path.join(this.root, 'etc/isogroup/policy.yaml') : '/etc/isogroup/policy.yaml') : options.policyFile;
     this.policy = PolicyStore.open(policyFile);
     this.audit = new AuditLog(this.stateDir);
+    this.actions =
+      options.port || options.actionThread === false
+        ? new InlineActionRunner(this.port)
+        : new WorkerActionRunner({ root: this.root, simulate: this.simulate }, this.port, (error) => {
+            this.logger.error('action thread died; actions run on the main thread from now on', { error: error.message });
+          });
   }
 
   /** Start: recover unfinished transactions, hold every assigned group, repair, then serve. */
@@ -295,17 +314,22 @@ export class GuardDaemon {
   /** Trailing debounce: one pass 200 ms after the last request, and at most 2 s after the first. */
   private scheduleSoon(reason: string): void {
     if (this.closed) return;
-    const now = Date.now();
-    if (this.soonTimer) {
-      if (now - this.soonSince >= 2000) return;
-      clearTimeout(this.soonTimer);
-    } else {
-      this.soonSince = now;
-    }
-    this.soonTimer = setTimeout(() => {
+    const now = performance.now();
+    this.soonLast = now;
+    this.soonReason = reason;
+    if (this.soonTimer) return; // one timer per quiet period, not one per hint of a burst
+    this.soonSince = now;
+    const fire = (): void => {
+      const t = performance.now();
+      const quietFor = t - this.soonLast;
+      if (quietFor < SOON_QUIET_MS && t - this.soonSince < SOON_MAX_MS) {
+        this.soonTimer = setTimeout(fire, Math.min(SOON_QUIET_MS - quietFor, SOON_MAX_MS - (t - this.soonSince)));
+        return;
+      }
       this.soonTimer = null;
-      this.schedule(reason);
-    }, 200);
+      this.schedule(this.soonReason);
+    };
+    this.soonTimer = setTimeout(fire, SOON_QUIET_MS);
   }
 
   // One device named by a hint: read it alone, decide, act; the full rescan that follows catches the rest.
@@ -321,27 +345,30 @@ export class GuardDaemon {
     this.stats.fastDecisions++;
     this.recordLatency(performance.now() - t0);
     this.hub.publish('decision', { bdf, group: groupId, owner: entry.owner, via: 'hint', actions: decision.actions.map((a) => ({ kind: a.kind, reason: a.reason })) });
-    this.carryOut(decision.actions, decision.events);
+    void this.carryOut(decision.actions, decision.events);
     if (!entry.members.some((m) => m.bdf === bdf)) this.scheduleSoon('membership');
   }
 
-  private carryOut(actions: GuardAction[], events: GuardEvent[]): GuardActionResult[] {
+  /** Report the events now; hand the actions to the action thread and report each result as it comes back. */
+  private async carryOut(actions: GuardAction[], events: GuardEvent[]): Promise<GuardActionResult[]> {
     for (const ev of events) {
       if (ev.type === 'violation') this.stats.violations++;
       this.hub.publish(ev.type, { group: ev.groupId, owner: ev.owner, ...(ev.bdf ? { bdf: ev.bdf } : {}), ...(ev.driver ? { driver: ev.driver } : {}), ...(ev.added ? { added: ev.added, removed: ev.removed } : {}), message: ev.message });
       this.logger[ev.type === 'violation' ? 'warn' : 'info'](ev.message, { event: ev.type, group: ev.groupId, bdf: ev.bdf, driver: ev.driver });
     }
-    const results: GuardActionResult[] = [];
-    for (const action of actions) {
-      const r = applyGuardAction(this.port, action);
-      this.stats.actions++;
-      if (!r.ok) this.stats.failedActions++;
-      results.push(r);
-      this.hub.publish('action', { kind: action.kind, bdf: action.bdf, group: action.groupId, owner: action.owner, ok: r.ok, driverAfter: r.driverAfter, ...(r.error ? { error: r.error } : {}) });
-      if (!r.ok) this.logger.error('guard action failed', { kind: action.kind, bdf: action.bdf, error: r.error });
-    }
+    if (actions.length === 0) return [];
+    const results = await Promise.all(
+      actions.map(async (action) => {
+        const r = await this.actions.run(action);
+        this.stats.actions++;
+        if (!r.ok) this.stats.failedActions++;
+        this.hub.publish('action', { kind: action.kind, bdf: action.bdf, group: action.groupId, owner: action.owner, ok: r.ok, driverAfter: r.driverAfter, ...(r.error ? { error: r.error } : {}) });
+        if (!r.ok) this.logger.error('guard action failed', { kind: action.kind, bdf: action.bdf, error: r.error });
+        return r;
+      }),
+    );
     // A repaired group may be viable again: hold what is not held yet.
-    if (results.some((r) => r.ok)) for (const e of this.assigned.values()) if (this.ownerOf(e.groupId) === null && !this.handoffs.has(e.groupId)) this.hold(e);
+    if (!this.closed && results.some((r) => r.ok)) for (const e of this.assigned.values()) if (this.ownerOf(e.groupId) === null && !this.handoffs.has(e.groupId)) this.hold(e);
     return results;
   }
 
@@ -378,8 +405,9 @@ export class GuardDaemon {
         this.soonTimer = null;
         this.schedule('idle');
       }
-      if (!this.running) return;
-      await this.running;
+      if (this.running) await this.running;
+      else if (this.actions.pending > 0) await this.actions.idle();
+      else return;
     }
   }
 
@@ -400,13 +428,13 @@ export class GuardDaemon {
       if (this.handoffs.has(entry.groupId)) this.watchHandoff(entry.groupId);
       else this.hold(entry);
     }
-    const snap = this.assignedSnapshot();
+    const snap = await this.assignedSnapshot();
     const decision = decideGuard(
       snap,
       [...this.assigned.values()].map((e) => ({ groupId: e.groupId, owner: e.owner, devices: e.members.map((m) => m.bdf as Bdf) })),
     );
     if (decision.actions.length || decision.events.length) this.logger.debug('reconcile', { reason, actions: decision.actions.length, events: decision.events.length });
-    this.carryOut(decision.actions, decision.events);
+    await this.carryOut(decision.actions, decision.events);
     for (const ev of decision.events) if (ev.type === 'membership-changed') this.recordMembers(ev.groupId, snap.kernelGroups.get(ev.groupId)?.devices ?? []);
   }
 
@@ -414,7 +442,7 @@ export class GuardDaemon {
    * Only what the guard decides on: the members of assigned groups (from the kernel's group
    * directories), not the whole host; the whole host when a root has no group directories.
    */
-  private assignedSnapshot(): HostSnapshot {
+  private async assignedSnapshot(): Promise<HostSnapshot> {
     if (this.port.kind('sys/kernel/iommu_groups') !== 'dir') return scanHost(this.port, { pciIds: null });
     const kernelGroups = new Map<string, KernelGroup>();
     const devices = new Map<Bdf, PciDevice>();
@@ -425,7 +453,11 @@ export class GuardDaemon {
       } catch {
         members = [];
       }
-      for (const d of scanDevices(this.port, members)) devices.set(d.bdf, d);
+      // In slices, yielding between them: a hint that arrives meanwhile is decided within one slice.
+      for (let i = 0; i < members.length; i += SCAN_SLICE) {
+        for (const d of scanDevices(this.port, members.slice(i, i + SCAN_SLICE))) devices.set(d.bdf, d);
+        await new Promise((r) => setImmediate(r));
+      }
       kernelGroups.set(id, { id, devices: members.filter((b) => devices.has(b)), type: null, reservedRegions: [] });
     }
     for (const [id, g] of kernelGroups) if (g.devices.length === 0) kernelGroups.delete(id);
@@ -604,7 +636,7 @@ export class GuardDaemon {
         ...(this.holdErrors.has(g.id) ? { holdError: this.holdErrors.get(g.id) } : {}),
         ...(this.handoffs.has(g.id) ? { handoff: this.handoffs.get(g.id) } : {}),
       })),
-      daemon: { pid: process.pid, root: this.root, simulate: this.simulate, stateDir: this.stateDir, socket: this.socketPath, stats: this.stats, subscribers: this.hub.subscriberCount },
+      daemon: { pid: process.pid, root: this.root, simulate: this.simulate, stateDir: this.stateDir, socket: this.socketPath, stats: this.stats, subscribers: this.hub.subscriberCount, actions: this.actions.kind, pendingActions: this.actions.pending },
     };
   }
 
@@ -821,6 +853,7 @@ export class GuardDaemon {
       await this.source?.close();
       if (this.soonTimer) clearTimeout(this.soonTimer);
       await this.idle().catch(() => undefined);
+      await this.actions.close();
       this.hub.close();
       await this.server?.close();
       for (const [, h] of this.holds) {

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { type Bdf, formatBdf, isBdf, parseBdf, splitBdf } from '../bdf.js';
 import { parseConfigSpace, hex } from '../config-space.js';
 import { ensureDriverDir } from '../fixture-writer.js';
-import { type DirEntry, type EntryKind, NodeSysfsPort, type SysfsPort, linkTargetRel, resolveUnder, sysfsError } from '../port.js';
+import { type DirEntry, type EntryKind, NodeSysfsPort, type SysfsPort, linkTargetRel, sysfsError } from '../port.js';
 import { scanHost } from '../scan.js';
 import { IsogroupError } from '../../errors.js';
 import { synthConfig, vfConfigFrom } from './config.js';
@@ -18,6 +18,8 @@ import { SIM_DIR, type SimFailure, type SimState, SimStateStore } from './state.
 const DEVICES = 'sys/bus/pci/devices';
 const DRIVERS = 'sys/bus/pci/drivers';
 const GROUPS = 'sys/kernel/iommu_groups';
+/** Logically removed devices (`remove`), waiting for a rescan. */
+const PARKED = `${SIM_DIR}/removed`;
 const DEFAULT_MSI_REGION = '0x00000000fee00000 0x00000000feefffff msi\n';
 
 /** Drivers that set driver_managed_dma: they never make a group non-viable nor trip the ownership guard. */
@@ -113,7 +115,7 @@ export class SimKernel {
 
   // ---------------------------------------------------------------- small filesystem helpers
   private abs(rel: string): string {
-    return resolveUnder(this.root, rel);
+    return this.node.abs(rel);
   }
 
   private readLinkRel(rel: string): string | null {
@@ -521,10 +523,13 @@ export class SimKernel {
       this.log(`pci ${d.bdf}: removed`);
     }
     if (park) {
-      const parked = `${SIM_DIR}/removed/${bdf}-${st.nextId++}`;
-      fs.mkdirSync(path.dirname(this.abs(parked)), { recursive: true });
-      fs.renameSync(this.abs(dir), this.abs(parked));
-      st.removed[bdf] = { dir, parked };
+      // Parked on disk, not in the state file (which every write re-serialises): PARKED/<bdf>/device is
+      // the subtree, PARKED/<bdf>/origin where it lived. A later removal of the same address replaces it.
+      const slot = `${PARKED}/${bdf}`;
+      fs.rmSync(this.abs(slot), { recursive: true, force: true });
+      fs.mkdirSync(this.abs(slot), { recursive: true });
+      fs.renameSync(this.abs(dir), this.abs(`${slot}/device`));
+      fs.writeFileSync(this.abs(`${slot}/origin`), dir);
     } else {
       fs.rmSync(this.abs(dir), { recursive: true, force: true });
     }
@@ -532,11 +537,28 @@ export class SimKernel {
 
   private rescan(st: SimState): Bdf[] {
     const added: Bdf[] = [];
-    for (const [bdf, r] of Object.entries(st.removed)) {
-      if (!fs.existsSync(this.abs(path.posix.dirname(r.dir)))) continue; // parent gone too
-      fs.renameSync(this.abs(r.parked), this.abs(r.dir));
-      delete st.removed[bdf];
-      for (const d of this.subtree(r.dir)) {
+    let parked: string[] = [];
+    try {
+      parked = fs.readdirSync(this.abs(PARKED)).filter(isBdf).sort();
+    } catch {
+      parked = [];
+    }
+    for (const bdf of parked) {
+      const slot = `${PARKED}/${bdf}`;
+      let dir: string;
+      try {
+        dir = fs.readFileSync(this.abs(`${slot}/origin`), 'utf8');
+      } catch {
+        continue;
+      }
+      if (!fs.existsSync(this.abs(path.posix.dirname(dir)))) continue; // parent gone too
+      if (this.devDir(bdf)) {
+        fs.rmSync(this.abs(slot), { recursive: true, force: true }); // the address was taken again meanwhile
+        continue;
+      }
+      fs.renameSync(this.abs(`${slot}/device`), this.abs(dir));
+      fs.rmSync(this.abs(slot), { recursive: true, force: true });
+      for (const d of this.subtree(dir)) {
         this.register(d.bdf, d.dir);
         added.push(d.bdf);
       }
@@ -654,7 +676,7 @@ export class SimKernel {
     const abs = this.abs(rel);
     let realDir: string;
     try {
-      realDir = fs.realpathSync(path.dirname(abs));
+      realDir = fs.realpathSync.native(path.dirname(abs));
     } catch {
       throw new KernelErrno('ENOENT', `${rel} does not exist`);
     }

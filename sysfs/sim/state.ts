@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { threadId } from 'node:worker_threads';
 import { IsogroupError } from '../../errors.js';
 import { withFileLock } from '../flock.js';
 
@@ -31,13 +32,6 @@ export interface SimFailure {
   persistent?: boolean;
 }
 
-export interface SimRemoved {
-  /** Root-relative device directory it had. */
-  dir: string;
-  /** Where the subtree is parked under SIM_DIR. */
-  parked: string;
-}
-
 export interface SimPendingAdd {
   bridge: string;
   bdf: string;
@@ -57,7 +51,6 @@ export interface SimState {
   holds: Record<string, SimHold>;
   containers: Record<string, SimContainer>;
   failures: SimFailure[];
-  removed: Record<string, SimRemoved>;
   pending: SimPendingAdd[];
   nextVfioDev: number;
   nextId: number;
@@ -71,7 +64,6 @@ export const emptyState = (): SimState => ({
   holds: {},
   containers: {},
   failures: [],
-  removed: {},
   pending: [],
   nextVfioDev: 0,
   nextId: 1,
@@ -101,26 +93,47 @@ export class SimStateStore {
     return fs.existsSync(this.file);
   }
 
-  private load(): SimState {
-    let text: string;
+  // The last state this handle read or wrote, with its exact text. Under the lock, a file whose text
+  // equals `cachedText` holds this very state, so the parse (the dearest part of a transaction) is
+  // skipped; any other writer (thread or process) changes the text and forces a fresh parse.
+  // Transaction callbacks return copies, never references into the state, so nothing outside a
+  // transaction can change the cached object.
+  private cached: SimState | null = null;
+  private cachedText: string | null = null;
+
+  private readText(): string | null {
     try {
-      text = fs.readFileSync(this.file, 'utf8');
+      return fs.readFileSync(this.file, 'utf8');
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return emptyState();
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw error;
     }
+  }
+
+  private load(): SimState {
+    const text = this.readText();
+    if (text === null) {
+      this.cached = null;
+      this.cachedText = null;
+      return emptyState();
+    }
+    if (this.cached && text === this.cachedText) return this.cached;
     try {
       const st = JSON.parse(text) as SimState;
       if (st.version !== 1) throw new Error(`version ${String(st.version)}`);
-      return { ...emptyState(), ...st };
+      this.cached = { ...emptyState(), ...st };
+      this.cachedText = text;
+      return this.cached;
     } catch (error) {
+      this.cached = null;
+      this.cachedText = null;
       throw new IsogroupError('E_INVALID_INPUT', `fixture kernel state ${this.file} is corrupt: ${(error as Error).message}`, { file: this.file }, { cause: error });
     }
   }
 
-  private save(st: SimState): void {
-    const tmp = `${this.file}.tmp-${process.pid}`;
-    fs.writeFileSync(tmp, JSON.stringify(st));
+  private save(text: string): void {
+    const tmp = `${this.file}.tmp-${process.pid}-${threadId}`;
+    fs.writeFileSync(tmp, text);
     fs.renameSync(tmp, this.file);
   }
 
@@ -129,13 +142,24 @@ export class SimStateStore {
     fs.mkdirSync(this.dir, { recursive: true });
     return withFileLock(this.lockFile, () => {
       const st = this.load();
-      const before = JSON.stringify(st);
+      const before = this.cachedText;
       pruneDead(st);
       try {
         return fn(st);
       } finally {
         // Saved even when fn throws: a failed write still counts, a one-shot failure is used up.
-        if (JSON.stringify(st) !== before) this.save(st);
+        const after = JSON.stringify(st);
+        if (after !== before) {
+          try {
+            this.save(after);
+            this.cached = st;
+            this.cachedText = after;
+          } catch (error) {
+            this.cached = null;
+            this.cachedText = null;
+            throw error;
+          }
+        }
       }
     });
   }

@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { assignGroup } from '../../api/bind.js';
@@ -160,5 +161,42 @@ describe('guard daemon on the fixture kernel', () => {
     await expect(client.request('POST', '/assign', [1, 2])).rejects.toMatchObject({ code: 'E_USAGE' });
     await expect(client.request('GET', '/nope')).rejects.toMatchObject({ code: 'E_NO_ROUTE', details: expect.objectContaining({ status: 404 }) });
     await expect(client.request('POST', '/release', { target: '7' })).rejects.toMatchObject({ code: 'E_NOT_ASSIGNED' });
+  });
+
+  it('a sysfs write that hangs (a probe stuck in a driver) holds up only the action thread: hints are still decided, the socket answers', async () => {
+    const { sim, root, socket, stateDir } = setup();
+    assignGroup('22', { root, simulate: true, stateDir, owner: 'alice' });
+    const pause = path.join(path.dirname(root), 'stuck');
+    const manual = new ManualSource();
+    // The daemon's action thread takes its environment at start: its first sysfs write will hang until pause.go exists.
+    process.env.ISOGROUP_SIM_PAUSE_AFTER = '1';
+    process.env.ISOGROUP_SIM_PAUSE_FILE = pause;
+    let daemon: GuardDaemon;
+    try {
+      daemon = await start(root, stateDir, socket, manual);
+    } finally {
+      delete process.env.ISOGROUP_SIM_PAUSE_AFTER;
+      delete process.env.ISOGROUP_SIM_PAUSE_FILE;
+    }
+    const decided: string[] = [];
+    daemon.hub.onEvent((e) => {
+      if (e.type === 'decision') decided.push(String(e.data.bdf));
+    });
+    const first = sim.kernel.addDevice({ bridge: ASSIGNED_BRIDGE, vendor: 0x8086, device: 0x100e, driver: 'e1000' });
+    manual.emit({ action: 'add', bdf: first.bdf });
+    await expect.poll(() => fs.existsSync(`${pause}.paused`), { timeout: 10_000 }).toBe(true);
+    // The write is stuck; the next device is still decided on the spot and the socket still answers.
+    const second = sim.kernel.addDevice({ bridge: ASSIGNED_BRIDGE, vendor: 0x8086, device: 0x100e, driver: 'e1000' });
+    manual.emit({ action: 'add', bdf: second.bdf });
+    expect(decided).toEqual([first.bdf, second.bdf]);
+    const status = await new DaemonClient(socket).get<{ groups: { id: string; held: boolean }[]; daemon: { actions: string; pendingActions: number } }>('/status');
+    expect(status.groups).toEqual([expect.objectContaining({ id: '22', held: true })]);
+    expect(status.daemon.actions).toBe('worker');
+    expect(status.daemon.pendingActions).toBeGreaterThanOrEqual(2); // both claims wait (a rescan may queue its own copies)
+    expect(sim.kernel.driverOf(second.bdf)).toBeNull(); // queued behind the stuck write, and the group is held
+    fs.writeFileSync(`${pause}.go`, '');
+    await daemon.idle();
+    expect([sim.kernel.driverOf(first.bdf), sim.kernel.driverOf(second.bdf)]).toEqual(['vfio-pci', 'vfio-pci']);
+    expect(hostBinds(sim, '22')).toEqual([]);
   });
 });

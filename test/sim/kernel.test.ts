@@ -121,6 +121,51 @@ describe('fixture kernel: driver binding', () => {
   });
 });
 
+describe('fixture kernel: shared state', () => {
+  it('two handles on one root (two processes or threads) see each other\'s changes at once, whatever each has cached', () => {
+    const a = simCopy();
+    const b = openSimulatedRoot(a.root);
+    a.kernel.injectFailure({ file: 'drivers_probe', errno: 'EIO' }); // a caches the state it wrote
+    expect(errnoOf(() => b.port.writeText('sys/bus/pci/drivers_probe', '0000:0b:00.0'))).toBe('EIO'); // b used it up
+    b.kernel.setDefaultDriver('0000:0a:02.0', null);
+    expect(a.kernel.defaultDriver('0000:0a:02.0')).toBeNull(); // a re-reads what b wrote
+    a.port.writeText('sys/bus/pci/drivers_probe', '0000:0b:00.0'); // the one-shot failure is gone for a too
+    const total = a.kernel.writeCount();
+    expect(b.kernel.writeCount()).toBe(total);
+    expect(total).toBe(2); // b's refused write counts too, as the kernel's own sequence does
+    expect([a.kernel.writesByThisHandle, b.kernel.writesByThisHandle]).toEqual([1, 0]);
+  });
+
+  it('a corrupt state file is a typed error naming it, for a handle that had a good copy cached too', () => {
+    const sim = simCopy();
+    sim.kernel.writeCount();
+    fs.writeFileSync(path.join(sim.root, '.isogroup-sim', 'state.json'), '{"version":1,');
+    let caught: unknown;
+    try {
+      sim.kernel.writeCount();
+    } catch (error) {
+      caught = error;
+    }
+    expect(isIsogroupError(caught) && caught.code).toBe('E_INVALID_INPUT');
+    expect(String((caught as Error).message)).toContain('state.json');
+  });
+
+  it('an address removed, then taken by a new device, is not overwritten by a later rescan', () => {
+    const sim = simCopy();
+    const bdf = '0000:0a:02.0';
+    sim.port.writeText(`sys/bus/pci/devices/${bdf}/remove`, '1');
+    const fresh = sim.kernel.addDevice({ bridge: '0000:09:00.0', vendor: 0x8086, device: 0x100e, driver: 'e1000', bdf });
+    expect(fresh.driver).toBe('e1000');
+    sim.port.writeText('sys/bus/pci/rescan', '1');
+    expect(sim.kernel.driverOf(bdf)).toBe('e1000');
+    expect(fs.readFileSync(path.join(sim.root, 'sys/bus/pci/devices', bdf, 'device'), 'utf8').trim()).toBe('0x100e');
+    // The parked copy is gone: a second rescan has nothing to bring back.
+    sim.port.writeText(`sys/bus/pci/devices/${bdf}/remove`, '1');
+    sim.port.writeText('sys/bus/pci/rescan', '1');
+    expect(fs.readFileSync(path.join(sim.root, 'sys/bus/pci/devices', bdf, 'device'), 'utf8').trim()).toBe('0x100e');
+  });
+});
+
 describe('fixture kernel: VFIO group files (NOTES.md bind test)', () => {
   it('partial group: open ok, not viable, SET_CONTAINER EPERM; second open EBUSY', () => {
     const sim = simCopy();

@@ -1,0 +1,34 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import type { GuardAction } from '../bind/guard.js';
+import { applyGuardAction, type GuardActionResult } from '../bind/guard-apply.js';
+import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
+import { SimKernel } from '../sysfs/sim/kernel.js';
+
+// The guard's action thread (see action-runner.ts): one action at a time, in arrival order.
+
+export interface ActionWorkerData {
+  root: string;
+  simulate: boolean;
+}
+export interface ActionWorkerRequest {
+  id: number;
+  action: GuardAction;
+}
+export interface ActionWorkerReply {
+  id: number;
+  result: GuardActionResult;
+}
+
+const data = workerData as ActionWorkerData;
+const port: SysfsPort = data.simulate ? new SimKernel(data.root).port() : new NodeSysfsPort(data.root);
+
+parentPort!.on('message', (m: ActionWorkerRequest) => {
+  let result: GuardActionResult;
+  try {
+    result = applyGuardAction(port, m.action);
+  } catch (error) {
+    // applyGuardAction reports failures itself; this is a read of the driver link failing after one.
+    result = { action: m.action, ok: false, steps: [], driverAfter: null, error: { code: 'E_INTERNAL', message: String(error) } };
+  }
+  parentPort!.postMessage({ id: m.id, result } satisfies ActionWorkerReply);
+});
