@@ -5,7 +5,7 @@ import { generateHost } from './generate.js';
 import { writeFixtureRoot } from '../sysfs/fixture-writer.js';
 import { loadPciIds } from '../sysfs/pci-ids.js';
 import { NodeSysfsPort } from '../sysfs/port.js';
-import { scanHost } from '../sysfs/scan.js';
+import { PARALLEL_MIN_DEVICES, scanHost } from '../sysfs/scan.js';
 
 // scanHost vs `lspci -A linux-sysfs -O sysfs.path=ROOT/sys/bus/pci -nnDvmm` on the same synthetic root.
 
@@ -46,28 +46,34 @@ export const scanBench: BenchModule = {
       if (warm.devices.size !== spec.devices.length) throw new Error(`scan found ${warm.devices.size} of ${spec.devices.length} devices`);
       const problems = [...warm.devices.values()].reduce((n, d) => n + d.problems.length, warm.problems.length);
       if (problems > 0) throw new Error(`scan of the synthetic root reported ${problems} problem(s)`);
-      const scanTimes: number[] = [];
-      const cpu0 = process.cpuUsage();
-      for (let i = 0; i < runs(size); i++) {
-        t0 = process.hrtime.bigint();
-        scanHost(port, { pciIds });
-        scanTimes.push(ms(t0));
-      }
-      const cpu = process.cpuUsage(cpu0);
-      const scanCpuMs = (cpu.user + cpu.system) / 1000 / runs(size);
-      let lspciMs: number | null = null;
-      let lspciCpuMs: number | null = null;
+      // Alternate scan and lspci runs, so a shared host's slow spells hit both columns alike.
+      const args = ['-A', 'linux-sysfs', '-O', `sysfs.path=${root}/sys/bus/pci`, '-nnDvmm'];
       if (lspci) {
-        const args = ['-A', 'linux-sysfs', '-O', `sysfs.path=${root}/sys/bus/pci`, '-nnDvmm'];
         const first = execaSync('lspci', args, { maxBuffer: 1 << 30 });
         const slots = (first.stdout.match(/^Slot:/gm) ?? []).length;
         if (slots !== spec.devices.length) throw new Error(`lspci saw ${slots} of ${spec.devices.length} devices`);
-        const times: number[] = [];
-        for (let i = 0; i < runs(size); i++) {
+      }
+      const scanTimes: number[] = [];
+      const times: number[] = [];
+      let scanCpu = 0;
+      let threads = 1;
+      for (let i = 0; i < runs(size); i++) {
+        const cpu0 = process.cpuUsage();
+        t0 = process.hrtime.bigint();
+        threads = scanHost(port, { pciIds }).scanThreads ?? 1;
+        scanTimes.push(ms(t0));
+        const cpu = process.cpuUsage(cpu0);
+        scanCpu += cpu.user + cpu.system;
+        if (lspci) {
           t0 = process.hrtime.bigint();
           execaSync('lspci', args, { maxBuffer: 1 << 30 });
           times.push(ms(t0));
         }
+      }
+      const scanCpuMs = scanCpu / 1000 / runs(size);
+      let lspciMs: number | null = null;
+      let lspciCpuMs: number | null = null;
+      if (lspci) {
         lspciMs = median(times);
         // CPU time of the lspci processes themselves (bash's `times`: children's user and system).
         const quoted = args.map((a) => `'${a}'`).join(' ');
@@ -79,6 +85,7 @@ export const scanBench: BenchModule = {
       perSize.set(size, { scan: scanMs, lspci: lspciMs });
       rows.push([
         spec.devices.length,
+        threads,
         writeMs.toFixed(0),
         scanMs.toFixed(1),
         lspciMs === null ? '-' : lspciMs.toFixed(1),
@@ -88,8 +95,8 @@ export const scanBench: BenchModule = {
         ((scanMs / spec.devices.length) * 1000).toFixed(1),
       ]);
     }
-    ctx.log('ms are medians of wall time; cpu ms is user+system time per run (the host may be shared, so wall time includes waiting)');
-    ctx.table(['devices', 'write ms', 'scan ms', 'lspci ms', 'isogroup/lspci', 'scan cpu ms', 'lspci cpu ms', 'scan us/device'], rows);
+    ctx.log('ms are medians of wall time, scan and lspci runs alternating; cpu ms is user+system time per run, all threads (the host may be shared, so wall time includes waiting); threads: scan threads (2 from ' + PARALLEL_MIN_DEVICES + ' devices on; lspci uses 1)');
+    ctx.table(['devices', 'threads', 'write ms', 'scan ms', 'lspci ms', 'isogroup/lspci', 'scan cpu ms', 'lspci cpu ms', 'scan us/device'], rows);
     const a = perSize.get(1000);
     const b = perSize.get(10_000);
     if (a && b) {

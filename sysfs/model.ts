@@ -93,4 +93,6 @@ export interface HostSnapshot {
   iommuEnabled: boolean;
   driversAutoprobe: boolean | null;
   problems: Problem[];
+  /** Threads that read the devices (2 on large hosts; absent: a snapshot not read by scanHost). */
+  scanThreads?: number;
 }

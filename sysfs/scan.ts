@@ -1,7 +1,8 @@
 import { type Bdf, compareBdf, formatBdf, isBdf, splitBdf, busIdOf } from './bdf.js';
 import { parseConfigSpace, hex } from './config-space.js';
 import type { HostSnapshot, IommuUnit, KernelGroup, PciDevice, Problem, ReservedRegion } from './model.js';
-import { type DirEntry, type SysfsPort, linkTargetRel } from './port.js';
+import { type DirEntry, NodeSysfsPort, type SysfsPort, linkTargetRel } from './port.js';
+import { type ChunkResult, SCAN_CHUNK, startScanHelper } from './scan-helper.js';
 import { isIsogroupError } from '../errors.js';
 import { lookupNames, type PciIds } from './pci-ids.js';
 
@@ -12,7 +13,20 @@ const MAX_LINK_HOPS = 8;
 export interface ScanOptions {
   /** pci.ids database for names; null disables names. Defaults to none (the CLI loads the host's). */
   pciIds?: PciIds | null;
+  /** Threads reading devices: 1, or 2 (the second reads half the list). Default 2 from PARALLEL_MIN_DEVICES devices on. */
+  threads?: 1 | 2;
 }
+
+/** From this many devices on, a second thread pays for its start (~50 ms) several times over. */
+export const PARALLEL_MIN_DEVICES = 2000;
+
+/** Fill in the pci.ids names of a device scanned without them. */
+const nameDevice = (d: PciDevice, ids: PciIds): void => {
+  const names = lookupNames(ids, d.vendor, d.device, d.class, d.subsystemVendor, d.subsystemDevice);
+  d.vendorName = names?.vendor ?? null;
+  d.deviceName = names?.device ?? null;
+  d.className = names?.className ?? null;
+};
 
 class DeviceGone extends Error {
   /** false when the directory could not even be listed (the link may never have pointed anywhere). */
@@ -284,7 +298,44 @@ export const parseReservedRegions = (text: string, file: string, problems: Probl
   return out;
 };
 
-const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problems: Problem[]): Map<string, KernelGroup> => {
+/** What a group directory holds, read but not yet checked (a scan helper thread reads these too). */
+export interface RawGroup {
+  id: string;
+  members: { names: string[] } | { error: string; gone: boolean };
+  type: string | null;
+  reservedRegions: string | null;
+}
+
+export const readRawGroup = (port: SysfsPort, id: string): RawGroup => {
+  const dir = `${GROUPS_DIR}/${id}`;
+  let members: RawGroup['members'];
+  try {
+    members = { names: port.list(`${dir}/devices`).map((e) => e.name) };
+  } catch (error) {
+    members = { error: errnoText(error), gone: isGone(error) };
+  }
+  const text = (name: string): string | null => {
+    try {
+      return port.readText(`${dir}/${name}`);
+    } catch {
+      return null;
+    }
+  };
+  return { id, members, type: text('type'), reservedRegions: text('reserved_regions') };
+};
+
+/** The group ids under GROUPS_DIR (null: no such directory). */
+export const listGroupIds = (port: SysfsPort, problems: Problem[]): string[] | null => {
+  if (port.kind(GROUPS_DIR) !== 'dir') return null;
+  try {
+    return port.list(GROUPS_DIR).map((e) => e.name).filter((n) => /^\d+$/.test(n));
+  } catch (error) {
+    problems.push({ code: 'unreadable', file: GROUPS_DIR, message: `cannot list ${GROUPS_DIR}: ${errnoText(error)}` });
+    return [];
+  }
+};
+
+const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problems: Problem[], ids: string[] | null, raw: Map<string, RawGroup>): Map<string, KernelGroup> => {
   const groups = new Map<string, KernelGroup>();
   const ensure = (id: string): KernelGroup => {
     let g = groups.get(id);
@@ -296,41 +347,27 @@ const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problem
   };
   // Device links are authoritative for membership; the groups directory adds type and regions.
   for (const d of devices.values()) if (d.kernelGroup !== null) ensure(d.kernelGroup).devices.push(d.bdf);
-  if (port.kind(GROUPS_DIR) === 'dir') {
-    let ids: DirEntry[] = [];
-    try {
-      ids = port.list(GROUPS_DIR);
-    } catch (error) {
-      problems.push({ code: 'unreadable', file: GROUPS_DIR, message: `cannot list ${GROUPS_DIR}: ${errnoText(error)}` });
-    }
-    for (const { name } of ids) {
-      if (!/^\d+$/.test(name)) continue;
+  if (ids !== null) {
+    for (const name of ids) {
       const dir = `${GROUPS_DIR}/${name}`;
+      const r = raw.get(name) ?? readRawGroup(port, name);
       const g = ensure(name);
       const members = new Set<string>(g.devices);
-      try {
-        for (const e of port.list(`${dir}/devices`)) {
-          if (isBdf(e.name) && !members.has(e.name)) {
-            if (!devices.has(e.name as Bdf)) {
-              problems.push({ code: 'group-member-missing', file: `${dir}/devices/${e.name}`, message: `group ${name} lists ${e.name}, which is not in ${DEVICES_DIR}` });
+      if ('names' in r.members) {
+        for (const e of r.members.names) {
+          if (isBdf(e) && !members.has(e)) {
+            if (!devices.has(e as Bdf)) {
+              problems.push({ code: 'group-member-missing', file: `${dir}/devices/${e}`, message: `group ${name} lists ${e}, which is not in ${DEVICES_DIR}` });
             } else {
-              problems.push({ code: 'group-link-mismatch', file: `${dir}/devices/${e.name}`, message: `group ${name} lists ${e.name}, but its iommu_group link says ${devices.get(e.name as Bdf)!.kernelGroup ?? 'none'}` });
+              problems.push({ code: 'group-link-mismatch', file: `${dir}/devices/${e}`, message: `group ${name} lists ${e}, but its iommu_group link says ${devices.get(e as Bdf)!.kernelGroup ?? 'none'}` });
             }
           }
         }
-      } catch (error) {
-        if (!isGone(error)) problems.push({ code: 'unreadable', file: `${dir}/devices`, message: `cannot list ${dir}/devices: ${errnoText(error)}` });
+      } else if (!r.members.gone) {
+        problems.push({ code: 'unreadable', file: `${dir}/devices`, message: `cannot list ${dir}/devices: ${r.members.error}` });
       }
-      try {
-        g.type = port.readText(`${dir}/type`).trim() || null;
-      } catch {
-        g.type = null;
-      }
-      try {
-        g.reservedRegions = parseReservedRegions(port.readText(`${dir}/reserved_regions`), `${dir}/reserved_regions`, problems);
-      } catch {
-        g.reservedRegions = [];
-      }
+      g.type = r.type?.trim() || null;
+      g.reservedRegions = r.reservedRegions === null ? [] : parseReservedRegions(r.reservedRegions, `${dir}/reserved_regions`, problems);
     }
   } else if (groups.size > 0) {
     problems.push({ code: 'no-groups-dir', file: GROUPS_DIR, message: `${GROUPS_DIR} is missing; groups taken from the devices' iommu_group links only` });
@@ -342,18 +379,15 @@ const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problem
 const unitKind = (name: string): IommuUnit['kind'] =>
   name.startsWith('dmar') ? 'intel' : name.startsWith('ivhd') ? 'amd' : /smmu/.test(name) ? 'arm-smmu' : name.startsWith('virtio') ? 'virtio' : 'other';
 
-/** Read the PCI devices, kernel groups and IOMMU units below a root into one snapshot. */
-export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapshot => {
-  const problems: Problem[] = [];
-  const devices = new Map<Bdf, PciDevice>();
-  const config = new Map<Bdf, Uint8Array>();
-  let names: DirEntry[] = [];
-  try {
-    names = port.list(DEVICES_DIR);
-  } catch (error) {
-    problems.push({ code: 'no-pci-bus', file: DEVICES_DIR, message: `cannot list ${DEVICES_DIR}: ${errnoText(error)} (is this a Linux root with sysfs?)` });
-  }
-  for (const entry of names) {
+/** The listed device entries `entries` scanned into `out` (shared by the main thread and the scan worker). */
+export const scanEntries = (
+  port: SysfsPort,
+  entries: readonly DirEntry[],
+  pciIds: PciIds | null,
+  out: { devices: Map<Bdf, PciDevice>; config: Map<Bdf, Uint8Array>; problems: Problem[] },
+): void => {
+  const { devices, config, problems } = out;
+  for (const entry of entries) {
     if (!isBdf(entry.name)) {
       problems.push({ code: 'bad-entry', file: `${DEVICES_DIR}/${entry.name}`, message: `${DEVICES_DIR}/${JSON.stringify(entry.name)} is not a PCI address; skipped` });
       continue;
@@ -365,7 +399,7 @@ export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapsh
       continue;
     }
     try {
-      devices.set(bdf, scanDevice(port, bdf, resolved.path, options.pciIds ?? null, config));
+      devices.set(bdf, scanDevice(port, bdf, resolved.path, pciIds, config));
     } catch (error) {
       // The one-readlink path did not check the target: a dangling or looping link shows up here.
       if (!(error instanceof DeviceGone && error.listed)) {
@@ -386,6 +420,54 @@ export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapsh
       throw error;
     }
   }
+};
+
+/** Read the PCI devices, kernel groups and IOMMU units below a root into one snapshot. */
+export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapshot => {
+  const problems: Problem[] = [];
+  const devices = new Map<Bdf, PciDevice>();
+  const config = new Map<Bdf, Uint8Array>();
+  let names: DirEntry[] = [];
+  try {
+    names = port.list(DEVICES_DIR);
+  } catch (error) {
+    problems.push({ code: 'no-pci-bus', file: DEVICES_DIR, message: `cannot list ${DEVICES_DIR}: ${errnoText(error)} (is this a Linux root with sysfs?)` });
+  }
+  const pciIds = options.pciIds ?? null;
+  const threads = options.threads ?? (names.length >= PARALLEL_MIN_DEVICES ? 2 : 1);
+  let scanThreads = 1;
+  const groupProblems: Problem[] = [];
+  const groupIds = listGroupIds(port, groupProblems);
+  let rawGroups = new Map<string, RawGroup>();
+  if (threads > 1 && port instanceof NodeSysfsPort && names.length > 1) {
+    // A second thread (lspci reads with one) reads the group directories, then claims chunks of the
+    // device list from a shared counter while this thread does the same.
+    const helper = startScanHelper(port.root, names, groupIds ?? []);
+    const mine = new Map<number, ChunkResult>();
+    const scanChunk = (c: number): ChunkResult => {
+      const part = { devices: new Map<Bdf, PciDevice>(), config: new Map<Bdf, Uint8Array>(), problems: [] as Problem[] };
+      scanEntries(port, names.slice(c * SCAN_CHUNK, (c + 1) * SCAN_CHUNK), pciIds, part);
+      return { devices: [...part.devices.values()], config: [...part.config.entries()], problems: part.problems };
+    };
+    for (let c = helper.claim(); c !== null; c = helper.claim()) mine.set(c, scanChunk(c));
+    const { chunks: theirs, groups } = helper.results();
+    if (groups.length > 0 || theirs.size > 0) scanThreads = 2;
+    rawGroups = new Map(groups.map((g) => [g.id, g]));
+    // In chunk order, as one thread would have read them; a chunk the helper claimed but never
+    // delivered (it failed or hung) is read here.
+    for (let c = 0; c < helper.chunkCount; c++) {
+      const fromHelper = theirs.get(c);
+      const part = mine.get(c) ?? fromHelper ?? scanChunk(c);
+      for (const d of part.devices) {
+        if (fromHelper && pciIds) nameDevice(d, pciIds);
+        devices.set(d.bdf, d);
+      }
+      for (const [bdf, bytes] of part.config) config.set(bdf, bytes);
+      problems.push(...part.problems);
+    }
+  } else {
+    scanEntries(port, names, pciIds, { devices, config, problems });
+  }
   const sorted = new Map([...devices.entries()].sort(([a], [b]) => compareBdf(a, b)));
   for (const d of sorted.values()) {
     if (d.physfn && sorted.has(d.physfn)) {
@@ -393,7 +475,8 @@ export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapsh
       if (!pf.virtfns.includes(d.bdf)) pf.virtfns.push(d.bdf);
     }
   }
-  const kernelGroups = scanKernelGroups(port, sorted, problems);
+  problems.push(...groupProblems);
+  const kernelGroups = scanKernelGroups(port, sorted, problems, groupIds, rawGroups);
   const iommuUnits = new Map<string, IommuUnit>();
   if (port.kind('sys/class/iommu') === 'dir') {
     try {
@@ -426,6 +509,7 @@ export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapsh
     iommuEnabled: iommuUnits.size > 0 || kernelGroups.size > 0,
     driversAutoprobe,
     problems,
+    scanThreads,
   };
 };
 
