@@ -24,8 +24,10 @@ export interface KernelUevent {
   type: 'uevent';
   index: number;
   bdf: string;
-  /** When the kernel emitted it (epoch ms, sub-ms): latencies are measured from here. */
+  /** When it was due by the pacing schedule (epoch ms, sub-ms). */
   due: number;
+  /** When the kernel thread actually sent it (it may wake late when both cores are busy): the event's moment. */
+  sent: number;
 }
 
 export interface KernelAdd {
@@ -69,7 +71,7 @@ parentPort!.on('message', (cmd: KernelCommand) => {
     cmd.bdfs.forEach((bdf, index) => {
       const due = cmd.rate > 0 ? t0 + (index * 1000) / cmd.rate : t0;
       sleepUntil(due);
-      parentPort!.postMessage({ type: 'uevent', index, bdf, due } satisfies KernelUevent);
+      parentPort!.postMessage({ type: 'uevent', index, bdf, due, sent: now() } satisfies KernelUevent);
     });
   } else if (cmd.op === 'add') {
     for (const bridge of cmd.bridges) {
