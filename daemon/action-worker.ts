@@ -2,7 +2,6 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { GuardAction } from '../bind/guard.js';
 import { applyGuardAction, type GuardActionResult } from '../bind/guard-apply.js';
 import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
-import { SimKernel } from '../sysfs/sim/kernel.js';
 
 // The guard's action thread (see action-runner.ts): one action at a time, in arrival order.
 
@@ -20,7 +19,9 @@ export interface ActionWorkerReply {
 }
 
 const data = workerData as ActionWorkerData;
-const port: SysfsPort = data.simulate ? new SimKernel(data.root).port() : new NodeSysfsPort(data.root);
+// The fixture kernel's modules load only under --simulate (a live host's daemon starts this thread faster).
+// Requests that arrive meanwhile wait in the port until the listener below is attached.
+const port: SysfsPort = data.simulate ? new (await import('../sysfs/sim/kernel.js')).SimKernel(data.root).port() : new NodeSysfsPort(data.root);
 
 parentPort!.on('message', (m: ActionWorkerRequest) => {
   let result: GuardActionResult;

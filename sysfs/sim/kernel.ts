@@ -159,8 +159,24 @@ export class SimKernel {
   // ---------------------------------------------------------------- device model
   devDir(bdf: string): string | null {
     if (!isBdf(bdf)) return null;
+    const known = this.dirMemo?.get(bdf);
+    if (known !== undefined) return known;
     const rel = this.readLinkRel(`${DEVICES}/${bdf}`);
-    return rel !== null && fs.existsSync(this.abs(rel)) ? rel : null;
+    const dir = rel !== null && fs.existsSync(this.abs(rel)) ? rel : null;
+    this.dirMemo?.set(bdf, dir);
+    return dir;
+  }
+
+  // A bind, unbind, probe or override write looks a device up many times and never moves one: within
+  // such a write, each lookup is done once.
+  private dirMemo: Map<string, string | null> | null = null;
+  private withDirMemo<T>(fn: () => T): T {
+    this.dirMemo = new Map();
+    try {
+      return fn();
+    } finally {
+      this.dirMemo = null;
+    }
   }
 
   driverOf(bdf: string): string | null {
@@ -231,7 +247,7 @@ export class SimKernel {
   }
 
   private ensureVfioNodes(group: string): void {
-    this.writeFile('dev/vfio/vfio', '');
+    if (!fs.existsSync(this.abs('dev/vfio/vfio'))) this.writeFile('dev/vfio/vfio', '');
     if (!fs.existsSync(this.abs(`dev/vfio/${group}`))) this.writeFile(`dev/vfio/${group}`, '');
   }
 
@@ -714,7 +730,7 @@ export class SimKernel {
     if (canon === 'sys/bus/pci/drivers_probe') {
       const bdf = text.trim();
       if (!this.devDir(bdf)) throw new KernelErrno('ENODEV', `no device ${JSON.stringify(bdf)}`);
-      const r = this.deviceAttach(st, bdf);
+      const r = this.withDirMemo(() => this.deviceAttach(st, bdf));
       // Probe failures inside the driver are swallowed (NOTES.md: returns OK, device stays driverless);
       // only errors from the bus itself (the DMA-ownership guard) reach the writer.
       if (r.rc < 0) throw new KernelErrno(r.errno ?? 'EIO', `attach of ${bdf} refused`);
@@ -739,13 +755,13 @@ export class SimKernel {
       if (!dir) throw new KernelErrno('ENODEV', `no device ${JSON.stringify(bdf)}`);
       if (op === 'unbind') {
         if (this.driverOf(bdf) !== driver) throw new KernelErrno('ENODEV', `${bdf} is not bound to ${driver}`);
-        this.unbindLinks(bdf, dir);
+        this.withDirMemo(() => this.unbindLinks(bdf, dir));
         this.log(`${driver} ${bdf}: unbound`);
         return;
       }
       if (!this.matches(st, bdf, driver)) throw new KernelErrno('ENODEV', `${driver} does not match ${bdf}`);
       if (this.driverOf(bdf) !== null) throw new KernelErrno('EBUSY', `${bdf} already has a driver`);
-      const r = this.probe(st, bdf, dir, driver);
+      const r = this.withDirMemo(() => this.probe(st, bdf, dir, driver));
       if (r.rc !== 0) throw new KernelErrno(r.errno ?? 'EIO', r.why ?? 'probe failed');
       return;
     }
