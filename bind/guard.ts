@@ -44,10 +44,15 @@ export interface GuardDecision {
   events: GuardEvent[];
 }
 
-const isVfio = (d: PciDevice): boolean => d.vfioDriver || (d.driver !== null && d.driver.startsWith('vfio'));
+/** What one device is decided by: a scanned PciDevice, or the daemon's lighter read of the same fields on a hint. */
+export type GuardDeviceState = Pick<PciDevice, 'bdf' | 'isBridge' | 'driver' | 'vfioDriver' | 'driverOverride'> & {
+  sriov: { totalVfs: number; driversAutoprobe: boolean | null } | null;
+};
+
+const isVfio = (d: GuardDeviceState): boolean => d.vfioDriver || (d.driver !== null && d.driver.startsWith('vfio'));
 
 /** What one device inside an assigned group needs (used per member, and alone on the fast path). */
-export const decideDevice = (d: PciDevice, a: Pick<GuardAssignment, 'groupId' | 'owner'>, wasMember: boolean): GuardDecision => {
+export const decideDevice = (d: GuardDeviceState, a: Pick<GuardAssignment, 'groupId' | 'owner'>, wasMember: boolean): GuardDecision => {
   const actions: GuardAction[] = [];
   const events: GuardEvent[] = [];
   const bdf = d.bdf;

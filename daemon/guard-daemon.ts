@@ -23,7 +23,7 @@ import { replaceFileDurably } from '../bind/durable-file.js';
 import { type Bdf, isBdf } from '../sysfs/bdf.js';
 import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
 import { resolveRoot } from '../sysfs/roots.js';
-import { scanDevices, scanHost } from '../sysfs/scan.js';
+import { readGuardState, scanDevices, scanHost } from '../sysfs/scan.js';
 import { openSimulatedRoot, SIM_DIR } from '../sysfs/sim/index.js';
 import { type HotplugHint, type HotplugSource, FixtureWatchSource, IntervalSource, combineSources, openLiveHotplugSource } from '../sysfs/uevent.js';
 import type { VfioBackend, VfioContainerHandle, VfioGroupHandle } from '../sysfs/vfio.js';
@@ -339,7 +339,7 @@ export class GuardDaemon {
     const groupId = path.posix.basename(this.port.readLink(rel));
     const entry = this.assigned.get(groupId);
     if (!entry) return;
-    const [device] = scanDevices(this.port, [bdf]);
+    const device = readGuardState(this.port, bdf);
     if (!device) return;
     const decision = decideDevice(device, entry, entry.members.some((m) => m.bdf === bdf));
     this.stats.fastDecisions++;

@@ -4,6 +4,7 @@ import type { HostSnapshot, IommuUnit, KernelGroup, PciDevice, Problem, Reserved
 import { type DirEntry, NodeSysfsPort, type SysfsPort, linkTargetRel } from './port.js';
 import { type ChunkResult, SCAN_CHUNK, startScanHelper } from './scan-helper.js';
 import { isIsogroupError } from '../errors.js';
+import type { GuardDeviceState } from '../bind/guard.js';
 import { lookupNames, type PciIds } from './pci-ids.js';
 
 const DEVICES_DIR = 'sys/bus/pci/devices';
@@ -528,4 +529,48 @@ export const scanDevices = (port: SysfsPort, bdfs: Bdf[]): PciDevice[] => {
     }
   }
   return out;
+};
+
+/**
+ * The fields the hotplug guard decides a device by, read as scanDevice reads them but with a handful of
+ * reads instead of the device's whole directory (the daemon's path from a hint to its decision).
+ * null: the device is gone.
+ */
+export const readGuardState = (port: SysfsPort, bdf: Bdf): GuardDeviceState | null => {
+  const dir = `${DEVICES_DIR}/${bdf}`;
+  let bytes: Uint8Array = new Uint8Array(0);
+  try {
+    bytes = port.readBytes(`${dir}/config`);
+  } catch {
+    if (!port.exists(dir)) return null; // a device without a readable config is decided as scanDevice sees it
+  }
+  const cs = parseConfigSpace(bytes);
+  const text = (name: string): string | null => {
+    try {
+      return port.readText(`${dir}/${name}`).trim();
+    } catch {
+      return null;
+    }
+  };
+  let driver: string | null = null;
+  try {
+    driver = port.kind(`${dir}/driver`) === 'link' ? linkBasename(port, `${dir}/driver`) : null;
+  } catch {
+    driver = null;
+  }
+  const override = text('driver_override');
+  const hasSriovFiles = port.kind(`${dir}/sriov_totalvfs`) === 'file';
+  let sriov: GuardDeviceState['sriov'] = null;
+  if (cs.sriov || hasSriovFiles) {
+    const autoprobe = text('sriov_drivers_autoprobe');
+    sriov = { totalVfs: cs.sriov?.totalVfs ?? parseIntOrNull(text('sriov_totalvfs')) ?? 0, driversAutoprobe: autoprobe === null ? null : autoprobe === '1' };
+  }
+  return {
+    bdf,
+    isBridge: cs.layout === 'bridge' || cs.layout === 'cardbus',
+    driver,
+    vfioDriver: port.kind(`${dir}/vfio-dev`) === 'dir' || (driver !== null && driver.startsWith('vfio')),
+    driverOverride: override === null || override === '(null)' || override === '' ? null : override,
+    sriov,
+  };
 };
