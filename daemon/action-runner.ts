@@ -12,6 +12,8 @@ import type { ActionWorkerData, ActionWorkerReply, ActionWorkerRequest } from '.
 // actions one at a time in the order given (so two actions on one device never interleave); the daemon
 // only decides and hands over.
 
+const CLOSE_GRACE_MS = 10_000;
+
 export interface ActionRunner {
   /** Where actions run now (for status): a worker that died leaves 'inline'. */
   readonly kind: 'worker' | 'inline';
@@ -20,7 +22,7 @@ export interface ActionRunner {
   readonly pending: number;
   /** Resolves once nothing is pending. */
   idle(): Promise<void>;
-  close(): Promise<void>;
+  close(graceMs?: number): Promise<void>;
 }
 
 /** On the daemon's thread (a daemon given its own port object: tests with failing ports). */
@@ -104,9 +106,18 @@ export class WorkerActionRunner implements ActionRunner {
     return new Promise((resolve) => this.idlers.push(resolve));
   }
 
-  async close(): Promise<void> {
-    await this.idle();
+  /** Let pending actions finish, but not forever: a write stuck in a driver must not keep the daemon from stopping. */
+  async close(graceMs = CLOSE_GRACE_MS): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const finished = await Promise.race([
+      this.idle().then(() => true),
+      new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), graceMs);
+      }),
+    ]);
+    clearTimeout(timer);
     this.dead ??= new Error('closed');
-    await this.worker.terminate();
+    if (finished) await this.worker.terminate();
+    else void this.worker.terminate(); // returns once the stuck write does; the process may exit before
   }
 }

@@ -65,6 +65,8 @@ export interface GuardDaemonOptions {
    * given its own `port` always runs them inline (a port object cannot cross threads).
    */
   actionThread?: boolean;
+  /** On close, how long to let a pass and pending sysfs writes finish before leaving them (default 10 s). */
+  stopGraceMs?: number;
   /** Policy file (JSON or YAML); missing: root only. Default /etc/isogroup/policy.yaml (ROOT/etc/... under --simulate). */
   policyFile?: string | null;
 }
@@ -129,6 +131,7 @@ export class GuardDaemon {
   private readonly audit: AuditLog;
   private readonly handoffs = new Map<string, Handoff>();
   private readonly actions: ActionRunner;
+  private readonly stopGraceMs: number;
 
   private constructor(options: GuardDaemonOptions) {
     this.logger = options.logger ?? silentLogger;
@@ -157,6 +160,7 @@ export class GuardDaemon {
     const policyFile = options.policyFile === undefined ? (this.simulate ? path.join(this.root, 'etc/isogroup/policy.yaml') : '/etc/isogroup/policy.yaml') : options.policyFile;
     this.policy = PolicyStore.open(policyFile);
     this.audit = new AuditLog(this.stateDir);
+    this.stopGraceMs = options.stopGraceMs ?? 10_000;
     this.actions =
       options.port || options.actionThread === false
         ? new InlineActionRunner(this.port)
@@ -852,8 +856,11 @@ export class GuardDaemon {
     this.closing = (async () => {
       await this.source?.close();
       if (this.soonTimer) clearTimeout(this.soonTimer);
-      await this.idle().catch(() => undefined);
-      await this.actions.close();
+      // Finish what is under way, but a write stuck in a driver must not keep the daemon from stopping.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.idle().catch(() => undefined), new Promise((r) => (timer = setTimeout(r, this.stopGraceMs)))]);
+      clearTimeout(timer);
+      await this.actions.close(0);
       this.hub.close();
       await this.server?.close();
       for (const [, h] of this.holds) {

@@ -199,4 +199,31 @@ describe('guard daemon on the fixture kernel', () => {
     expect([sim.kernel.driverOf(first.bdf), sim.kernel.driverOf(second.bdf)]).toEqual(['vfio-pci', 'vfio-pci']);
     expect(hostBinds(sim, '22')).toEqual([]);
   });
+
+  it('stops while a sysfs write is stuck: close leaves the write after its grace period instead of waiting for it', async () => {
+    const { sim, root, stateDir } = setup();
+    assignGroup('22', { root, simulate: true, stateDir, owner: 'alice' });
+    const pause = path.join(path.dirname(root), 'stuck');
+    const manual = new ManualSource();
+    process.env.ISOGROUP_SIM_PAUSE_AFTER = '1';
+    process.env.ISOGROUP_SIM_PAUSE_FILE = pause;
+    let daemon: GuardDaemon;
+    try {
+      daemon = await GuardDaemon.start({ root, simulate: true, stateDir, socket: null, rescanMs: 0, sources: [manual], stopGraceMs: 200 });
+    } finally {
+      delete process.env.ISOGROUP_SIM_PAUSE_AFTER;
+      delete process.env.ISOGROUP_SIM_PAUSE_FILE;
+    }
+    try {
+      const added = sim.kernel.addDevice({ bridge: ASSIGNED_BRIDGE, vendor: 0x8086, device: 0x100e, driver: 'e1000' });
+      manual.emit({ action: 'add', bdf: added.bdf });
+      await expect.poll(() => fs.existsSync(`${pause}.paused`), { timeout: 10_000 }).toBe(true);
+      await daemon.close();
+      // Closed while the write is still stuck: the device never got past it.
+      expect(sim.kernel.driverOf(added.bdf)).toBeNull();
+      expect(fs.existsSync(`${pause}.go`)).toBe(false);
+    } finally {
+      fs.writeFileSync(`${pause}.go`, ''); // let the action thread's write return
+    }
+  });
 });
