@@ -5,7 +5,7 @@ import { assignGroup } from '../../api/bind.js';
 import { DaemonClient } from '../../daemon/client.js';
 import { GuardDaemon } from '../../daemon/guard-daemon.js';
 import type { SimulatedRoot } from '../../sysfs/sim/index.js';
-import { simCopy } from '../helpers/sim-root.js';
+import { fastTmpDir, simCopy } from '../helpers/sim-root.js';
 import { ManualSource } from '../../sysfs/uevent.js';
 
 // The guard on the fixture kernel, with the mixed capture: group 22 is the pcie-pci-bridge 09:00.0 with
@@ -49,6 +49,25 @@ const hostBinds = (sim: SimulatedRoot, group: string): string[] => {
     if ((groupAt.get(bdf) ?? sim.kernel.groupOf(bdf)) === group) out.push(line);
   }
   return out;
+};
+
+// A daemon on group 22 (assigned to alice) whose action thread's first sysfs write hangs until PAUSE.go
+// exists (the fixture kernel's pause hook; the thread takes its environment when the daemon starts).
+const startWithStuckWrite = async (socket: string | null, options: { stopGraceMs?: number } = {}) => {
+  const { sim, root, stateDir } = setup();
+  assignGroup('22', { root, simulate: true, stateDir, owner: 'alice' });
+  const pause = path.join(path.dirname(root), 'stuck');
+  const manual = new ManualSource();
+  process.env.ISOGROUP_SIM_PAUSE_AFTER = '1';
+  process.env.ISOGROUP_SIM_PAUSE_FILE = pause;
+  try {
+    const daemon = await GuardDaemon.start({ root, simulate: true, stateDir, socket, rescanMs: 0, sources: [manual], ...options });
+    daemons.push(daemon);
+    return { sim, daemon, manual, pause };
+  } finally {
+    delete process.env.ISOGROUP_SIM_PAUSE_AFTER;
+    delete process.env.ISOGROUP_SIM_PAUSE_FILE;
+  }
 };
 
 describe('guard daemon on the fixture kernel', () => {
@@ -164,20 +183,8 @@ describe('guard daemon on the fixture kernel', () => {
   });
 
   it('a sysfs write that hangs (a probe stuck in a driver) holds up only the action thread: hints are still decided, the socket answers', async () => {
-    const { sim, root, socket, stateDir } = setup();
-    assignGroup('22', { root, simulate: true, stateDir, owner: 'alice' });
-    const pause = path.join(path.dirname(root), 'stuck');
-    const manual = new ManualSource();
-    // The daemon's action thread takes its environment at start: its first sysfs write will hang until pause.go exists.
-    process.env.ISOGROUP_SIM_PAUSE_AFTER = '1';
-    process.env.ISOGROUP_SIM_PAUSE_FILE = pause;
-    let daemon: GuardDaemon;
-    try {
-      daemon = await start(root, stateDir, socket, manual);
-    } finally {
-      delete process.env.ISOGROUP_SIM_PAUSE_AFTER;
-      delete process.env.ISOGROUP_SIM_PAUSE_FILE;
-    }
+    const socket = path.join(fastTmpDir(), 'isogroup.sock');
+    const { sim, daemon, manual, pause } = await startWithStuckWrite(socket);
     const decided: string[] = [];
     daemon.hub.onEvent((e) => {
       if (e.type === 'decision') decided.push(String(e.data.bdf));
@@ -201,19 +208,7 @@ describe('guard daemon on the fixture kernel', () => {
   });
 
   it('stops while a sysfs write is stuck: close leaves the write after its grace period instead of waiting for it', async () => {
-    const { sim, root, stateDir } = setup();
-    assignGroup('22', { root, simulate: true, stateDir, owner: 'alice' });
-    const pause = path.join(path.dirname(root), 'stuck');
-    const manual = new ManualSource();
-    process.env.ISOGROUP_SIM_PAUSE_AFTER = '1';
-    process.env.ISOGROUP_SIM_PAUSE_FILE = pause;
-    let daemon: GuardDaemon;
-    try {
-      daemon = await GuardDaemon.start({ root, simulate: true, stateDir, socket: null, rescanMs: 0, sources: [manual], stopGraceMs: 200 });
-    } finally {
-      delete process.env.ISOGROUP_SIM_PAUSE_AFTER;
-      delete process.env.ISOGROUP_SIM_PAUSE_FILE;
-    }
+    const { sim, daemon, manual, pause } = await startWithStuckWrite(null, { stopGraceMs: 200 });
     try {
       const added = sim.kernel.addDevice({ bridge: ASSIGNED_BRIDGE, vendor: 0x8086, device: 0x100e, driver: 'e1000' });
       manual.emit({ action: 'add', bdf: added.bdf });
