@@ -14,6 +14,24 @@ import type { ActionWorkerData, ActionWorkerReply, ActionWorkerRequest } from '.
 
 const CLOSE_GRACE_MS = 10_000;
 
+/** Wait for `p` at most `ms`: true when it settled in time (its outcome is not looked at). */
+export const settlesWithin = async (p: Promise<unknown>, ms: number): Promise<boolean> => {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p.then(
+        () => true,
+        () => true,
+      ),
+      new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+};
+
 export interface ActionRunner {
   /** Where actions run now (for status): a worker that died leaves 'inline'. */
   readonly kind: 'worker' | 'inline';
@@ -75,11 +93,6 @@ export class WorkerActionRunner implements ActionRunner {
     return this.dead ? 'inline' : 'worker';
   }
 
-  /** Why actions run inline now (null while the worker serves). */
-  get deathReason(): string | null {
-    return this.dead?.message ?? null;
-  }
-
   run(action: GuardAction): Promise<GuardActionResult> {
     if (this.dead) return this.fallback.run(action);
     const id = this.nextId++;
@@ -108,14 +121,7 @@ export class WorkerActionRunner implements ActionRunner {
 
   /** Let pending actions finish, but not forever: a write stuck in a driver must not keep the daemon from stopping. */
   async close(graceMs = CLOSE_GRACE_MS): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const finished = await Promise.race([
-      this.idle().then(() => true),
-      new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), graceMs);
-      }),
-    ]);
-    clearTimeout(timer);
+    const finished = await settlesWithin(this.idle(), graceMs);
     this.dead ??= new Error('closed');
     if (finished) await this.worker.terminate();
     else void this.worker.terminate(); // returns once the stuck write does; the process may exit before

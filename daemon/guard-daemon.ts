@@ -18,7 +18,7 @@ import type { HostSnapshot, KernelGroup, PciDevice } from '../sysfs/model.js';
 import { journalStatus } from '../bind/status.js';
 import { decideDevice, decideGuard, type GuardAction, type GuardEvent } from '../bind/guard.js';
 import type { GuardActionResult } from '../bind/guard-apply.js';
-import { type ActionRunner, InlineActionRunner, WorkerActionRunner } from './action-runner.js';
+import { type ActionRunner, InlineActionRunner, WorkerActionRunner, settlesWithin } from './action-runner.js';
 import { replaceFileDurably } from '../bind/durable-file.js';
 import { type Bdf, isBdf } from '../sysfs/bdf.js';
 import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
@@ -60,11 +60,6 @@ export interface GuardDaemonOptions {
    * 1,000-add stream: chokidar p50 2.6 s from change to hint (7.7 s to start with 10k devices), fs.watch 0.5 ms.
    */
   watchEngine?: 'fs-watch' | 'chokidar';
-  /**
-   * Run the guard's sysfs writes on a worker thread (default) or on the daemon's own thread. A daemon
-   * given its own `port` always runs them inline (a port object cannot cross threads).
-   */
-  actionThread?: boolean;
   /** On close, how long to let a pass and pending sysfs writes finish before leaving them (default 10 s). */
   stopGraceMs?: number;
   /** Policy file (JSON or YAML); missing: root only. Default /etc/isogroup/policy.yaml (ROOT/etc/... under --simulate). */
@@ -162,7 +157,9 @@ export class GuardDaemon {
     this.audit = new AuditLog(this.stateDir);
     this.stopGraceMs = options.stopGraceMs ?? 10_000;
     this.actions =
-      options.port || options.actionThread === false
+      // The guard's sysfs writes run on a worker thread; a daemon given its own port object runs them
+      // inline (a port object cannot cross threads).
+      options.port
         ? new InlineActionRunner(this.port)
         : new WorkerActionRunner({ root: this.root, simulate: this.simulate }, this.port, (error) => {
             this.logger.error('action thread died; actions run on the main thread from now on', { error: error.message });
@@ -857,9 +854,7 @@ export class GuardDaemon {
       await this.source?.close();
       if (this.soonTimer) clearTimeout(this.soonTimer);
       // Finish what is under way, but a write stuck in a driver must not keep the daemon from stopping.
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.idle().catch(() => undefined), new Promise((r) => (timer = setTimeout(r, this.stopGraceMs)))]);
-      clearTimeout(timer);
+      await settlesWithin(this.idle(), this.stopGraceMs);
       await this.actions.close(0);
       this.hub.close();
       await this.server?.close();

@@ -1,8 +1,6 @@
 import { type MessagePort, workerData } from 'node:worker_threads';
-import type { Bdf } from './bdf.js';
-import type { PciDevice, Problem } from './model.js';
 import { NodeSysfsPort } from './port.js';
-import { type RawGroup, readRawGroup, scanEntries } from './scan.js';
+import { type RawGroup, readRawGroup, scanChunk } from './scan.js';
 import { type ChunkResult, SCAN_CHUNK, type ScanHelperJob, type ScanHelperResult } from './scan-helper.js';
 
 // The second thread of a two-thread scan: reads the group directories, then claims chunks of the
@@ -17,13 +15,7 @@ let error: string | undefined;
 try {
   const port = new NodeSysfsPort(job.root);
   for (const id of job.groupIds) groups.push(readRawGroup(port, id));
-  for (let c = Atomics.add(job.shared, 1, 1); c < chunkCount; c = Atomics.add(job.shared, 1, 1)) {
-    const devices = new Map<Bdf, PciDevice>();
-    const config = new Map<Bdf, Uint8Array>();
-    const problems: Problem[] = [];
-    scanEntries(port, job.entries.slice(c * SCAN_CHUNK, (c + 1) * SCAN_CHUNK), null, { devices, config, problems });
-    chunks.push([c, { devices: [...devices.values()], config: [...config.entries()], problems }]);
-  }
+  for (let c = Atomics.add(job.shared, 1, 1); c < chunkCount; c = Atomics.add(job.shared, 1, 1)) chunks.push([c, scanChunk(port, job.entries, c, null)]);
 } catch (e) {
   error = String(e);
 }

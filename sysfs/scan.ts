@@ -14,12 +14,15 @@ const MAX_LINK_HOPS = 8;
 export interface ScanOptions {
   /** pci.ids database for names; null disables names. Defaults to none (the CLI loads the host's). */
   pciIds?: PciIds | null;
-  /** Threads reading devices: 1, or 2 (the second reads half the list). Default 2 from PARALLEL_MIN_DEVICES devices on. */
+  /** Threads reading devices: 1, or 2 (a helper reads the group directories, then both claim chunks of the list). Default 2 from PARALLEL_MIN_DEVICES devices on. */
   threads?: 1 | 2;
 }
 
 /** From this many devices on, a second thread pays for its start (~50 ms) several times over. */
 export const PARALLEL_MIN_DEVICES = 2000;
+
+/** driver_override as read (trimmed): "(null)" or empty means none. */
+const overrideValue = (raw: string | null): string | null => (raw === null || raw === '(null)' || raw === '' ? null : raw);
 
 /** Fill in the pci.ids names of a device scanned without them. */
 const nameDevice = (d: PciDevice, ids: PciIds): void => {
@@ -235,7 +238,7 @@ const scanDevice = (port: SysfsPort, name: Bdf, devPath: string, pciIds: PciIds 
     deviceName: names?.device ?? null,
     className: names?.className ?? null,
     driver,
-    driverOverride: override === null || override === '(null)' || override === '' ? null : override,
+    driverOverride: overrideValue(override),
     vfioDriver: entries.has('vfio-dev') || (driver !== null && driver.startsWith('vfio')),
     kernelGroup: attr.link('iommu_group'),
     iommu: attr.link('iommu'),
@@ -423,6 +426,13 @@ export const scanEntries = (
   }
 };
 
+/** Chunk `c` (SCAN_CHUNK entries) of the device list, scanned on its own: each thread of a two-thread scan reads with this. */
+export const scanChunk = (port: SysfsPort, entries: readonly DirEntry[], c: number, pciIds: PciIds | null): ChunkResult => {
+  const part = { devices: new Map<Bdf, PciDevice>(), config: new Map<Bdf, Uint8Array>(), problems: [] as Problem[] };
+  scanEntries(port, entries.slice(c * SCAN_CHUNK, (c + 1) * SCAN_CHUNK), pciIds, part);
+  return { devices: [...part.devices.values()], config: [...part.config.entries()], problems: part.problems };
+};
+
 /** Read the PCI devices, kernel groups and IOMMU units below a root into one snapshot. */
 export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapshot => {
   const problems: Problem[] = [];
@@ -445,12 +455,7 @@ export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapsh
     // device list from a shared counter while this thread does the same.
     const helper = startScanHelper(port.root, names, groupIds ?? []);
     const mine = new Map<number, ChunkResult>();
-    const scanChunk = (c: number): ChunkResult => {
-      const part = { devices: new Map<Bdf, PciDevice>(), config: new Map<Bdf, Uint8Array>(), problems: [] as Problem[] };
-      scanEntries(port, names.slice(c * SCAN_CHUNK, (c + 1) * SCAN_CHUNK), pciIds, part);
-      return { devices: [...part.devices.values()], config: [...part.config.entries()], problems: part.problems };
-    };
-    for (let c = helper.claim(); c !== null; c = helper.claim()) mine.set(c, scanChunk(c));
+    for (let c = helper.claim(); c !== null; c = helper.claim()) mine.set(c, scanChunk(port, names, c, pciIds));
     const { chunks: theirs, groups } = helper.results();
     if (groups.length > 0 || theirs.size > 0) scanThreads = 2;
     rawGroups = new Map(groups.map((g) => [g.id, g]));
@@ -458,7 +463,7 @@ export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapsh
     // delivered (it failed or hung) is read here.
     for (let c = 0; c < helper.chunkCount; c++) {
       const fromHelper = theirs.get(c);
-      const part = mine.get(c) ?? fromHelper ?? scanChunk(c);
+      const part = mine.get(c) ?? fromHelper ?? scanChunk(port, names, c, pciIds);
       for (const d of part.devices) {
         if (fromHelper && pciIds) nameDevice(d, pciIds);
         devices.set(d.bdf, d);
@@ -570,7 +575,7 @@ export const readGuardState = (port: SysfsPort, bdf: Bdf): GuardDeviceState | nu
     isBridge: cs.layout === 'bridge' || cs.layout === 'cardbus',
     driver,
     vfioDriver: port.kind(`${dir}/vfio-dev`) === 'dir' || (driver !== null && driver.startsWith('vfio')),
-    driverOverride: override === null || override === '(null)' || override === '' ? null : override,
+    driverOverride: overrideValue(override),
     sriov,
   };
 };

@@ -348,7 +348,6 @@ export class SimKernel {
         if (g !== null) this.ensureVfioNodes(g);
       }
     }
-    st.nextId = 1;
   }
 
   private lowestFreeGroup(): string {

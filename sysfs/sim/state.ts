@@ -53,7 +53,6 @@ export interface SimState {
   failures: SimFailure[];
   pending: SimPendingAdd[];
   nextVfioDev: number;
-  nextId: number;
 }
 
 export const emptyState = (): SimState => ({
@@ -66,7 +65,6 @@ export const emptyState = (): SimState => ({
   failures: [],
   pending: [],
   nextVfioDev: 0,
-  nextId: 1,
 });
 
 export const pidAlive = (pid: number): boolean => {

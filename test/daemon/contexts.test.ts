@@ -25,6 +25,14 @@ const setup = () => {
 
 const root0 = { name: 'root', uid: 0, gids: [0] };
 
+// A daemon on the fixture kernel with no event sources (the tests drive reconcile); with a socket, one
+// any local user may connect to (mode 0666), so unprivileged peers reach it and SO_PEERCRED decides.
+const startDaemon = async (o: { root: string; stateDir: string; socket?: string }): Promise<GuardDaemon> => {
+  const daemon = await GuardDaemon.start({ root: o.root, simulate: true, stateDir: o.stateDir, socket: o.socket ?? null, ...(o.socket ? { socketMode: 0o666 } : {}), rescanMs: 0, sources: [] });
+  daemons.push(daemon);
+  return daemon;
+};
+
 describe('contexts through assign/release', () => {
   it('merges an owner\'s groups into one context with stable device numbers and usable IOVA ranges', () => {
     const { root, stateDir } = setup();
@@ -70,8 +78,7 @@ describe('contexts through assign/release', () => {
 
   it('merges two contexts and the daemon moves the held group into the receiving container', async () => {
     const { root, stateDir } = setup();
-    const daemon = await GuardDaemon.start({ root, simulate: true, stateDir, socket: null, rescanMs: 0, sources: [] });
-    daemons.push(daemon);
+    const daemon = await startDaemon({ root, stateDir });
     assignToOwner('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
     assignToOwner('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 });
     await daemon.reconcile('test');
@@ -88,8 +95,7 @@ describe('hand-off', () => {
     const { root, stateDir, socket, dir } = setup();
     fs.mkdirSync(path.join(root, 'etc/isogroup'), { recursive: true });
     fs.writeFileSync(path.join(root, 'etc/isogroup/policy.yaml'), 'version: 1\nrules:\n  - allow: { owners: [{ name: nobody }], selector: { group: 23 } }\n');
-    const daemon = await GuardDaemon.start({ root, simulate: true, stateDir, socket, socketMode: 0o666, rescanMs: 0, sources: [] });
-    daemons.push(daemon);
+    const daemon = await startDaemon({ root, stateDir, socket });
     assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
     await daemon.reconcile('test');
     const script = path.join(dir, 'peer.mjs');
@@ -118,8 +124,7 @@ try {
 
   it('gives /dev/vfio/N to the owner and takes it back on release', async () => {
     const { root, stateDir } = setup();
-    const daemon = await GuardDaemon.start({ root, simulate: true, stateDir, socket: null, rescanMs: 0, sources: [] });
-    daemons.push(daemon);
+    const daemon = await startDaemon({ root, stateDir });
     assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
     await daemon.reconcile('test');
     daemon.handoff('23', 'nobody');
@@ -160,8 +165,7 @@ describe("owner's view", () => {
 
   it('a non-root peer on the socket sees only its own groups and devices', async () => {
     const { root, stateDir, socket, dir } = setup();
-    const daemon = await GuardDaemon.start({ root, simulate: true, stateDir, socket, socketMode: 0o666, rescanMs: 0, sources: [] });
-    daemons.push(daemon);
+    const daemon = await startDaemon({ root, stateDir, socket });
     assignToOwner('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
     assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
     await daemon.reconcile('test');
