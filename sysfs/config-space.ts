@@ -143,6 +143,12 @@ export const hex = (n: number, width: number): string => `0x${n.toString(16).pad
 export const acsBitNames = (value: number): AcsBit[] =>
   (Object.keys(ACS_BITS) as AcsBit[]).filter((name) => (value & ACS_BITS[name]) !== 0);
 
+/** Bytes up to the end of the type-0 subsystem ids (0x2c-0x2f): what the standard header gives. */
+export const HEADER_BYTES = 0x30;
+
+/** Header type 0 (an endpoint), whose subsystem ids sit at 0x2c/0x2e; bytes at least HEADER_BYTES long. */
+export const hasNormalHeader = (bytes: Uint8Array): boolean => bytes.length >= HEADER_BYTES && (bytes[0x0e]! & 0x7f) === 0;
+
 export const parseConfigSpace = (bytes: Uint8Array): ConfigSpace => {
   const problems: ConfigProblem[] = [];
   const size = bytes.length;

@@ -156,6 +156,45 @@ export const libcAvailable = (): boolean => {
 
 const errno = (): number => K().errno();
 
+/** openat/read/readlinkat/getdents64/close, bound on their own (a libc without getdents64 only loses this). */
+export interface FileCalls {
+  open(path: string, flags: number): number;
+  openat(dirfd: number, name: string, flags: number): number;
+  read(fd: number, buf: Buffer, len: number): number;
+  readlinkat(dirfd: number, name: string, buf: Buffer, len: number): number;
+  getdents64(fd: number, buf: Buffer, len: number): number;
+  close(fd: number): number;
+}
+
+let fileCallsBound: FileCalls | null | undefined;
+
+/** The file calls, or null where koffi or libc cannot provide them (callers then use node:fs). */
+export const fileCalls = (): FileCalls | null => {
+  if (fileCallsBound !== undefined) return fileCallsBound;
+  try {
+    libc();
+    const lib = K().load('libc.so.6');
+    const f = (decl: string) => lib.func(decl) as unknown as (...args: unknown[]) => number;
+    const open = f('int open(const char *path, int flags)');
+    const openat = f('int openat(int dirfd, const char *name, int flags)');
+    const read = f('intptr_t read(int fd, void *buf, size_t len)');
+    const readlinkat = f('intptr_t readlinkat(int dirfd, const char *name, void *buf, size_t len)');
+    const getdents64 = f('intptr_t getdents64(int fd, void *buf, size_t len)');
+    const close = f('int close(int fd)');
+    fileCallsBound = {
+      open: (path, flags) => Number(open(path, flags | C.O_CLOEXEC)),
+      openat: (dirfd, name, flags) => Number(openat(dirfd, name, flags | C.O_CLOEXEC)),
+      read: (fd, buf, len) => Number(read(fd, buf, len)),
+      readlinkat: (dirfd, name, buf, len) => Number(readlinkat(dirfd, name, buf, len)),
+      getdents64: (fd, buf, len) => Number(getdents64(fd, buf, len)),
+      close: (fd) => Number(close(fd)),
+    };
+  } catch {
+    fileCallsBound = null;
+  }
+  return fileCallsBound;
+};
+
 // Retry a call interrupted by a signal; return [result, errno].
 const call = (fn: () => number): [number, number] => {
   for (;;) {

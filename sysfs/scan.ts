@@ -1,8 +1,8 @@
 import { type Bdf, compareBdf, formatBdf, isBdf, splitBdf, busIdOf } from './bdf.js';
-import { parseConfigSpace, hex } from './config-space.js';
+import { HEADER_BYTES, hasNormalHeader, parseConfigSpace, hex } from './config-space.js';
 import type { HostSnapshot, IommuUnit, KernelGroup, PciDevice, Problem, ReservedRegion } from './model.js';
-import { type DirEntry, NodeSysfsPort, type SysfsPort, linkTargetRel } from './port.js';
-import { type ChunkResult, SCAN_CHUNK, startScanHelper } from './scan-helper.js';
+import { type DirEntry, type DirReader, type EntryKind, NodeSysfsPort, type SysfsPort, linkTargetRel, openDir } from './port.js';
+import { SCAN_CHUNK, startScanHelper } from './scan-helper.js';
 import { isIsogroupError } from '../errors.js';
 import type { GuardDeviceState } from '../bind/guard.js';
 import { lookupNames, type PciIds } from './pci-ids.js';
@@ -23,14 +23,6 @@ export const PARALLEL_MIN_DEVICES = 2000;
 
 /** driver_override as read (trimmed): "(null)" or empty means none. */
 const overrideValue = (raw: string | null): string | null => (raw === null || raw === '(null)' || raw === '' ? null : raw);
-
-/** Fill in the pci.ids names of a device scanned without them. */
-const nameDevice = (d: PciDevice, ids: PciIds): void => {
-  const names = lookupNames(ids, d.vendor, d.device, d.class, d.subsystemVendor, d.subsystemDevice);
-  d.vendorName = names?.vendor ?? null;
-  d.deviceName = names?.device ?? null;
-  d.className = names?.className ?? null;
-};
 
 class DeviceGone extends Error {
   /** false when the directory could not even be listed (the link may never have pointed anywhere). */
@@ -86,44 +78,21 @@ const deviceDirOf = (port: SysfsPort, rel: string, kind: DirEntry['kind']): { pa
   return resolveLink(port, rel);
 };
 
+/** The last component of a link target ("../../../kernel/iommu_groups/7" -> "7"). */
+const basenameOf = (target: string): string | null => {
+  let end = target.length;
+  while (end > 0 && target.charCodeAt(end - 1) === 47) end--;
+  return end === 0 ? null : target.slice(target.lastIndexOf('/', end - 1) + 1, end);
+};
+
 const linkBasename = (port: SysfsPort, rel: string): string | null => {
   try {
-    const target = port.readLink(rel);
-    const base = target.split('/').filter(Boolean).pop();
-    return base ?? null;
+    return basenameOf(port.readLink(rel));
   } catch (error) {
     if (isGone(error)) return null;
     throw error;
   }
 };
-
-interface AttrReader {
-  text(name: string): string | null;
-  link(name: string): string | null;
-}
-
-const makeReader = (port: SysfsPort, dir: string, entries: Map<string, DirEntry>, problems: Problem[]): AttrReader => ({
-  text(name) {
-    if (!entries.has(name)) return null;
-    try {
-      return port.readText(`${dir}/${name}`).trim();
-    } catch (error) {
-      if (isGone(error) && !port.exists(dir)) throw new DeviceGone(dir);
-      problems.push({ code: 'unreadable', file: `${dir}/${name}`, message: `cannot read ${dir}/${name}: ${errnoText(error)}` });
-      return null;
-    }
-  },
-  link(name) {
-    const entry = entries.get(name);
-    if (!entry || entry.kind !== 'link') return null;
-    try {
-      return linkBasename(port, `${dir}/${name}`);
-    } catch (error) {
-      problems.push({ code: 'unreadable-link', file: `${dir}/${name}`, message: `cannot read link ${dir}/${name}: ${errnoText(error)}` });
-      return null;
-    }
-  },
-});
 
 const ID16 = /^0x[0-9a-fA-F]{4}$/;
 const CLASS24 = /^0x[0-9a-fA-F]{6}$/;
@@ -134,11 +103,15 @@ const checkedId = (
   re: RegExp,
   fallback: number | null,
   width: number,
-  file: string,
+  attr: string,
+  dir: string,
   problems: Problem[],
 ): string | null => {
   if (raw !== null && re.test(raw)) return raw.toLowerCase();
-  if (raw !== null) problems.push({ code: 'bad-attribute', file, message: `${file}: ${JSON.stringify(raw.slice(0, 40))} is not a ${width * 4}-bit hex id` });
+  if (raw !== null) {
+    const file = `${dir}/${attr}`;
+    problems.push({ code: 'bad-attribute', file, message: `${file}: ${JSON.stringify(raw.slice(0, 40))} is not a ${width * 4}-bit hex id` });
+  }
   return fallback === null ? null : hex(fallback, width);
 };
 
@@ -147,11 +120,13 @@ const parseIntOrNull = (raw: string | null): number | null => {
   return parseInt(raw, 10);
 };
 
+const ROOT_BUS = /^pci[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}$/;
+
 // Position in the sysfs device path: parent bridge, root bus, and (for VMD) the host-bridge device.
 const topologyOf = (devPath: string): { parent: Bdf | null; rootBus: string; hostBridgeDevice: Bdf | null } => {
   const parts = devPath.split('/');
   let rootIdx = -1;
-  for (let i = 0; i < parts.length - 1; i++) if (/^pci[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}$/.test(parts[i]!)) rootIdx = i;
+  for (let i = 0; i < parts.length - 1; i++) if (parts[i]!.startsWith('pci') && ROOT_BUS.test(parts[i]!)) rootIdx = i;
   const self = parts.length - 1;
   const before = parts[self - 1];
   const parent = self - 1 > rootIdx && before !== undefined && isBdf(before) ? (before as Bdf) : null;
@@ -159,68 +134,192 @@ const topologyOf = (devPath: string): { parent: Bdf | null; rootBus: string; hos
   return { parent, rootBus: rootIdx >= 0 ? parts[rootIdx]! : 'unknown', hostBridgeDevice: hb !== undefined && isBdf(hb) ? (hb as Bdf) : null };
 };
 
-const scanDevice = (port: SysfsPort, name: Bdf, devPath: string, pciIds: PciIds | null, config: Map<Bdf, Uint8Array>): PciDevice => {
-  const problems: Problem[] = [];
-  let listing: DirEntry[];
+/**
+ * What one device directory held, read but not yet interpreted: the I/O half of a device scan
+ * (buildDevice is the pure half). A scan helper thread posts these, so they hold only strings,
+ * numbers, booleans and the config bytes.
+ */
+export interface RawDevice {
+  bdf: Bdf;
+  path: string;
+  /** null when there is no `config` or it could not be read (configProblem says which). */
+  config: Uint8Array | null;
+  configProblem: Problem | null;
+  /** Attribute texts, trimmed; null when the attribute is absent or unreadable (a problem says which). */
+  vendor: string | null;
+  device: string | null;
+  class: string | null;
+  /** Read only when config space has no normal header to give them (pci_setup_device fills them from it). */
+  subsystemVendor: string | null;
+  subsystemDevice: string | null;
+  revision: string | null;
+  driverOverride: string | null;
+  sriovTotalVfs: string | null;
+  sriovNumVfs: string | null;
+  hasSriovNumVfs: boolean;
+  sriovDriversAutoprobe: string | null;
+  ariEnabled: string | null;
+  bootVga: string | null;
+  numaNode: string | null;
+  resetMethod: string | null;
+  /** Basenames of the driver, physfn, iommu_group and iommu links; virtfnN in N order. */
+  driver: string | null;
+  physfn: string | null;
+  iommuGroup: string | null;
+  iommu: string | null;
+  virtfns: string[];
+  vfioDev: boolean;
+  problems: Problem[];
+}
+
+/** A stretch of the device list, read: its devices, and the problems of entries that were not devices. */
+export interface RawChunk {
+  raws: RawDevice[];
+  problems: Problem[];
+}
+
+const VIRTFN = /^virtfn(\d+)$/;
+
+// Read a device directory: list it once, then read only the attributes the listing shows.
+const readDevice = (port: SysfsPort, bdf: Bdf, dir: string): RawDevice => {
+  const reader = openDir(port, dir);
   try {
-    listing = port.list(devPath);
+    return readDeviceWith(port, reader, bdf, dir);
+  } finally {
+    reader.close();
+  }
+};
+
+const readDeviceWith = (port: SysfsPort, reader: DirReader, bdf: Bdf, dir: string): RawDevice => {
+  let entries: ReadonlyMap<string, EntryKind>;
+  try {
+    entries = reader.entries();
   } catch (error) {
-    if (isGone(error)) throw new DeviceGone(devPath, false);
+    if (isGone(error)) throw new DeviceGone(dir, false);
     throw error;
   }
-  const entries = new Map(listing.map((e) => [e.name, e]));
-  const attr = makeReader(port, devPath, entries, problems);
+  let virtfnLinks: { n: number; name: string }[] | null = null;
+  for (const [name, kind] of entries) {
+    if (kind === 'link' && name.startsWith('virtfn')) {
+      const m = VIRTFN.exec(name);
+      if (m) (virtfnLinks ??= []).push({ n: parseInt(m[1]!, 10), name });
+    }
+  }
+  const problems: Problem[] = [];
+  const text = (name: string): string | null => {
+    if (!entries.has(name)) return null;
+    try {
+      return reader.readText(name).trim();
+    } catch (error) {
+      if (isGone(error) && !port.exists(dir)) throw new DeviceGone(dir);
+      problems.push({ code: 'unreadable', file: `${dir}/${name}`, message: `cannot read ${dir}/${name}: ${errnoText(error)}` });
+      return null;
+    }
+  };
+  const link = (name: string): string | null => {
+    if (entries.get(name) !== 'link') return null;
+    try {
+      return basenameOf(reader.readLink(name));
+    } catch (error) {
+      if (isGone(error)) return null;
+      problems.push({ code: 'unreadable-link', file: `${dir}/${name}`, message: `cannot read link ${dir}/${name}: ${errnoText(error)}` });
+      return null;
+    }
+  };
 
-  let bytes: Uint8Array = new Uint8Array(0);
+  let config: Uint8Array | null = null;
+  let configProblem: Problem | null = null;
   if (entries.has('config')) {
     try {
-      bytes = port.readBytes(`${devPath}/config`);
+      config = reader.readBytes('config');
     } catch (error) {
-      if (isGone(error) && !port.exists(devPath)) throw new DeviceGone(devPath);
-      problems.push({ code: 'unreadable', file: `${devPath}/config`, message: `cannot read ${devPath}/config: ${errnoText(error)}` });
+      if (isGone(error) && !port.exists(dir)) throw new DeviceGone(dir);
+      configProblem = { code: 'unreadable', file: `${dir}/config`, message: `cannot read ${dir}/config: ${errnoText(error)}` };
     }
   } else {
-    problems.push({ code: 'no-config', file: `${devPath}/config`, message: `${devPath}/config is missing: capabilities, port type and ACS unknown` });
+    configProblem = { code: 'no-config', file: `${dir}/config`, message: `${dir}/config is missing: capabilities, port type and ACS unknown` };
   }
+  const header = config !== null && config.length >= HEADER_BYTES;
+  const normal = header && hasNormalHeader(config!);
+
+  const raw: RawDevice = {
+    bdf,
+    path: dir,
+    config,
+    configProblem,
+    vendor: text('vendor'),
+    device: text('device'),
+    class: text('class'),
+    subsystemVendor: normal ? null : text('subsystem_vendor'),
+    subsystemDevice: normal ? null : text('subsystem_device'),
+    revision: header ? null : text('revision'),
+    driverOverride: text('driver_override'),
+    driver: link('driver'),
+    physfn: link('physfn'),
+    virtfns: [],
+    sriovTotalVfs: text('sriov_totalvfs'),
+    sriovNumVfs: text('sriov_numvfs'),
+    hasSriovNumVfs: entries.has('sriov_numvfs'),
+    sriovDriversAutoprobe: text('sriov_drivers_autoprobe'),
+    ariEnabled: text('ari_enabled'),
+    bootVga: text('boot_vga'),
+    numaNode: text('numa_node'),
+    resetMethod: text('reset_method'),
+    iommuGroup: null,
+    iommu: null,
+    vfioDev: entries.has('vfio-dev'),
+    problems,
+  };
+  if (virtfnLinks !== null) {
+    virtfnLinks.sort((a, b) => a.n - b.n || (a.name < b.name ? -1 : 1));
+    for (const v of virtfnLinks) {
+      const target = link(v.name);
+      if (target !== null) raw.virtfns.push(target);
+    }
+  }
+  raw.iommuGroup = link('iommu_group');
+  raw.iommu = link('iommu');
+  return raw;
+};
+
+/** The device a RawDevice describes: config space parsed, attributes checked against it, names looked up. Pure. */
+export const buildDevice = (raw: RawDevice, pciIds: PciIds | null): PciDevice => {
+  const name = raw.bdf;
+  const devPath = raw.path;
+  const problems: Problem[] = [];
+  if (raw.configProblem) problems.push(raw.configProblem);
+  const bytes = raw.config ?? EMPTY;
   const cs = parseConfigSpace(bytes);
-  if (bytes.length > 0) config.set(name, bytes);
   for (const p of cs.problems) problems.push({ code: p.code, file: `${devPath}/config`, message: `${devPath}/config: ${p.message}` });
-  const haveHeader = bytes.length >= 0x30;
+  for (const p of raw.problems) problems.push(p);
+  const haveHeader = bytes.length >= HEADER_BYTES;
 
   const f = (n: string) => `${devPath}/${n}`;
-  const vendor = checkedId(attr.text('vendor'), ID16, haveHeader ? cs.vendorId : null, 4, f('vendor'), problems) ?? 'unknown';
-  const device = checkedId(attr.text('device'), ID16, haveHeader ? cs.deviceId : null, 4, f('device'), problems) ?? 'unknown';
-  const klass = checkedId(attr.text('class'), CLASS24, haveHeader ? cs.classCode : null, 6, f('class'), problems) ?? 'unknown';
-  // The kernel fills these from the same config bytes (pci_setup_device) for a normal header, so read
-  // the files only when the header is missing; a bridge's subsystem ids come from a capability instead.
+  const vendor = checkedId(raw.vendor, ID16, haveHeader ? cs.vendorId : null, 4, 'vendor', devPath, problems) ?? 'unknown';
+  const device = checkedId(raw.device, ID16, haveHeader ? cs.deviceId : null, 4, 'device', devPath, problems) ?? 'unknown';
+  const klass = checkedId(raw.class, CLASS24, haveHeader ? cs.classCode : null, 6, 'class', devPath, problems) ?? 'unknown';
+  // The kernel fills these from the same config bytes (pci_setup_device) for a normal header, so the
+  // files are read only when the header is missing; a bridge's subsystem ids come from a capability instead.
   const fromConfig = haveHeader && cs.layout === 'normal';
-  const subsystemVendor = fromConfig ? hex(cs.subsystemVendorId!, 4) : checkedId(attr.text('subsystem_vendor'), ID16, cs.subsystemVendorId, 4, f('subsystem_vendor'), problems);
-  const subsystemDevice = fromConfig ? hex(cs.subsystemDeviceId!, 4) : checkedId(attr.text('subsystem_device'), ID16, cs.subsystemDeviceId, 4, f('subsystem_device'), problems);
-  const revision = haveHeader ? hex(cs.revision, 2) : checkedId(attr.text('revision'), ID8, null, 2, f('revision'), problems);
+  const subsystemVendor = fromConfig ? hex(cs.subsystemVendorId!, 4) : checkedId(raw.subsystemVendor, ID16, cs.subsystemVendorId, 4, 'subsystem_vendor', devPath, problems);
+  const subsystemDevice = fromConfig ? hex(cs.subsystemDeviceId!, 4) : checkedId(raw.subsystemDevice, ID16, cs.subsystemDeviceId, 4, 'subsystem_device', devPath, problems);
+  const revision = haveHeader ? hex(cs.revision, 2) : checkedId(raw.revision, ID8, null, 2, 'revision', devPath, problems);
   if (haveHeader && vendor !== 'unknown' && parseInt(vendor, 16) !== cs.vendorId) {
     problems.push({ code: 'id-mismatch', file: f('vendor'), message: `${f('vendor')} says ${vendor} but config space says ${hex(cs.vendorId, 4)}` });
   }
 
-  const override = attr.text('driver_override');
-  const driver = attr.link('driver');
-  const physfnLink = attr.link('physfn');
-  const virtfns = listing
-    .filter((e) => /^virtfn\d+$/.test(e.name) && e.kind === 'link')
-    .sort((a, b) => parseInt(a.name.slice(6), 10) - parseInt(b.name.slice(6), 10))
-    .map((e) => attr.link(e.name))
-    .filter((b): b is Bdf => b !== null && isBdf(b));
-
+  const driver = raw.driver;
+  const physfnLink = raw.physfn;
+  const virtfns = raw.virtfns.filter((b): b is Bdf => isBdf(b));
   const parts = splitBdf(name)!;
   const topo = topologyOf(devPath);
   const names = pciIds ? lookupNames(pciIds, vendor, device, klass, subsystemVendor, subsystemDevice) : null;
-  const sysfsTotal = parseIntOrNull(attr.text('sriov_totalvfs'));
-  const sysfsNum = parseIntOrNull(attr.text('sriov_numvfs'));
-  const autoprobe = attr.text('sriov_drivers_autoprobe');
-  const hasSriovFiles = sysfsTotal !== null || entries.has('sriov_numvfs');
-  const ariEnabled = attr.text('ari_enabled');
-  const bootVga = attr.text('boot_vga');
-  const numa = parseIntOrNull(attr.text('numa_node'));
-  const resetRaw = attr.text('reset_method');
+  const sysfsTotal = parseIntOrNull(raw.sriovTotalVfs);
+  const sysfsNum = parseIntOrNull(raw.sriovNumVfs);
+  const autoprobe = raw.sriovDriversAutoprobe;
+  const hasSriovFiles = sysfsTotal !== null || raw.hasSriovNumVfs;
+  const numa = parseIntOrNull(raw.numaNode);
+  const resetRaw = raw.resetMethod;
 
   return {
     bdf: name,
@@ -238,10 +337,10 @@ const scanDevice = (port: SysfsPort, name: Bdf, devPath: string, pciIds: PciIds 
     deviceName: names?.device ?? null,
     className: names?.className ?? null,
     driver,
-    driverOverride: overrideValue(override),
-    vfioDriver: entries.has('vfio-dev') || (driver !== null && driver.startsWith('vfio')),
-    kernelGroup: attr.link('iommu_group'),
-    iommu: attr.link('iommu'),
+    driverOverride: overrideValue(raw.driverOverride),
+    vfioDriver: raw.vfioDev || (driver !== null && driver.startsWith('vfio')),
+    kernelGroup: raw.iommuGroup,
+    iommu: raw.iommu,
     numaNode: numa === null || numa < 0 ? null : numa,
     headerType: haveHeader ? cs.headerType : null,
     headerLayout: haveHeader ? cs.layout : 'unknown',
@@ -254,7 +353,7 @@ const scanDevice = (port: SysfsPort, name: Bdf, devPath: string, pciIds: PciIds 
     acs: cs.acs,
     acsKnown: cs.extendedReadable || cs.portType === 'conventional',
     ari: cs.ari !== null,
-    ariEnabled: ariEnabled === null ? null : ariEnabled === '1',
+    ariEnabled: raw.ariEnabled === null ? null : raw.ariEnabled === '1',
     sriov:
       cs.sriov || hasSriovFiles
         ? {
@@ -268,7 +367,7 @@ const scanDevice = (port: SysfsPort, name: Bdf, devPath: string, pciIds: PciIds 
     virtfns,
     isVirtfn: physfnLink !== null,
     resetMethods: resetRaw ? resetRaw.split(/\s+/).filter(Boolean) : [],
-    bootVga: bootVga === null ? null : bootVga === '1',
+    bootVga: raw.bootVga === null ? null : raw.bootVga === '1',
     parent: topo.parent,
     busId: busIdOf(parts),
     rootBus: topo.rootBus,
@@ -280,6 +379,9 @@ const scanDevice = (port: SysfsPort, name: Bdf, devPath: string, pciIds: PciIds 
     problems,
   };
 };
+
+const EMPTY = new Uint8Array(0);
+
 
 export const parseReservedRegions = (text: string, file: string, problems: Problem[]): ReservedRegion[] => {
   const out: ReservedRegion[] = [];
@@ -313,19 +415,27 @@ export interface RawGroup {
 export const readRawGroup = (port: SysfsPort, id: string): RawGroup => {
   const dir = `${GROUPS_DIR}/${id}`;
   let members: RawGroup['members'];
+  const listing = openDir(port, `${dir}/devices`);
   try {
-    members = { names: port.list(`${dir}/devices`).map((e) => e.name) };
+    members = { names: listing.list().map((e) => e.name) };
   } catch (error) {
     members = { error: errnoText(error), gone: isGone(error) };
+  } finally {
+    listing.close();
   }
+  const reader = openDir(port, dir);
   const text = (name: string): string | null => {
     try {
-      return port.readText(`${dir}/${name}`);
+      return reader.readText(name);
     } catch {
       return null;
     }
   };
-  return { id, members, type: text('type'), reservedRegions: text('reserved_regions') };
+  try {
+    return { id, members, type: text('type'), reservedRegions: text('reserved_regions') };
+  } finally {
+    reader.close();
+  }
 };
 
 /** The group ids under GROUPS_DIR (null: no such directory). */
@@ -383,27 +493,24 @@ const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problem
 const unitKind = (name: string): IommuUnit['kind'] =>
   name.startsWith('dmar') ? 'intel' : name.startsWith('ivhd') ? 'amd' : /smmu/.test(name) ? 'arm-smmu' : name.startsWith('virtio') ? 'virtio' : 'other';
 
-/** The listed device entries `entries` scanned into `out` (shared by the main thread and the scan worker). */
-export const scanEntries = (
-  port: SysfsPort,
-  entries: readonly DirEntry[],
-  pciIds: PciIds | null,
-  out: { devices: Map<Bdf, PciDevice>; config: Map<Bdf, Uint8Array>; problems: Problem[] },
-): void => {
-  const { devices, config, problems } = out;
+/** Read the listed device entries (the I/O half of a scan; the main thread and the scan helper both read with this). */
+export const readEntries = (port: SysfsPort, entries: readonly DirEntry[]): RawChunk => {
+  const raws: RawDevice[] = [];
+  const problems: Problem[] = [];
   for (const entry of entries) {
-    if (!isBdf(entry.name)) {
+    const parts = splitBdf(entry.name);
+    if (parts === null) {
       problems.push({ code: 'bad-entry', file: `${DEVICES_DIR}/${entry.name}`, message: `${DEVICES_DIR}/${JSON.stringify(entry.name)} is not a PCI address; skipped` });
       continue;
     }
-    const bdf = formatBdf(splitBdf(entry.name)!);
+    const bdf = formatBdf(parts);
     const resolved = deviceDirOf(port, `${DEVICES_DIR}/${entry.name}`, entry.kind);
     if ('problem' in resolved) {
       problems.push(resolved.problem);
       continue;
     }
     try {
-      devices.set(bdf, scanDevice(port, bdf, resolved.path, pciIds, config));
+      raws.push(readDevice(port, bdf, resolved.path));
     } catch (error) {
       // The one-readlink path did not check the target: a dangling or looping link shows up here.
       if (!(error instanceof DeviceGone && error.listed)) {
@@ -424,13 +531,27 @@ export const scanEntries = (
       throw error;
     }
   }
+  return { raws, problems };
 };
 
-/** Chunk `c` (SCAN_CHUNK entries) of the device list, scanned on its own: each thread of a two-thread scan reads with this. */
-export const scanChunk = (port: SysfsPort, entries: readonly DirEntry[], c: number, pciIds: PciIds | null): ChunkResult => {
-  const part = { devices: new Map<Bdf, PciDevice>(), config: new Map<Bdf, Uint8Array>(), problems: [] as Problem[] };
-  scanEntries(port, entries.slice(c * SCAN_CHUNK, (c + 1) * SCAN_CHUNK), pciIds, part);
-  return { devices: [...part.devices.values()], config: [...part.config.entries()], problems: part.problems };
+/** Chunk `c` (SCAN_CHUNK entries) of the device list, read: each thread of a two-thread scan reads with this. */
+export const readChunk = (port: SysfsPort, entries: readonly DirEntry[], c: number): RawChunk =>
+  readEntries(port, entries.slice(c * SCAN_CHUNK, (c + 1) * SCAN_CHUNK));
+
+interface BuiltChunk {
+  devices: PciDevice[];
+  config: Uint8Array[];
+  problems: Problem[];
+}
+
+const buildChunk = (chunk: RawChunk, pciIds: PciIds | null): BuiltChunk => {
+  const devices: PciDevice[] = [];
+  const config: Uint8Array[] = [];
+  for (const raw of chunk.raws) {
+    devices.push(buildDevice(raw, pciIds));
+    config.push(raw.config ?? EMPTY);
+  }
+  return { devices, config, problems: chunk.problems };
 };
 
 /** Read the PCI devices, kernel groups and IOMMU units below a root into one snapshot. */
@@ -450,29 +571,37 @@ export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapsh
   const groupProblems: Problem[] = [];
   const groupIds = listGroupIds(port, groupProblems);
   let rawGroups = new Map<string, RawGroup>();
+  const chunks: BuiltChunk[] = [];
   if (threads > 1 && port instanceof NodeSysfsPort && names.length > 1) {
     // A second thread (lspci reads with one) reads the group directories, then claims chunks of the
-    // device list from a shared counter while this thread does the same.
+    // device list from a shared counter while this thread does the same. It only reads; this thread
+    // builds every device (parsing is cheaper than copying parsed objects between threads) as the
+    // helper's chunks arrive, between chunks of its own.
     const helper = startScanHelper(port.root, names, groupIds ?? []);
-    const mine = new Map<number, ChunkResult>();
-    for (let c = helper.claim(); c !== null; c = helper.claim()) mine.set(c, scanChunk(port, names, c, pciIds));
-    const { chunks: theirs, groups } = helper.results();
-    if (groups.length > 0 || theirs.size > 0) scanThreads = 2;
-    rawGroups = new Map(groups.map((g) => [g.id, g]));
-    // In chunk order, as one thread would have read them; a chunk the helper claimed but never
-    // delivered (it failed or hung) is read here.
-    for (let c = 0; c < helper.chunkCount; c++) {
-      const fromHelper = theirs.get(c);
-      const part = mine.get(c) ?? fromHelper ?? scanChunk(port, names, c, pciIds);
-      for (const d of part.devices) {
-        if (fromHelper && pciIds) nameDevice(d, pciIds);
-        devices.set(d.bdf, d);
-      }
-      for (const [bdf, bytes] of part.config) config.set(bdf, bytes);
-      problems.push(...part.problems);
+    const take = (delivered: [number, RawChunk][]): void => {
+      for (const [c, chunk] of delivered) chunks[c] = buildChunk(chunk, pciIds);
+    };
+    for (let c = helper.claim(); c !== null; c = helper.claim()) {
+      chunks[c] = buildChunk(readChunk(port, names, c), pciIds);
+      take(helper.delivered());
     }
+    const { chunks: late, groups, used } = helper.finish();
+    take(late);
+    if (used) scanThreads = 2;
+    rawGroups = new Map(groups.map((g) => [g.id, g]));
+    // A chunk the helper claimed but never delivered (it failed or hung) is read here.
+    for (let c = 0; c < helper.chunkCount; c++) chunks[c] ??= buildChunk(readChunk(port, names, c), pciIds);
   } else {
-    scanEntries(port, names, pciIds, { devices, config, problems });
+    chunks.push(buildChunk(readEntries(port, names), pciIds));
+  }
+  // In chunk order, as one thread reads them.
+  for (const part of chunks) {
+    for (let i = 0; i < part.devices.length; i++) {
+      const d = part.devices[i]!;
+      devices.set(d.bdf, d);
+      if (part.config[i]!.length > 0) config.set(d.bdf, part.config[i]!);
+    }
+    for (const p of part.problems) problems.push(p);
   }
   const sorted = new Map([...devices.entries()].sort(([a], [b]) => compareBdf(a, b)));
   for (const d of sorted.values()) {
@@ -522,12 +651,11 @@ export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapsh
 /** Read just the named devices (the daemon's fast path on a hint); gone or unreadable ones are left out. */
 export const scanDevices = (port: SysfsPort, bdfs: Bdf[]): PciDevice[] => {
   const out: PciDevice[] = [];
-  const config = new Map<Bdf, Uint8Array>();
   for (const bdf of bdfs) {
     const resolved = resolveLink(port, `${DEVICES_DIR}/${bdf}`);
     if ('problem' in resolved) continue;
     try {
-      out.push(scanDevice(port, bdf, resolved.path, null, config));
+      out.push(buildDevice(readDevice(port, bdf, resolved.path), null));
     } catch (error) {
       if (error instanceof DeviceGone || isIsogroupError(error)) continue;
       throw error;
