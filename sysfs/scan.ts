@@ -461,15 +461,18 @@ const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problem
   };
   // Device links are authoritative for membership; the groups directory adds type and regions.
   for (const d of devices.values()) if (d.kernelGroup !== null) ensure(d.kernelGroup).devices.push(d.bdf);
+  // Most groups of a host list the same regions (the MSI window): parse each text once, copy per group.
+  const parsed = new Map<string, ReservedRegion[]>();
   if (ids !== null) {
     for (const name of ids) {
       const dir = `${GROUPS_DIR}/${name}`;
       const r = raw.get(name) ?? readRawGroup(port, name);
       const g = ensure(name);
-      const members = new Set<string>(g.devices);
       if ('names' in r.members) {
+        // A Set only for large groups: most hold one or two devices.
+        const big = g.devices.length > 16 ? new Set<string>(g.devices) : null;
         for (const e of r.members.names) {
-          if (isBdf(e) && !members.has(e)) {
+          if (isBdf(e) && !(big ? big.has(e) : g.devices.includes(e as Bdf))) {
             if (!devices.has(e as Bdf)) {
               problems.push({ code: 'group-member-missing', file: `${dir}/devices/${e}`, message: `group ${name} lists ${e}, which is not in ${DEVICES_DIR}` });
             } else {
@@ -481,7 +484,19 @@ const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problem
         problems.push({ code: 'unreadable', file: `${dir}/devices`, message: `cannot list ${dir}/devices: ${r.members.error}` });
       }
       g.type = r.type?.trim() || null;
-      g.reservedRegions = r.reservedRegions === null ? [] : parseReservedRegions(r.reservedRegions, `${dir}/reserved_regions`, problems);
+      const text = r.reservedRegions;
+      if (text === null) g.reservedRegions = [];
+      else {
+        const known = parsed.get(text);
+        if (known) g.reservedRegions = known.map((region) => ({ ...region }));
+        else {
+          const found: Problem[] = [];
+          g.reservedRegions = parseReservedRegions(text, `${dir}/reserved_regions`, found);
+          // Problems name the group's file, so only a clean text is reused.
+          if (found.length === 0) parsed.set(text, g.reservedRegions.map((region) => ({ ...region })));
+          for (const p of found) problems.push(p);
+        }
+      }
     }
   } else if (groups.size > 0) {
     problems.push({ code: 'no-groups-dir', file: GROUPS_DIR, message: `${GROUPS_DIR} is missing; groups taken from the devices' iommu_group links only` });

@@ -231,4 +231,22 @@ describe('scan of a hostile root', () => {
     expect(snap.kernelGroups.get('2')!.reservedRegions).toEqual([]);
     expect(snap.problems.map((p) => p.code)).toEqual(['bad-attribute', 'bad-attribute']);
   });
+
+  it('groups with the same reserved_regions text each get their own regions, and each its own problems', () => {
+    const bad = '0x10 0x0f msi\n0x00000000fee00000 0x00000000feefffff msi\n';
+    const root = fixture((r) => {
+      fs.writeFileSync(path.join(r, 'sys/kernel/iommu_groups/1/reserved_regions'), bad);
+      fs.writeFileSync(path.join(r, 'sys/kernel/iommu_groups/2/reserved_regions'), bad);
+    });
+    const snap = scanHost(new NodeSysfsPort(root));
+    expect(snap.problems.map((p) => p.file)).toEqual(['sys/kernel/iommu_groups/1/reserved_regions', 'sys/kernel/iommu_groups/2/reserved_regions']);
+    expect(snap.kernelGroups.get('2')!.reservedRegions).toEqual([{ start: 0xfee00000n, end: 0xfeefffffn, type: 'msi' }]);
+    // The same clean text (the writer's default for every group): equal regions, not shared objects.
+    const clean = scanHost(new NodeSysfsPort(fixture()));
+    const [one, two, three] = ['1', '2', '3'].map((id) => clean.kernelGroups.get(id)!.reservedRegions);
+    expect(one!.length).toBeGreaterThan(0);
+    expect([two, three]).toEqual([one, one]);
+    one![0]!.type = 'changed';
+    expect([two![0]!.type, three![0]!.type]).not.toContain('changed');
+  });
 });
