@@ -686,39 +686,53 @@ export const scanDevices = (port: SysfsPort, bdfs: Bdf[]): PciDevice[] => {
  */
 export const readGuardState = (port: SysfsPort, bdf: Bdf): GuardDeviceState | null => {
   const dir = `${DEVICES_DIR}/${bdf}`;
-  let bytes: Uint8Array = new Uint8Array(0);
+  const reader = openDir(port, dir);
   try {
-    bytes = port.readBytes(`${dir}/config`);
-  } catch {
-    if (!port.exists(dir)) return null; // a device without a readable config is decided as scanDevice sees it
-  }
-  const cs = parseConfigSpace(bytes);
-  const text = (name: string): string | null => {
+    let bytes: Uint8Array = EMPTY;
     try {
-      return port.readText(`${dir}/${name}`).trim();
+      bytes = reader.readBytes('config');
     } catch {
-      return null;
+      if (!port.exists(dir)) return null; // a device without a readable config is decided as scanDevice sees it
     }
-  };
-  let driver: string | null = null;
-  try {
-    driver = port.kind(`${dir}/driver`) === 'link' ? linkBasename(port, `${dir}/driver`) : null;
-  } catch {
-    driver = null;
+    const cs = parseConfigSpace(bytes);
+    const text = (name: string): string | null => {
+      try {
+        return reader.readText(name).trim();
+      } catch {
+        return null;
+      }
+    };
+    // One listing answers which of driver, vfio-dev and the SR-IOV files exist (no failed lookups).
+    let kinds: ReadonlyMap<string, EntryKind>;
+    try {
+      kinds = reader.entries();
+    } catch {
+      kinds = new Map();
+    }
+    let driver: string | null = null;
+    if (kinds.get('driver') === 'link') {
+      try {
+        driver = basenameOf(reader.readLink('driver'));
+      } catch {
+        driver = null;
+      }
+    }
+    const override = text('driver_override');
+    const hasSriovFiles = kinds.get('sriov_totalvfs') === 'file';
+    let sriov: GuardDeviceState['sriov'] = null;
+    if (cs.sriov || hasSriovFiles) {
+      const autoprobe = text('sriov_drivers_autoprobe');
+      sriov = { totalVfs: cs.sriov?.totalVfs ?? parseIntOrNull(text('sriov_totalvfs')) ?? 0, driversAutoprobe: autoprobe === null ? null : autoprobe === '1' };
+    }
+    return {
+      bdf,
+      isBridge: cs.layout === 'bridge' || cs.layout === 'cardbus',
+      driver,
+      vfioDriver: kinds.get('vfio-dev') === 'dir' || (driver !== null && driver.startsWith('vfio')),
+      driverOverride: overrideValue(override),
+      sriov,
+    };
+  } finally {
+    reader.close();
   }
-  const override = text('driver_override');
-  const hasSriovFiles = port.kind(`${dir}/sriov_totalvfs`) === 'file';
-  let sriov: GuardDeviceState['sriov'] = null;
-  if (cs.sriov || hasSriovFiles) {
-    const autoprobe = text('sriov_drivers_autoprobe');
-    sriov = { totalVfs: cs.sriov?.totalVfs ?? parseIntOrNull(text('sriov_totalvfs')) ?? 0, driversAutoprobe: autoprobe === null ? null : autoprobe === '1' };
-  }
-  return {
-    bdf,
-    isBridge: cs.layout === 'bridge' || cs.layout === 'cardbus',
-    driver,
-    vfioDriver: port.kind(`${dir}/vfio-dev`) === 'dir' || (driver !== null && driver.startsWith('vfio')),
-    driverOverride: overrideValue(override),
-    sriov,
-  };
 };

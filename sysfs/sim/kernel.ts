@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { type Bdf, formatBdf, isBdf, parseBdf, splitBdf } from '../bdf.js';
 import { parseConfigSpace, hex } from '../config-space.js';
 import { ensureDriverDir } from '../fixture-writer.js';
-import { type DirEntry, type EntryKind, NodeSysfsPort, type SysfsPort, linkTargetRel, sysfsError } from '../port.js';
+import { type DirEntry, type DirReader, type EntryKind, NodeSysfsPort, type SysfsPort, linkTargetRel, openDir, sysfsError } from '../port.js';
 import { scanHost } from '../scan.js';
 import { IsogroupError } from '../../errors.js';
 import { synthConfig, vfConfigFrom } from './config.js';
@@ -948,6 +948,9 @@ export class SimulatedSysfsPort implements SysfsPort {
   }
   list(rel: string): DirEntry[] {
     return this.node.list(rel);
+  }
+  openDir(rel: string): DirReader {
+    return openDir(this.node, rel);
   }
   kind(rel: string): EntryKind | null {
     return this.node.kind(rel);
