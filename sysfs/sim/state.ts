@@ -164,9 +164,16 @@ export class SimStateStore {
 }
 
 const pruneDead = (st: SimState): void => {
-  for (const [id, c] of Object.entries(st.containers)) if (!pidAlive(c.pid)) delete st.containers[id];
+  // One kill(pid, 0) per distinct process (usually one daemon holds every group).
+  const seen = new Map<number, boolean>();
+  const alive = (pid: number): boolean => {
+    let a = seen.get(pid);
+    if (a === undefined) seen.set(pid, (a = pidAlive(pid)));
+    return a;
+  };
+  for (const [id, c] of Object.entries(st.containers)) if (!alive(c.pid)) delete st.containers[id];
   for (const [group, h] of Object.entries(st.holds)) {
-    if (!pidAlive(h.pid)) delete st.holds[group];
+    if (!alive(h.pid)) delete st.holds[group];
     else if (h.container !== null && !st.containers[h.container]) h.container = null;
   }
 };
