@@ -60,6 +60,8 @@ export const readJournal = (stateDir: string): Journal => {
     if (errno === 'ENOTDIR') throw new IsogroupError('E_STATE_DIR', `state directory ${stateDir} is not a directory`, { stateDir, errno });
     throw new IsogroupError('E_STATE_DIR', `cannot read journal ${file}: ${errno ?? String(error)}`, { file, errno }, { cause: error });
   }
+  // The daemon reads the journal on every pass; a text already checked is only parsed again.
+  if (lastChecked?.file === file && lastChecked.text === text) return JSON.parse(lastChecked.checked) as Journal;
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -76,8 +78,12 @@ export const readJournal = (stateDir: string): Journal => {
     if (seen.has(e.groupId)) throw new IsogroupError('E_JOURNAL_CORRUPT', `journal ${file} lists group ${e.groupId} twice; nothing was changed`, { file, group: e.groupId });
     seen.add(e.groupId);
   }
+  lastChecked = { file, text, checked: JSON.stringify(parsed.data) };
   return parsed.data;
 };
+
+// The last journal text that passed the checks, with the checked result (defaults filled in).
+let lastChecked: { file: string; text: string; checked: string } | null = null;
 
 /** Replace the journal atomically and durably. */
 export const writeJournal = (stateDir: string, journal: Journal): void => {
@@ -108,20 +114,29 @@ export const dropEntry = (stateDir: string, groupId: string): Journal => {
 /** Groups the journal says are handed out (finished assignments). */
 export const assignedGroups = (stateDir: string): JournalEntry[] => readJournal(stateDir).entries.filter((e) => e.state === 'assigned');
 
-/** Record devices that joined an assigned group (hot-added) and drop members that left; under the state lock. */
-export const updateMembers = (stateDir: string, groupId: string, present: readonly Bdf[]): JournalEntry | null => {
+/**
+ * Record devices that joined assigned groups (hot-added) and drop hot-added members that left, for
+ * every group in `present` at once (one journal write); under the state lock. Returns the entries
+ * that changed.
+ */
+export const updateMembers = (stateDir: string, present: ReadonlyMap<string, readonly Bdf[]>): JournalEntry[] => {
   const journal = readJournal(stateDir);
-  const entry = journal.entries.find((e) => e.groupId === groupId && e.state === 'assigned');
-  if (!entry) return null;
-  const known = new Set(entry.members.map((m) => m.bdf));
-  const now = new Set(present);
-  const added = present.filter((b) => !known.has(b));
-  const kept = entry.members.filter((m) => now.has(m.bdf) || !m.hotAdded);
-  if (added.length === 0 && kept.length === entry.members.length) return entry;
-  const next: JournalEntry = {
-    ...entry,
-    members: [...kept, ...added.map((bdf) => ({ bdf, role: 'endpoint' as const, originalDriver: null, originalOverride: null, hotAdded: true }))],
-  };
-  writeJournal(stateDir, { ...journal, entries: journal.entries.map((e) => (e === entry ? next : e)) });
-  return next;
+  const changed: JournalEntry[] = [];
+  const entries = journal.entries.map((entry) => {
+    const now = entry.state === 'assigned' ? present.get(entry.groupId) : undefined;
+    if (now === undefined) return entry;
+    const known = new Set(entry.members.map((m) => m.bdf));
+    const still = new Set(now);
+    const added = now.filter((b) => !known.has(b));
+    const kept = entry.members.filter((m) => still.has(m.bdf) || !m.hotAdded);
+    if (added.length === 0 && kept.length === entry.members.length) return entry;
+    const next: JournalEntry = {
+      ...entry,
+      members: [...kept, ...added.map((bdf) => ({ bdf, role: 'endpoint' as const, originalDriver: null, originalOverride: null, hotAdded: true }))],
+    };
+    changed.push(next);
+    return next;
+  });
+  if (changed.length > 0) writeJournal(stateDir, { ...journal, entries });
+  return changed;
 };

@@ -436,7 +436,13 @@ export class GuardDaemon {
     );
     if (decision.actions.length || decision.events.length) this.logger.debug('reconcile', { reason, actions: decision.actions.length, events: decision.events.length });
     await this.carryOut(decision.actions, decision.events);
-    for (const ev of decision.events) if (ev.type === 'membership-changed') this.recordMembers(ev.groupId, snap.kernelGroups.get(ev.groupId)?.devices ?? []);
+    const changed = new Map<string, readonly Bdf[]>();
+    for (const ev of decision.events) if (ev.type === 'membership-changed') changed.set(ev.groupId, snap.kernelGroups.get(ev.groupId)?.devices ?? []);
+    if (changed.size > 0) {
+      // Hints that arrived during the pass go first: the journal write is the pass's longest step.
+      await new Promise((r) => setImmediate(r));
+      this.recordMembers(changed);
+    }
   }
 
   /**
@@ -467,14 +473,14 @@ export class GuardDaemon {
 
   // The journal learns about devices that joined (or hot-added ones that left) an assigned group, so
   // release gives them back to the host; a busy state dir (an assign running) means: next pass.
-  private recordMembers(groupId: string, present: readonly Bdf[]): void {
+  private recordMembers(present: ReadonlyMap<string, readonly Bdf[]>): void {
+    if (this.closed) return;
     let lock: { release(): void } | null = null;
     try {
       lock = lockStateDir(this.stateDir);
-      const entry = updateMembers(this.stateDir, groupId, present);
-      if (entry) this.assigned.set(groupId, entry);
+      for (const entry of updateMembers(this.stateDir, present)) this.assigned.set(entry.groupId, entry);
     } catch (error) {
-      this.logger.debug('journal membership update postponed', { group: groupId, error: (error as Error).message });
+      this.logger.debug('journal membership update postponed', { groups: [...present.keys()], error: (error as Error).message });
       this.scheduleSoon('membership-retry');
     } finally {
       lock?.release();
