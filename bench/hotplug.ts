@@ -372,7 +372,7 @@ export const hotplugBench: BenchModule = {
     for (const r of results.filter((x) => x.mode === 'paced')) {
       const p99 = pct(r.eventDecision, 99);
       const own = pct(r.hintDecision, 99);
-      // With fewer than 100 samples the 99th percentile is the slowest sample (for x100: the first hint, cold code).
+      // With fewer than 100 samples the 99th percentile is the slowest sample.
       const n = r.eventDecision.length;
       const few = n < 100 ? ` (${n} samples: p99 = the maximum)` : ` (${n} samples)`;
       ctx.log(`  target p99 < 2 ms at ${PACED_RATE}/s, x${r.burst}: event->decision ${f(p99, 3)} ms ${p99 < 2 ? 'MET' : 'MISSED'}${few}; daemon's own hint->decision ${f(own, 3)} ms ${own < 2 ? 'met' : 'missed'}; from the pacing schedule's due time ${f(pct(r.dueDecision, 99), 3)} ms`);
