@@ -43,8 +43,8 @@ export interface DirReader {
   close(): void;
 }
 
-/** Each entry read by its path through the port. */
-const pathReader = (port: SysfsPort, rel: string): DirReader => ({
+/** Each entry read by its path through the port (ports without a directory reader of their own). */
+export const pathReader = (port: SysfsPort, rel: string): DirReader => ({
   list: () => port.list(rel),
   entries: () => new Map(port.list(rel).map((e) => [e.name, e.kind])),
   readText: (name) => port.readText(`${rel}/${name}`),

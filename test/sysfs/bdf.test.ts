@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { seededRandom } from '../helpers/rand.js';
 import { compareBdf, formatBdf, isBdf, parseBdf, splitBdf } from '../../sysfs/bdf.js';
 
 // splitBdf has a regex-free path for the 12-character form; it must agree with the definition
@@ -9,14 +10,8 @@ const reference = (text: string) => {
   return { domain: parseInt(m[1]!, 16), bus: parseInt(m[2]!, 16), device: parseInt(m[3]!, 16), fn: parseInt(m[4]!, 10) };
 };
 
-// Deterministic pseudo-random strings near the BDF shape (xorshift, so a failure reproduces).
-let seed = 0x2545f491;
-const rand = (n: number): number => {
-  seed ^= seed << 13;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  return (seed >>> 0) % n;
-};
+// Pseudo-random strings near the BDF shape (seeded, so a failure reproduces).
+const rand = seededRandom(0x2545f491);
 const ALPHABET = '0123456789abcdefABCDEFgG:.-/ ';
 const nearBdf = (): string => {
   const base = [...formatBdf({ domain: rand(3) === 0 ? rand(0x10000) : 0, bus: rand(256), device: rand(0x24), fn: rand(9) })];

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fileCalls } from '../../sysfs/libc.js';
-import { type DirReader, NodeSysfsPort, openDir } from '../../sysfs/port.js';
+import { type DirReader, NodeSysfsPort, openDir, pathReader } from '../../sysfs/port.js';
 import { scanHost } from '../../sysfs/scan.js';
 import { fastTmpDir, pristineRoot } from '../helpers/sim-root.js';
 
@@ -21,14 +21,6 @@ const outcome = (f: () => unknown): Outcome => {
   }
 };
 
-const byPath = (port: NodeSysfsPort, rel: string): DirReader => ({
-  list: () => port.list(rel),
-  entries: () => new Map(port.list(rel).map((e) => [e.name, e.kind])),
-  readText: (n) => port.readText(`${rel}/${n}`),
-  readBytes: (n) => port.readBytes(`${rel}/${n}`),
-  readLink: (n) => port.readLink(`${rel}/${n}`),
-  close() {},
-});
 
 const everything = (reader: DirReader, names: string[]) => ({
   list: outcome(() => reader.list()),
@@ -54,7 +46,7 @@ describe('directory reader', () => {
     for (const dir of dirs) {
       const names = [...port.list(dir).map((e) => e.name), 'missing', '..', '../vendor', ''];
       const reader = port.openDir(dir);
-      expect([dir, everything(reader, names)]).toEqual([dir, everything(byPath(port, dir), names)]);
+      expect([dir, everything(reader, names)]).toEqual([dir, everything(pathReader(port, dir), names)]);
       reader.close();
     }
   });
@@ -76,12 +68,12 @@ describe('directory reader', () => {
     const port = new NodeSysfsPort(root);
     const names = [...port.list('sys/odd').map((e) => e.name), 'missing', 'sub/..', '.'];
     const reader = port.openDir('sys/odd');
-    expect(everything(reader, names)).toEqual(everything(byPath(port, 'sys/odd'), names));
+    expect(everything(reader, names)).toEqual(everything(pathReader(port, 'sys/odd'), names));
     expect(reader.list().length).toBe(410);
     reader.close();
     // A directory that is missing or a file: the path reads' errors.
     for (const rel of ['sys/none', 'sys/odd/large']) {
-      expect(everything(port.openDir(rel), ['x'])).toEqual(everything(byPath(port, rel), ['x']));
+      expect(everything(port.openDir(rel), ['x'])).toEqual(everything(pathReader(port, rel), ['x']));
     }
     // Names never climb out of the directory (or the root) through the held descriptor.
     expect(port.openDir('sys/odd').readText('../odd/naïve')).toBe('utf-8 name\n');

@@ -1,5 +1,6 @@
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { seededRandom } from '../helpers/rand.js';
 import { linkTargetRel, NodeSysfsPort, resolveUnder } from '../../sysfs/port.js';
 
 // linkTargetRel drops components for the usual "../../x" sysfs link instead of normalizing; it must
@@ -10,13 +11,7 @@ const reference = (linkRel: string, target: string): string | null => {
   return joined.startsWith('..') ? null : joined;
 };
 
-let seed = 0x1234567;
-const rand = (n: number): number => {
-  seed ^= seed << 13;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  return (seed >>> 0) % n;
-};
+const rand = seededRandom(0x1234567);
 const PARTS = ['sys', 'bus', 'pci', 'devices', '0000:00:01.0', '..', '.', '', 'pci0000:00', '.hidden', 'a..b'];
 const randomPath = (max: number): string => Array.from({ length: 1 + rand(max) }, () => PARTS[rand(PARTS.length)]).join('/');
 
