@@ -121,25 +121,27 @@ const isPlainName = (name: string): boolean => name.length > 0 && name.charCodeA
 
 // A directory held open: entries are opened relative to it (openat, readlinkat, getdents64 through
 // koffi), so the kernel walks one component per read instead of the whole path, and node:fs's
-// per-call cost is skipped. Any failure is retried by path through the port, so errors (and their
+// per-call cost is skipped. Any failure is retried by path (pathReader), so errors (and their
 // messages) are exactly node:fs's.
 class FdDirReader implements DirReader {
   private fd: number;
+  private readonly byPath: DirReader;
   private readonly readAt = (fd: number, buf: Buffer, at: number, len: number): number =>
     this.calls.read(fd, at === 0 ? buf : buf.subarray(at), len);
 
   constructor(
-    private readonly port: NodeSysfsPort,
-    private readonly rel: string,
+    port: NodeSysfsPort,
+    rel: string,
     fd: number,
     private readonly calls: FileCalls,
   ) {
     this.fd = fd;
+    this.byPath = pathReader(port, rel);
   }
 
   list(): DirEntry[] {
     const read = this.readEntries();
-    if (read === null) return this.port.list(this.rel);
+    if (read === null) return this.byPath.list();
     const out: DirEntry[] = [];
     for (const [name, kind] of read) out.push({ name, kind });
     // libuv sorts by strcmp; for ASCII names (readEntries returns null for others) that is string order.
@@ -147,7 +149,7 @@ class FdDirReader implements DirReader {
   }
 
   entries(): ReadonlyMap<string, EntryKind> {
-    return this.readEntries() ?? new Map(this.port.list(this.rel).map((e) => [e.name, e.kind]));
+    return this.readEntries() ?? this.byPath.entries();
   }
 
   // The directory is read once per reader (its offset stays at the end).
@@ -195,12 +197,12 @@ class FdDirReader implements DirReader {
 
   readText(name: string): string {
     const data = this.readRaw(name);
-    return data === null ? this.port.readText(`${this.rel}/${name}`) : data.toString('utf8');
+    return data === null ? this.byPath.readText(name) : data.toString('utf8');
   }
 
   readBytes(name: string): Buffer {
     const data = this.readRaw(name);
-    return data === null ? this.port.readBytes(`${this.rel}/${name}`) : Buffer.from(data);
+    return data === null ? this.byPath.readBytes(name) : Buffer.from(data);
   }
 
   readLink(name: string): string {
@@ -208,7 +210,7 @@ class FdDirReader implements DirReader {
       const n = this.calls.readlinkat(this.fd, name, linkBuffer, linkBuffer.length);
       if (n >= 0 && n < linkBuffer.length) return linkBuffer.toString('utf8', 0, n);
     }
-    return this.port.readLink(`${this.rel}/${name}`);
+    return this.byPath.readLink(name);
   }
 
   close(): void {

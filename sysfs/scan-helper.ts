@@ -18,7 +18,7 @@ export interface ScanHelperJob {
   entries: DirEntry[];
   /** Group directories to read first (while the main thread starts on the devices). */
   groupIds: string[];
-  /** [0]: 1 once the helper is done; [1]: the next unclaimed chunk; [2]: messages posted so far. */
+  /** [0]: the next unclaimed chunk; [1]: messages posted so far (the main thread waits on it). */
   shared: Int32Array;
 }
 
@@ -50,7 +50,7 @@ const asBuffers = (chunk: RawChunk): RawChunk => {
 };
 
 export const startScanHelper = (root: string, entries: DirEntry[], groupIds: string[]): ScanHelper => {
-  const shared = new Int32Array(new SharedArrayBuffer(12));
+  const shared = new Int32Array(new SharedArrayBuffer(8));
   const chunkCount = Math.ceil(entries.length / SCAN_CHUNK);
   const { port1, port2 } = new MessageChannel();
   const started = performance.now();
@@ -91,7 +91,7 @@ export const startScanHelper = (root: string, entries: DirEntry[], groupIds: str
   return {
     chunkCount,
     claim() {
-      const c = Atomics.add(shared, 1, 1);
+      const c = Atomics.add(shared, 0, 1);
       return c < chunkCount ? c : null;
     },
     delivered: drain,
@@ -103,7 +103,7 @@ export const startScanHelper = (root: string, entries: DirEntry[], groupIds: str
         for (;;) {
           chunks.push(...drain());
           if (done || performance.now() >= deadline) break;
-          Atomics.wait(shared, 2, seen, SLICE_MS);
+          Atomics.wait(shared, 1, seen, SLICE_MS);
         }
         port1.close();
         void worker.terminate();

@@ -12,8 +12,8 @@ const chunkCount = Math.ceil(job.entries.length / SCAN_CHUNK);
 
 const post = (msg: ScanHelperMessage, transfer: ArrayBuffer[] = []): void => {
   job.port.postMessage(msg, transfer);
-  Atomics.add(job.shared, 2, 1);
-  Atomics.notify(job.shared, 2);
+  Atomics.add(job.shared, 1, 1);
+  Atomics.notify(job.shared, 1);
 };
 
 let error: string | undefined;
@@ -22,7 +22,7 @@ try {
   const groups: RawGroup[] = [];
   for (const id of job.groupIds) groups.push(readRawGroup(port, id));
   post({ kind: 'groups', groups });
-  for (let c = Atomics.add(job.shared, 1, 1); c < chunkCount; c = Atomics.add(job.shared, 1, 1)) {
+  for (let c = Atomics.add(job.shared, 0, 1); c < chunkCount; c = Atomics.add(job.shared, 0, 1)) {
     const chunk = readChunk(port, job.entries, c);
     // One buffer for the chunk's config bytes, handed over rather than copied.
     let total = 0;
@@ -40,5 +40,4 @@ try {
 } catch (e) {
   error = String(e);
 }
-Atomics.store(job.shared, 0, 1);
 post({ kind: 'done', ...(error ? { error } : {}) });

@@ -10,6 +10,7 @@ import { lookupNames, type PciIds } from './pci-ids.js';
 const DEVICES_DIR = 'sys/bus/pci/devices';
 const GROUPS_DIR = 'sys/kernel/iommu_groups';
 const MAX_LINK_HOPS = 8;
+const EMPTY = new Uint8Array(0);
 
 export interface ScanOptions {
   /** pci.ids database for names; null disables names. Defaults to none (the CLI loads the host's). */
@@ -83,15 +84,6 @@ const basenameOf = (target: string): string | null => {
   let end = target.length;
   while (end > 0 && target.charCodeAt(end - 1) === 47) end--;
   return end === 0 ? null : target.slice(target.lastIndexOf('/', end - 1) + 1, end);
-};
-
-const linkBasename = (port: SysfsPort, rel: string): string | null => {
-  try {
-    return basenameOf(port.readLink(rel));
-  } catch (error) {
-    if (isGone(error)) return null;
-    throw error;
-  }
 };
 
 const ID16 = /^0x[0-9a-fA-F]{4}$/;
@@ -380,9 +372,6 @@ export const buildDevice = (raw: RawDevice, pciIds: PciIds | null): PciDevice =>
   };
 };
 
-const EMPTY = new Uint8Array(0);
-
-
 export const parseReservedRegions = (text: string, file: string, problems: Problem[]): ReservedRegion[] => {
   const out: ReservedRegion[] = [];
   for (const line of text.split('\n')) {
@@ -462,7 +451,21 @@ const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problem
   // Device links are authoritative for membership; the groups directory adds type and regions.
   for (const d of devices.values()) if (d.kernelGroup !== null) ensure(d.kernelGroup).devices.push(d.bdf);
   // Most groups of a host list the same regions (the MSI window): parse each text once, copy per group.
+  // Problems name the group's file, so only a clean text is reused.
   const parsed = new Map<string, ReservedRegion[]>();
+  const regionsOf = (text: string, file: string): ReservedRegion[] => {
+    let clean = parsed.get(text);
+    if (!clean) {
+      const found: Problem[] = [];
+      const regions = parseReservedRegions(text, file, found);
+      if (found.length > 0) {
+        for (const p of found) problems.push(p);
+        return regions;
+      }
+      parsed.set(text, (clean = regions));
+    }
+    return clean.map((region) => ({ ...region }));
+  };
   if (ids !== null) {
     for (const name of ids) {
       const dir = `${GROUPS_DIR}/${name}`;
@@ -484,19 +487,7 @@ const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problem
         problems.push({ code: 'unreadable', file: `${dir}/devices`, message: `cannot list ${dir}/devices: ${r.members.error}` });
       }
       g.type = r.type?.trim() || null;
-      const text = r.reservedRegions;
-      if (text === null) g.reservedRegions = [];
-      else {
-        const known = parsed.get(text);
-        if (known) g.reservedRegions = known.map((region) => ({ ...region }));
-        else {
-          const found: Problem[] = [];
-          g.reservedRegions = parseReservedRegions(text, `${dir}/reserved_regions`, found);
-          // Problems name the group's file, so only a clean text is reused.
-          if (found.length === 0) parsed.set(text, g.reservedRegions.map((region) => ({ ...region })));
-          for (const p of found) problems.push(p);
-        }
-      }
+      g.reservedRegions = r.reservedRegions === null ? [] : regionsOf(r.reservedRegions, `${dir}/reserved_regions`);
     }
   } else if (groups.size > 0) {
     problems.push({ code: 'no-groups-dir', file: GROUPS_DIR, message: `${GROUPS_DIR} is missing; groups taken from the devices' iommu_group links only` });
@@ -663,7 +654,7 @@ export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapsh
   };
 };
 
-/** Read just the named devices (the daemon's fast path on a hint); gone or unreadable ones are left out. */
+/** Read just the named devices (the daemon's pass over assigned groups); gone or unreadable ones are left out. */
 export const scanDevices = (port: SysfsPort, bdfs: Bdf[]): PciDevice[] => {
   const out: PciDevice[] = [];
   for (const bdf of bdfs) {

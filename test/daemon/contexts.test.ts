@@ -33,6 +33,15 @@ const startDaemon = async (o: { root: string; stateDir: string; socket?: string 
   return daemon;
 };
 
+// A DaemonClient script (`c` is the client of the socket given as its argument) run as another user:
+// returns what it printed, parsed. Without `id` it runs as this process's user.
+const peerScript = (dir: string, name: string, body: string) => {
+  const script = path.join(dir, name);
+  fs.writeFileSync(script, `import { DaemonClient } from ${JSON.stringify(path.join(repoRoot, 'dist/daemon/client.js'))};\nconst c = new DaemonClient(process.argv[2]);\n${body}`);
+  return async (socket: string, id?: number): Promise<unknown> =>
+    JSON.parse((await execa(process.execPath, [script, socket], id === undefined ? {} : { uid: id, gid: id })).stdout);
+};
+
 describe('contexts through assign/release', () => {
   it('merges an owner\'s groups into one context with stable device numbers and usable IOVA ranges', () => {
     const { root, stateDir } = setup();
@@ -98,12 +107,10 @@ describe('hand-off', () => {
     const daemon = await startDaemon({ root, stateDir, socket });
     assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
     await daemon.reconcile('test');
-    const script = path.join(dir, 'peer.mjs');
-    fs.writeFileSync(
-      script,
-      `import { DaemonClient } from ${JSON.stringify(path.join(repoRoot, 'dist/daemon/client.js'))};
-import * as fs from 'node:fs';
-const c = new DaemonClient(process.argv[2]);
+    const peer = peerScript(
+      dir,
+      'peer.mjs',
+      `import * as fs from 'node:fs';
 try {
   const r = await c.requestFds('POST', '/contexts/nobody/fds');
   const got = r.fds.map((fd) => { const s = fs.fstatSync(fd); return s.ino; });
@@ -112,12 +119,10 @@ try {
 `,
     );
     const expectInodes = [fs.statSync(path.join(root, 'dev/vfio/vfio')).ino, fs.statSync(path.join(root, 'dev/vfio/23')).ino];
-    const asNobody = await execa(process.execPath, [script, socket], { uid: 65534, gid: 65534 });
-    const allowed = JSON.parse(asNobody.stdout) as { ok: boolean; inodes: number[]; body: { order: string[] } };
+    const allowed = (await peer(socket, 65534)) as { ok: boolean; inodes: number[]; body: { order: string[] } };
     expect(allowed).toMatchObject({ ok: true, body: { order: ['container', 'group 23'] } });
     expect(allowed.inodes).toEqual(expectInodes);
-    const asOther = await execa(process.execPath, [script, socket], { uid: 65533, gid: 65533 });
-    expect(JSON.parse(asOther.stdout)).toMatchObject({ ok: false, code: 'E_PERMISSION' });
+    expect(await peer(socket, 65533)).toMatchObject({ ok: false, code: 'E_PERMISSION' });
     // The daemon kept its own hold throughout.
     expect(daemon.heldGroups().has('23')).toBe(true);
   });
@@ -169,19 +174,15 @@ describe("owner's view", () => {
     assignToOwner('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
     assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
     await daemon.reconcile('test');
-    const script = path.join(dir, 'view.mjs');
-    fs.writeFileSync(
-      script,
-      `import { DaemonClient } from ${JSON.stringify(path.join(repoRoot, 'dist/daemon/client.js'))};
-const c = new DaemonClient(process.argv[2]);
-const status = await c.get('/status');
+    const view = peerScript(
+      dir,
+      'view.mjs',
+      `const status = await c.get('/status');
 const devices = await c.get('/devices');
 console.log(JSON.stringify({ groups: status.groups.map((g) => g.id), devices: devices.devices.map((d) => d.bdf) }));
 `,
     );
-    const asNobody = await execa(process.execPath, [script, socket], { uid: 65534, gid: 65534 });
-    expect(JSON.parse(asNobody.stdout)).toEqual({ groups: ['23'], devices: ['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2'] });
-    const asRoot = await execa(process.execPath, [script, socket]);
-    expect(JSON.parse(asRoot.stdout).groups.sort()).toEqual(['22', '23']);
+    expect(await view(socket, 65534)).toEqual({ groups: ['23'], devices: ['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2'] });
+    expect(((await view(socket)) as { groups: string[] }).groups.sort()).toEqual(['22', '23']);
   });
 });
