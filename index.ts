@@ -1,13 +1,13 @@
 // isogroup's programmatic API: plain typed data in and out, typed errors (IsogroupError.code).
 export { IsogroupError, isIsogroupError, ERROR_CODES, exitCodeFor, type ErrorCode } from './errors.js';
-export { type Bdf, parseBdf, parseBdfLoose, isBdf, compareBdf, splitBdf, formatBdf } from './sysfs/bdf.js';
-export { parseConfigSpace, ACS_BITS, type ConfigSpace, type PortType, type AcsInfo } from './sysfs/config-space.js';
-export type { PciDevice, HostSnapshot, KernelGroup, IommuUnit, ReservedRegion, Problem } from './sysfs/model.js';
+export { type Bdf, parseBdf, parseBdfLoose, isBdf, compareBdf, splitBdf, formatBdf } from './model/bdf.js';
+export { parseConfigSpace, ACS_BITS, type ConfigSpace, type PortType, type AcsInfo } from './model/config-space.js';
+export type { PciDevice, HostSnapshot, KernelGroup, IommuUnit, ReservedRegion, Problem } from './model/device.js';
 export { NodeSysfsPort, type SysfsPort } from './sysfs/port.js';
 export { scanHost, type ScanOptions } from './sysfs/scan.js';
-export { loadPciIds, parsePciIds, type PciIds } from './sysfs/pci-ids.js';
-export { writeFixtureRoot, type FixtureSpec, type FixtureDeviceSpec } from './sysfs/fixture-writer.js';
-export { resolveRoot, unpackCapture } from './sysfs/roots.js';
+export { loadPciIds, parsePciIds, type PciIds } from './model/pci-ids.js';
+export { writeFixtureRoot, type FixtureSpec, type FixtureDeviceSpec } from './capture/fixture-writer.js';
+export { resolveRoot, unpackCapture } from './capture/unpack.js';
 export * from './api/devices.js';
 export * from './api/import.js';
 export * from './api/groups.js';

@@ -3,28 +3,28 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { IsogroupError } from '../errors.js';
 import { type ApplyContext, type TransactionResult, applyPlan, applyRelease } from '../bind/apply.js';
-import { type JournalEntry, assignedGroups as journalAssignedGroups, readJournal } from '../bind/journal.js';
-import { lockStateDir } from '../bind/lock.js';
+import { type JournalEntry, assignedGroups as journalAssignedGroups, readJournal } from '../state/journal.js';
+import { lockStateDir } from '../state/lock.js';
 import { type AssignPlan, type ReleasePlan, VFIO_DRIVER, planAssign, planRelease } from '../bind/plan.js';
 import { type RecoverResult, recoverJournal } from '../bind/recover.js';
-import { type StatusResult, journalStatus } from '../bind/status.js';
-import { type Bdf, isBdf, parseBdf } from '../sysfs/bdf.js';
+import { type StatusResult, journalStatus } from '../state/status.js';
+import { type Bdf, isBdf, parseBdf } from '../model/bdf.js';
 import { type HostUse, findHostUse } from '../sysfs/host-use.js';
-import type { HostSnapshot } from '../sysfs/model.js';
-import { type ModuleLoader, ensureDriver, modprobeLoader } from '../sysfs/modules.js';
+import type { HostSnapshot } from '../model/device.js';
+import { type ModuleLoader, ensureDriver, modprobeLoader } from '../os/modules.js';
 import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
-import { resolveRoot } from '../sysfs/roots.js';
+import { resolveRoot } from '../capture/unpack.js';
 import { scanHost } from '../sysfs/scan.js';
-import { SIM_DIR, isSimulatedPort, openSimulatedRoot } from '../sysfs/sim/index.js';
+import { SIM_DIR, isSimulatedPort, openSimulatedRoot } from '../sim/index.js';
 
 // Assign and release whole IOMMU groups as journaled transactions (issue 4), on the live host or on
 // the fixture kernel (--simulate).
 
 export { planAssign, planRelease, assignStepsFor, restoreStepsFor, type AssignPlan, type ReleasePlan, type PlanStep, type PlanMember } from '../bind/plan.js';
 export { applyPlan, applyRelease, restoreMembers, runStep, currentDriver, currentOverride, type TransactionResult, type StepRecord, type ApplyContext } from '../bind/apply.js';
-export { ensureDriver, modprobeLoader, type ModuleLoader } from '../sysfs/modules.js';
-export { readJournal, writeJournal, journalPath, type Journal, type JournalEntry, type JournalMember } from '../bind/journal.js';
-export { lockStateDir, withStateLock, prepareStateDir } from '../bind/lock.js';
+export { ensureDriver, modprobeLoader, type ModuleLoader } from '../os/modules.js';
+export { readJournal, writeJournal, journalPath, type Journal, type JournalEntry, type JournalMember } from '../state/journal.js';
+export { lockStateDir, withStateLock, prepareStateDir } from '../state/lock.js';
 export { findHostUse, type HostUse, type HostUseKind } from '../sysfs/host-use.js';
 export {
   openSimulatedRoot,
@@ -37,8 +37,8 @@ export {
   type SimulatedRoot,
   type AddDeviceOptions,
   type AddDeviceResult,
-} from '../sysfs/sim/index.js';
-export type { StatusResult, GroupStatus } from '../bind/status.js';
+} from '../sim/index.js';
+export type { StatusResult, GroupStatus } from '../state/status.js';
 export type { RecoverResult, RecoveredGroup } from '../bind/recover.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/isogroup';

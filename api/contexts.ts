@@ -2,11 +2,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { IsogroupError } from '../errors.js';
 import { type AssignOptions, type AssignResult, type BindOptions, type ReleaseResult, assignGroup, openContext, parseGroupArg, releaseGroup } from './bind.js';
-import { AuditLog, auditResult, decideAndAudit } from '../bind/audit.js';
-import { loadContexts, updateContexts } from '../bind/contexts-store.js';
-import { readJournal, writeJournal } from '../bind/journal.js';
-import { lockStateDir, prepareStateDir } from '../bind/lock.js';
-import { PolicyStore, readSubject } from '../bind/policy-store.js';
+import { AuditLog, auditResult, decideAndAudit } from '../state/audit.js';
+import { loadContexts, updateContexts } from '../state/contexts-store.js';
+import { readJournal, writeJournal } from '../state/journal.js';
+import { lockStateDir, prepareStateDir } from '../state/lock.js';
+import { PolicyStore, readSubject } from '../state/policy-store.js';
 import {
   type ContextTable,
   type ContextView,
@@ -25,9 +25,9 @@ import {
 } from '../groups/context.js';
 import type { Policy, Subject } from '../groups/policy.js';
 import { checkViability } from '../groups/viability.js';
-import type { Bdf } from '../sysfs/bdf.js';
+import type { Bdf } from '../model/bdf.js';
 import { readIommuUnitCaps } from '../sysfs/iommu-caps.js';
-import type { HostSnapshot } from '../sysfs/model.js';
+import type { HostSnapshot } from '../model/device.js';
 import type { SysfsPort } from '../sysfs/port.js';
 import { scanHost } from '../sysfs/scan.js';
 

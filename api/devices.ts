@@ -1,9 +1,9 @@
-import { type Bdf, parseBdf } from '../sysfs/bdf.js';
-import { hex } from '../sysfs/config-space.js';
-import type { HostSnapshot, PciDevice, Problem } from '../sysfs/model.js';
-import { loadPciIds, type PciIds } from '../sysfs/pci-ids.js';
+import { type Bdf, parseBdf } from '../model/bdf.js';
+import { hex } from '../model/config-space.js';
+import type { HostSnapshot, PciDevice, Problem } from '../model/device.js';
+import { loadPciIds, type PciIds } from '../model/pci-ids.js';
 import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
-import { resolveRoot } from '../sysfs/roots.js';
+import { resolveRoot } from '../capture/unpack.js';
 import { scanHost } from '../sysfs/scan.js';
 import { IsogroupError } from '../errors.js';
 import { groupOfDevice, type DeviceGroupInfo } from './groups.js';

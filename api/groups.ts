@@ -1,5 +1,5 @@
-import { type Bdf, compareBdf, parseBdf } from '../sysfs/bdf.js';
-import type { HostSnapshot, PciDevice } from '../sysfs/model.js';
+import { type Bdf, compareBdf, parseBdf } from '../model/bdf.js';
+import type { HostSnapshot, PciDevice } from '../model/device.js';
 import type { SysfsPort } from '../sysfs/port.js';
 import { deriveGroups, type DerivedGrouping, type GroupReason, type RuleSet } from '../groups/derive.js';
 import { compareGroupings, type GroupMismatch } from '../groups/compare.js';

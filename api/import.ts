@@ -1,12 +1,12 @@
 import * as fs from 'node:fs';
-import { importLspciText, type ImportResult } from '../sysfs/lspci-import.js';
-import { type SnapshotResult, writeSnapshot } from '../sysfs/snapshot.js';
+import { importLspciText, type ImportResult } from '../capture/lspci-import.js';
+import { type SnapshotResult, writeSnapshot } from '../capture/snapshot.js';
 import { NodeSysfsPort } from '../sysfs/port.js';
-import { resolveRoot } from '../sysfs/roots.js';
+import { resolveRoot } from '../capture/unpack.js';
 import { IsogroupError } from '../errors.js';
 
-export type { ImportResult } from '../sysfs/lspci-import.js';
-export type { SnapshotResult } from '../sysfs/snapshot.js';
+export type { ImportResult } from '../capture/lspci-import.js';
+export type { SnapshotResult } from '../capture/snapshot.js';
 
 /**
  * Turn `lspci -nnDvvvxxxx` (or -xxx, or a pciutils -xxxx dump) into a fixture root at outDir.

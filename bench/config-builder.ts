@@ -1,4 +1,4 @@
-import { putU16, putU32 } from '../sysfs/config-space.js';
+import { putU16, putU32 } from '../model/config-space.js';
 // Build PCI config space bytes the way real devices lay them out (pci_regs.h offsets): a type 0 or
 // type 1 header, a standard capability list from 0x34 (PCIe capability first), and an extended list
 // from 0x100 (AER, then ACS / ARI / SR-IOV as asked). Used by the bench generator and by tests.

@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import { execaSync } from 'execa';
 import type { BenchContext, BenchModule } from './run.js';
 import { generateHost } from './generate.js';
-import { writeFixtureRoot } from '../sysfs/fixture-writer.js';
+import { writeFixtureRoot } from '../capture/fixture-writer.js';
 import { NodeSysfsPort } from '../sysfs/port.js';
 import { scanHost } from '../sysfs/scan.js';
 import { deriveGroups } from '../groups/derive.js';

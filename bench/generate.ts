@@ -1,5 +1,5 @@
 import { type ConfigOptions, buildConfig } from './config-builder.js';
-import type { FixtureDeviceSpec, FixtureSpec } from '../sysfs/fixture-writer.js';
+import type { FixtureDeviceSpec, FixtureSpec } from '../capture/fixture-writer.js';
 
 // Synthetic hosts shaped like real servers: per PCI domain a root bus with a host bridge, an
 // IOMMU-like RCiEP, a multifunction PCH-style slot, and root ports (with ACS). Below the root ports,

@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import { openSimulatedRoot } from '../sysfs/sim/index.js';
+import { openSimulatedRoot } from '../sim/index.js';
 
 // The "kernel" side of the hotplug benchmark, in its own thread: the fixture kernel hot-adds devices
 // (and removes them again) on request and reports each completed add as a uevent would (the device is

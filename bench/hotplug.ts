@@ -8,9 +8,9 @@ import { type ConfigOptions, buildConfig } from './config-builder.js';
 import { generateHost } from './generate.js';
 import { assignGroup } from '../api/bind.js';
 import { GuardDaemon } from '../daemon/guard-daemon.js';
-import { type FixtureDeviceSpec, type FixtureSpec, writeFixtureRoot } from '../sysfs/fixture-writer.js';
-import { openSimulatedRoot } from '../sysfs/sim/index.js';
-import { ManualSource } from '../sysfs/uevent.js';
+import { type FixtureDeviceSpec, type FixtureSpec, writeFixtureRoot } from '../capture/fixture-writer.js';
+import { openSimulatedRoot } from '../sim/index.js';
+import { ManualSource } from '../os/uevent.js';
 
 // Hot-add bursts into the fixture kernel with the guard daemon embedded in this process (issue 5).
 // The host: a synthetic server (bench/generate.ts) plus a PCI expansion chassis: a root port with a PCIe

@@ -2,8 +2,8 @@ import * as path from 'node:path';
 import { execaSync } from 'execa';
 import type { BenchContext, BenchModule } from './run.js';
 import { generateHost } from './generate.js';
-import { writeFixtureRoot } from '../sysfs/fixture-writer.js';
-import { loadPciIds } from '../sysfs/pci-ids.js';
+import { writeFixtureRoot } from '../capture/fixture-writer.js';
+import { loadPciIds } from '../model/pci-ids.js';
 import { NodeSysfsPort } from '../sysfs/port.js';
 import { PARALLEL_MIN_DEVICES, scanHost } from '../sysfs/scan.js';
 

@@ -1,8 +1,8 @@
 import * as path from 'node:path';
 import { IsogroupError, isIsogroupError } from '../errors.js';
-import type { Bdf } from '../sysfs/bdf.js';
+import type { Bdf } from '../model/bdf.js';
 import type { SysfsPort } from '../sysfs/port.js';
-import { type JournalEntry, type JournalMember, dropEntry, journalPath, putEntry } from './journal.js';
+import { type JournalEntry, type JournalMember, dropEntry, journalPath, putEntry } from '../state/journal.js';
 import { type AssignPlan, type PlanStep, VFIO_DRIVER, assignStepsFor, restoreStepsFor, stepBind } from './plan.js';
 
 // Executes plans against a SysfsPort (the live /sys, or the fixture kernel). The journal is written

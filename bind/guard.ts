@@ -1,5 +1,5 @@
-import { type Bdf, compareBdf } from '../sysfs/bdf.js';
-import type { HostSnapshot, PciDevice } from '../sysfs/model.js';
+import { type Bdf, compareBdf } from '../model/bdf.js';
+import type { HostSnapshot, PciDevice } from '../model/device.js';
 
 // The hotplug guard's decision, pure: given a fresh snapshot and the groups that are handed out,
 // say what must be done so that no host driver can DMA from inside an assigned group.

@@ -1,8 +1,8 @@
 import { IsogroupError } from '../errors.js';
-import { type Bdf, compareBdf } from '../sysfs/bdf.js';
+import { type Bdf, compareBdf } from '../model/bdf.js';
 import type { HostUse } from '../sysfs/host-use.js';
-import type { HostSnapshot, PciDevice } from '../sysfs/model.js';
-import type { JournalEntry, JournalMember } from './journal.js';
+import type { HostSnapshot, PciDevice } from '../model/device.js';
+import type { JournalEntry, JournalMember } from '../state/journal.js';
 
 // Pure planning: data in, ordered steps out. Binding is by address only (driver_override), never
 // new_id, which would capture every identical card on the host.

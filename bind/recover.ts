@@ -1,8 +1,8 @@
 import { IsogroupError, isIsogroupError } from '../errors.js';
-import type { Bdf } from '../sysfs/bdf.js';
+import type { Bdf } from '../model/bdf.js';
 import type { SysfsPort } from '../sysfs/port.js';
 import { type StepRecord, restoreMembers } from './apply.js';
-import { type JournalEntry, dropEntry, journalPath, putEntry, readJournal } from './journal.js';
+import { type JournalEntry, dropEntry, journalPath, putEntry, readJournal } from '../state/journal.js';
 
 // After a crash (kill -9, power loss) the journal says which transaction did not finish. Whatever
 // it was (assigning, releasing, undoing), recovery brings its devices back to the drivers and

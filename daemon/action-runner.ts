@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import type { GuardAction } from '../bind/guard.js';
 import { applyGuardAction, type GuardActionResult } from '../bind/guard-apply.js';
 import type { SysfsPort } from '../sysfs/port.js';
-import { workerScript } from '../sysfs/worker-script.js';
+import { workerScript } from '../os/worker-script.js';
 import type { ActionWorkerData, ActionWorkerReply, ActionWorkerRequest } from './action-worker.js';
 
 // Where the guard's sysfs writes run. A write to drivers_probe or unbind runs the driver's probe or

@@ -21,7 +21,7 @@ export interface ActionWorkerReply {
 const data = workerData as ActionWorkerData;
 // The fixture kernel's modules load only under --simulate (a live host's daemon starts this thread faster).
 // Requests that arrive meanwhile wait in the port until the listener below is attached.
-const port: SysfsPort = data.simulate ? new (await import('../sysfs/sim/kernel.js')).SimKernel(data.root).port() : new NodeSysfsPort(data.root);
+const port: SysfsPort = data.simulate ? new (await import('../sim/kernel.js')).SimKernel(data.root).port() : new NodeSysfsPort(data.root);
 
 parentPort!.on('message', (m: ActionWorkerRequest) => {
   let result: GuardActionResult;

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { ERROR_CODES, IsogroupError, type ErrorCode } from '../errors.js';
-import { receiveFds, stopReading } from '../sysfs/unix-rights.js';
+import { receiveFds, stopReading } from '../os/unix-rights.js';
 import { FD_READY, FD_UPGRADE } from './http-unix.js';
 
 export const DEFAULT_SOCKET = '/run/isogroup.sock';

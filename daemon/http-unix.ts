@@ -14,9 +14,9 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { ERROR_CODES, IsogroupError, isIsogroupError, type ErrorCode } from '../errors.js';
-import { parseBdf } from '../sysfs/bdf.js';
-import { dupCloexec, sysClose } from '../sysfs/libc.js';
-import { peerCredentials, sendFds, type PeerCredentials } from '../sysfs/unix-rights.js';
+import { parseBdf } from '../model/bdf.js';
+import { dupCloexec, sysClose } from '../os/libc.js';
+import { peerCredentials, sendFds, type PeerCredentials } from '../os/unix-rights.js';
 import { silentLogger, type Logger } from './log.js';
 
 export interface RequestContext {

@@ -1,5 +1,5 @@
-import type { Bdf } from '../sysfs/bdf.js';
-import { shortBdf } from '../sysfs/bdf.js';
+import type { Bdf } from '../model/bdf.js';
+import { shortBdf } from '../model/bdf.js';
 import {
   ACS_QUIRKS, CAVIUM_RP_RANGES, INTEL_PCH_ACS_IDS, INTEL_SPT_PCH_RANGES, WANGXUN_NIC_RANGES, ZHAOXIN_PORT_RANGES,
   inRanges, quirkPresent, type AcsQuirk,

@@ -1,4 +1,4 @@
-import type { Bdf } from '../sysfs/bdf.js';
+import type { Bdf } from '../model/bdf.js';
 import { DMA_ALIAS_QUIRKS, quirkPresent, type DmaAliasQuirk } from './quirks.js';
 import type { Topology, TopoDevice } from './topology.js';
 

@@ -1,5 +1,5 @@
-import { type Bdf, compareBdf } from '../sysfs/bdf.js';
-import type { KernelGroup } from '../sysfs/model.js';
+import { type Bdf, compareBdf } from '../model/bdf.js';
+import type { KernelGroup } from '../model/device.js';
 import type { DerivedGrouping } from './derive.js';
 
 // Kernel groups vs derived groups, by membership (group numbers are not identities).

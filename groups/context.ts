@@ -14,8 +14,8 @@
 // index is never reused, so a number an owner was given never silently names another device.
 // A context lives until destroyed, even when empty, so its counter survives detach/attach cycles.
 
-import { type Bdf, compareBdf } from '../sysfs/bdf.js';
-import type { HostSnapshot, PciDevice, ReservedRegion } from '../sysfs/model.js';
+import { type Bdf, compareBdf } from '../model/bdf.js';
+import type { HostSnapshot, PciDevice, ReservedRegion } from '../model/device.js';
 import { IsogroupError } from '../errors.js';
 import {
   contextAperture,

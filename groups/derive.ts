@@ -1,5 +1,5 @@
-import { type Bdf, shortBdf } from '../sysfs/bdf.js';
-import type { HostSnapshot } from '../sysfs/model.js';
+import { type Bdf, shortBdf } from '../model/bdf.js';
+import type { HostSnapshot } from '../model/device.js';
 import { ACS_DSP_MT_RR, ACS_USP_MT_RR, REQ_ACS_FLAGS, acsEnabled, acsPathEnabled, type AcsOptions, type AcsPathVerdict, type AcsVerdict } from './acs.js';
 import { aliasInfo, devsAreDmaAliases, dmaAliasWalk, realDmaDev, type AliasInfo, type AliasStep } from './aliases.js';
 import { QUIRK_TABLE_SOURCE } from './quirks.js';

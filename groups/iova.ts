@@ -3,7 +3,7 @@
 // (vfio_iommu_type1.c: vfio_iommu_aper_resize / vfio_iommu_resv_exclude).
 
 import { IsogroupError } from '../errors.js';
-import type { ReservedRegion } from '../sysfs/model.js';
+import type { ReservedRegion } from '../model/device.js';
 
 /** An inclusive address range [start, end]. */
 export interface IovaRange {

@@ -15,7 +15,7 @@
 // evaluation is data in, decision out.
 
 import { z } from 'zod';
-import { splitBdf } from '../sysfs/bdf.js';
+import { splitBdf } from '../model/bdf.js';
 import { IsogroupError } from '../errors.js';
 
 const HEX4 = /^(0x)?[0-9a-fA-F]{4}$/;

@@ -1,5 +1,5 @@
-import type { Bdf } from '../sysfs/bdf.js';
-import type { HostSnapshot, PciDevice } from '../sysfs/model.js';
+import type { Bdf } from '../model/bdf.js';
+import type { HostSnapshot, PciDevice } from '../model/device.js';
 import { parseKernelVersion } from './quirks.js';
 
 // The view of a host the grouping rules need: for each device the kernel's idea of it

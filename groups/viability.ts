@@ -1,5 +1,5 @@
-import type { Bdf } from '../sysfs/bdf.js';
-import type { PciDevice } from '../sysfs/model.js';
+import type { Bdf } from '../model/bdf.js';
+import type { PciDevice } from '../model/device.js';
 
 // VFIO's rule (since 5.19 the DMA-ownership API, anchors A.2.3): a group can be handed to a user
 // when every device is unbound, bound to a vfio driver (vfio-pci or a variant: a vfio-dev/

@@ -1,8 +1,8 @@
 import * as path from 'node:path';
 import { execaSync } from 'execa';
-import type { Bdf } from './bdf.js';
-import { isBdf } from './bdf.js';
-import type { HostSnapshot } from './model.js';
+import type { Bdf } from '../model/bdf.js';
+import { isBdf } from '../model/bdf.js';
+import type { HostSnapshot } from '../model/device.js';
 import { type SysfsPort, linkTargetRel } from './port.js';
 
 // Is the host using a device? Everything is read from files under the root (proc/mounts, proc/swaps,

@@ -3,7 +3,7 @@
 // default aperture. Decoding is pure (groups/iova.ts); this is only the read.
 
 import { decodeIntelCap, defaultUnitCaps, type IommuUnitCaps } from '../groups/iova.js';
-import type { HostSnapshot } from './model.js';
+import type { HostSnapshot } from '../model/device.js';
 import type { SysfsPort } from './port.js';
 
 export const readIommuUnitCaps = (port: SysfsPort, snapshot: Pick<HostSnapshot, 'iommuUnits'>): Map<string, IommuUnitCaps> => {

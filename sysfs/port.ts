@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { IsogroupError, codeForErrno, errnoOf } from '../errors.js';
-import { type FileCalls, fileCalls } from './libc.js';
+import { type FileCalls, fileCalls } from '../os/libc.js';
 
 export type EntryKind = 'file' | 'dir' | 'link' | 'other';
 

@@ -1,7 +1,7 @@
 import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import type { DirEntry } from './port.js';
 import type { RawChunk, RawGroup } from './scan.js';
-import { workerScript } from './worker-script.js';
+import { workerScript } from '../os/worker-script.js';
 
 // The main thread's side of a two-thread scan (see scanHost). The device list is cut into chunks that
 // both threads claim from one shared counter, so neither waits on the other's start or speed. The

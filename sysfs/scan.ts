@@ -1,11 +1,11 @@
-import { type Bdf, compareBdf, formatBdf, isBdf, splitBdf, busIdOf } from './bdf.js';
-import { HEADER_BYTES, hasNormalHeader, parseConfigSpace, hex } from './config-space.js';
-import type { HostSnapshot, IommuUnit, KernelGroup, PciDevice, Problem, ReservedRegion } from './model.js';
+import { type Bdf, compareBdf, formatBdf, isBdf, splitBdf, busIdOf } from '../model/bdf.js';
+import { HEADER_BYTES, hasNormalHeader, parseConfigSpace, hex } from '../model/config-space.js';
+import type { HostSnapshot, IommuUnit, KernelGroup, PciDevice, Problem, ReservedRegion } from '../model/device.js';
 import { type DirEntry, type DirReader, type EntryKind, NodeSysfsPort, type SysfsPort, linkTargetRel, openDir } from './port.js';
 import { SCAN_CHUNK, startScanHelper } from './scan-helper.js';
 import { isIsogroupError } from '../errors.js';
 import type { GuardDeviceState } from '../bind/guard.js';
-import { lookupNames, type PciIds } from './pci-ids.js';
+import { lookupNames, type PciIds } from '../model/pci-ids.js';
 
 const DEVICES_DIR = 'sys/bus/pci/devices';
 const GROUPS_DIR = 'sys/kernel/iommu_groups';

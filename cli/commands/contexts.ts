@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { type ContextOptions, assignToOwner, destroyOwnerContext, listContexts, mergeOwnerContexts, releaseFromOwner, showContext } from '../../api/contexts.js';
-import { shortBdf } from '../../sysfs/bdf.js';
+import { shortBdf } from '../../model/bdf.js';
 import { type CliIo, emit, globalsOf, stateDirFor, table, usage, viaDaemonOr } from '../context.js';
 
 // `contexts`: one merged IOMMU context per owner (the container the daemon holds), its device

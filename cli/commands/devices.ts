@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { listDevices, showDevice } from '../../api/devices.js';
-import { shortBdf } from '../../sysfs/bdf.js';
+import { shortBdf } from '../../model/bdf.js';
 import { type CliIo, emit, globalsOf, scopeFor, table } from '../context.js';
 
 export const registerDevices = (program: Command, io: CliIo): void => {

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { compareGroups, listGroups, type CompareResult, type GroupsResult } from '../../api/groups.js';
-import { shortBdf } from '../../sysfs/bdf.js';
+import { shortBdf } from '../../model/bdf.js';
 import { type CliIo, emit, globalsOf, scopeFor, usage } from '../context.js';
 
 interface GroupsFlags {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { openSimulatedRoot, unpackForSimulation } from '../../sysfs/sim/index.js';
+import { openSimulatedRoot, unpackForSimulation } from '../../sim/index.js';
 import { IsogroupError } from '../../errors.js';
-import { parseBdf } from '../../sysfs/bdf.js';
+import { parseBdf } from '../../model/bdf.js';
 import { type CliIo, emit, globalsOf, usage } from '../context.js';
 
 // The fixture kernel from the command line: rehearse hotplug, SR-IOV and failures on a fixture root.

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { assignGroup, recover, releaseGroup } from '../../api/bind.js';
-import { readJournal } from '../../bind/journal.js';
+import { readJournal } from '../../state/journal.js';
 import { isIsogroupError } from '../../errors.js';
 import { repoRoot } from '../helpers/paths.js';
 import { driverState, simCopy } from '../helpers/sim-root.js';

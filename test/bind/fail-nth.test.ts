@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isIsogroupError, type IsogroupError } from '../../errors.js';
 import { assignGroup, recover, releaseGroup, status } from '../../api/bind.js';
-import { readJournal } from '../../bind/journal.js';
+import { readJournal } from '../../state/journal.js';
 import { driverState, simCopy } from '../helpers/sim-root.js';
 
 // As the kernel's iommufd_fail_nth selftest: run the transaction once to count its N sysfs writes,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { decideGuard } from '../../bind/guard.js';
-import { parseBdf } from '../../sysfs/bdf.js';
+import { parseBdf } from '../../model/bdf.js';
 import { device, host } from '../helpers/host-builder.js';
 
 const B = (s: string) => parseBdf(s);

@@ -3,12 +3,12 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { assignGroup } from '../../api/bind.js';
 import { type IsogroupError, isIsogroupError } from '../../errors.js';
-import { writeFixtureRoot } from '../../sysfs/fixture-writer.js';
+import { writeFixtureRoot } from '../../capture/fixture-writer.js';
 import { findHostUse } from '../../sysfs/host-use.js';
 import { NodeSysfsPort } from '../../sysfs/port.js';
 import { scanHost } from '../../sysfs/scan.js';
-import { synthConfig } from '../../sysfs/sim/config.js';
-import { openSimulatedRoot } from '../../sysfs/sim/index.js';
+import { synthConfig } from '../../sim/config.js';
+import { openSimulatedRoot } from '../../sim/index.js';
 import { fastTmpDir } from '../helpers/sim-root.js';
 
 // Each host-use refusal on a small fixture root whose proc/ and sys/ files say what the host uses.

@@ -2,9 +2,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { assignGroup } from '../../api/bind.js';
-import { readJournal, writeJournal, putEntry, dropEntry } from '../../bind/journal.js';
+import { readJournal, writeJournal, putEntry, dropEntry } from '../../state/journal.js';
 import { isIsogroupError } from '../../errors.js';
-import { ensureDriver } from '../../sysfs/modules.js';
+import { ensureDriver } from '../../os/modules.js';
 import { NodeSysfsPort } from '../../sysfs/port.js';
 import { fastTmpDir, simCopy } from '../helpers/sim-root.js';
 

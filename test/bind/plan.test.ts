@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { isIsogroupError } from '../../errors.js';
 import { planAssign, planRelease } from '../../bind/plan.js';
 import type { HostUse } from '../../sysfs/host-use.js';
-import type { Bdf } from '../../sysfs/bdf.js';
+import type { Bdf } from '../../model/bdf.js';
 import { device, host } from '../helpers/host-builder.js';
 
 const codeOf = (fn: () => unknown): string | undefined => {

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { runCli } from '../../cli/main.js';
-import { writeFixtureRoot, type FixtureDeviceSpec } from '../../sysfs/fixture-writer.js';
+import { writeFixtureRoot, type FixtureDeviceSpec } from '../../capture/fixture-writer.js';
 import { bundledCapture } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
 import { buildConfig } from '../../bench/config-builder.js';

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
 import { assignToOwner, mergeOwnerContexts, releaseFromOwner, showContext } from '../../api/contexts.js';
-import { readAudit } from '../../bind/audit.js';
+import { readAudit } from '../../state/audit.js';
 import { parsePolicy } from '../../groups/policy.js';
 import { GuardDaemon } from '../../daemon/guard-daemon.js';
 import { repoRoot } from '../helpers/paths.js';

@@ -4,7 +4,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { DaemonClient, SseParser } from '../../daemon/client.js';
 import { EventHub, type HubOptions } from '../../daemon/events.js';
 import { UnixHttpServer } from '../../daemon/http-unix.js';
-import { resumeReading, stopReading } from '../../sysfs/unix-rights.js';
+import { resumeReading, stopReading } from '../../os/unix-rights.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 const poll = <T>(fn: () => T) => expect.poll(fn, { timeout: 15_000 });

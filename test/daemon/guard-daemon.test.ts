@@ -4,9 +4,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { assignGroup } from '../../api/bind.js';
 import { DaemonClient } from '../../daemon/client.js';
 import { GuardDaemon } from '../../daemon/guard-daemon.js';
-import type { SimulatedRoot } from '../../sysfs/sim/index.js';
+import type { SimulatedRoot } from '../../sim/index.js';
 import { fastTmpDir, simCopy } from '../helpers/sim-root.js';
-import { ManualSource } from '../../sysfs/uevent.js';
+import { ManualSource } from '../../os/uevent.js';
 
 // The guard on the fixture kernel, with the mixed capture: group 22 is the pcie-pci-bridge 09:00.0 with
 // three conventional endpoints behind it; 00:03.0 is a conventional pci-bridge (group 4); 00:10.6 is an

@@ -6,7 +6,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { DaemonClient } from '../../daemon/client.js';
 import { reply, UnixHttpServer } from '../../daemon/http-unix.js';
 import { IsogroupError } from '../../errors.js';
-import { C, sysClose, sysOpen } from '../../sysfs/libc.js';
+import { C, sysClose, sysOpen } from '../../os/libc.js';
 import { transpileForChild } from '../helpers/child-modules.js';
 import { tmpDir } from '../helpers/tmp.js';
 

@@ -24,7 +24,7 @@ import {
   type GroupFacts,
 } from '../../groups/context.js';
 import { decodeIntelCap, type IommuUnitCaps } from '../../groups/iova.js';
-import type { Bdf } from '../../sysfs/bdf.js';
+import type { Bdf } from '../../model/bdf.js';
 import { bundledCapture } from '../helpers/paths.js';
 
 // mixed-vfio: groups 19, 22, 23 hold devices on vfio-pci (viable); 20 has virtio-pci (not viable).

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { Bdf } from '../../sysfs/bdf.js';
-import type { PciDevice } from '../../sysfs/model.js';
+import type { Bdf } from '../../model/bdf.js';
+import type { PciDevice } from '../../model/device.js';
 import { deriveGroups, type DeriveOptions, type DerivedGrouping } from '../../groups/derive.js';
 import { device, host } from '../helpers/host-builder.js';
 

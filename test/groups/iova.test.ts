@@ -20,10 +20,10 @@ import {
   usableIova,
   type IovaRange,
 } from '../../groups/iova.js';
-import { resolveRoot } from '../../sysfs/roots.js';
+import { resolveRoot } from '../../capture/unpack.js';
 import { NodeSysfsPort } from '../../sysfs/port.js';
 import { readIommuUnitCaps } from '../../sysfs/iommu-caps.js';
-import type { ReservedRegion } from '../../sysfs/model.js';
+import type { ReservedRegion } from '../../model/device.js';
 import { bundledCapture, fixturesDir } from '../helpers/paths.js';
 
 const r = (start: bigint | number, end: bigint | number): IovaRange => ({ start: BigInt(start), end: BigInt(end) });

@@ -1,5 +1,5 @@
-import { type Bdf, parseBdf, splitBdf, busIdOf } from '../../sysfs/bdf.js';
-import type { HostSnapshot, KernelGroup, PciDevice } from '../../sysfs/model.js';
+import { type Bdf, parseBdf, splitBdf, busIdOf } from '../../model/bdf.js';
+import type { HostSnapshot, KernelGroup, PciDevice } from '../../model/device.js';
 
 // In-memory HostSnapshots for pure-core tests (no disk).
 export const device = (bdfText: string, over: Partial<PciDevice> = {}): PciDevice => {

@@ -2,8 +2,8 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { unpackCapture } from '../../sysfs/roots.js';
-import { type SimulatedRoot, openSimulatedRoot } from '../../sysfs/sim/index.js';
+import { unpackCapture } from '../../capture/unpack.js';
+import { type SimulatedRoot, openSimulatedRoot } from '../../sim/index.js';
 import { bundledCapture } from './paths.js';
 import { onTestFinished } from 'vitest';
 

@@ -4,11 +4,11 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isIsogroupError } from '../../errors.js';
 import { deriveGroups } from '../../groups/derive.js';
-import { writeFixtureRoot } from '../../sysfs/fixture-writer.js';
+import { writeFixtureRoot } from '../../capture/fixture-writer.js';
 import { NodeSysfsPort } from '../../sysfs/port.js';
 import { scanHost } from '../../sysfs/scan.js';
-import { openSimulatedRoot } from '../../sysfs/sim/index.js';
-import type { SimulatedRoot } from '../../sysfs/sim/index.js';
+import { openSimulatedRoot } from '../../sim/index.js';
+import type { SimulatedRoot } from '../../sim/index.js';
 import { repoRoot } from '../helpers/paths.js';
 import { simCopy } from '../helpers/sim-root.js';
 import { fastTmpDir as tmpDir } from '../helpers/sim-root.js';
@@ -206,7 +206,7 @@ describe('fixture kernel: VFIO group files (NOTES.md bind test)', () => {
     const sim = simCopy();
     for (const b of G23) toVfio(sim, b);
     const script = `
-      import { openSimulatedRoot } from ${JSON.stringify(path.join(repoRoot, 'dist/sysfs/sim/index.js'))};
+      import { openSimulatedRoot } from ${JSON.stringify(path.join(repoRoot, 'dist/sim/index.js'))};
       const s = openSimulatedRoot(${JSON.stringify(sim.root)});
       s.vfio.openGroup('23');
       process.stdout.write('held');

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { fileCalls } from '../../sysfs/libc.js';
+import { fileCalls } from '../../os/libc.js';
 import { type DirReader, NodeSysfsPort, openDir, pathReader } from '../../sysfs/port.js';
 import { scanHost } from '../../sysfs/scan.js';
 import { fastTmpDir, pristineRoot } from '../helpers/sim-root.js';

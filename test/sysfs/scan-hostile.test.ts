@@ -3,10 +3,10 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildConfig } from '../../bench/config-builder.js';
 import { IsogroupError } from '../../errors.js';
-import { writeFixtureRoot, type FixtureSpec } from '../../sysfs/fixture-writer.js';
+import { writeFixtureRoot, type FixtureSpec } from '../../capture/fixture-writer.js';
 import { NodeSysfsPort, type SysfsPort } from '../../sysfs/port.js';
 import { scanHost } from '../../sysfs/scan.js';
-import type { Bdf } from '../../sysfs/bdf.js';
+import type { Bdf } from '../../model/bdf.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 // A small healthy host: a root port with ACS, an endpoint behind it, and a device on the root bus.
