@@ -1,32 +1,42 @@
-// isogroup's programmatic API: plain typed data in and out, typed errors (IsogroupError.code).
-export { IsogroupError, isIsogroupError, ERROR_CODES, exitCodeFor, type ErrorCode } from './errors.js';
-export { type Bdf, parseBdf, parseBdfLoose, isBdf, compareBdf, splitBdf, formatBdf } from './model/bdf.js';
-export { parseConfigSpace, ACS_BITS, type ConfigSpace, type PortType, type AcsInfo } from './model/config-space.js';
-export type { PciDevice, HostSnapshot, KernelGroup, IommuUnit, ReservedRegion, Problem } from './model/device.js';
-export { NodeSysfsPort, type SysfsPort } from './sysfs/port.js';
-export { scanHost, type ScanOptions } from './sysfs/scan.js';
-export { loadPciIds, parsePciIds, type PciIds } from './model/pci-ids.js';
-export { writeFixtureRoot, type FixtureSpec, type FixtureDeviceSpec } from './capture/fixture-writer.js';
-export { resolveRoot, unpackCapture } from './capture/unpack.js';
-export * from './api/devices.js';
-export * from './api/import.js';
-export * from './api/groups.js';
-export * from './api/bind.js';
-export * from './api/contexts.js';
-export { GuardDaemon, type GuardDaemonOptions, type DaemonStats } from './daemon/guard-daemon.js';
+// isogroup's programmatic API: what a library user needs, and no more. Plain typed data in and out,
+// typed errors (IsogroupError.code). Every function takes session options (root, simulate, stateDir,
+// owner, ...) or a Session opened once with openSession.
+
+// Errors
+export { IsogroupError, isIsogroupError, exitCodeFor, ERROR_CODES, type ErrorCode } from './errors.js';
+
+// Settings
+export { openSession, Session, type SessionOptions } from './api/session.js';
+
+// Reading a host (or a capture, or a fixture)
+export { scan } from './api/read.js';
+export { listDevices, showDevice, type DeviceJson, type DevicesResult, type ShowResult } from './api/devices.js';
+export { listGroups, compareGroups, type GroupsResult, type GroupJson, type CompareResult } from './api/groups.js';
+export { status, type StatusResult, type GroupStatus } from './api/status.js';
+
+// Handing groups out: one pipeline each, the same whether the CLI, the daemon or a library runs it
+export { assignGroup, type AssignOptions, type AssignResult } from './api/assign.js';
+export { releaseGroup, recover, type ReleaseOptions, type ReleaseResult } from './api/release.js';
+/** The same pipeline as assignGroup (an owner given as `owner`); kept for callers of the first API. */
+export { assignGroup as assignToOwner } from './api/assign.js';
+
+// Contexts
+export { listContexts, showContext, mergeOwnerContexts, destroyOwnerContext } from './api/contexts.js';
+export type { ContextView } from './groups/context.js';
+
+// Captures
+export { importLspci, snapshot, type ImportResult, type SnapshotResult } from './api/capture.js';
+
+// The daemon and its client
+export { GuardDaemon, type GuardDaemonOptions, type DaemonStats } from './daemon/daemon.js';
 export { DaemonClient } from './daemon/client.js';
-export { decideGuard, decideDevice, type GuardAction, type GuardEvent, type GuardAssignment } from './bind/guard.js';
-export {
-  attachGroup,
-  detachGroup,
-  mergeContexts,
-  destroyContext,
-  contextView,
-  checkCompatibility,
-  groupFacts,
-  type ContextTable,
-  type IommuContext,
-  type ContextView,
-} from './groups/context.js';
-export { usableIova, compareIovaRanges, type IovaRange } from './groups/iova.js';
-export { parsePolicy, evaluateGroup, evaluateDevice, type Policy, type Subject } from './groups/policy.js';
+
+// The pure core, for callers that bring their own data
+export { parseBdf, type Bdf } from './model/bdf.js';
+export type { HostSnapshot, PciDevice, KernelGroup } from './model/device.js';
+export type { Subject } from './model/owner.js';
+export { deriveGroups, type DerivedGrouping } from './groups/derive.js';
+export { checkViability, type Viability } from './groups/viability.js';
+export { decideGuard, type GuardAction } from './bind/guard.js';
+export { usableIova, type IovaRange } from './groups/iova.js';
+export { parsePolicy, evaluateGroup, type Policy } from './groups/policy.js';

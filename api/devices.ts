@@ -1,33 +1,10 @@
 import { type Bdf, parseBdf } from '../model/bdf.js';
 import { hex } from '../model/config-space.js';
 import type { HostSnapshot, PciDevice, Problem } from '../model/device.js';
-import { loadPciIds, type PciIds } from '../model/pci-ids.js';
-import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
-import { resolveRoot } from '../capture/unpack.js';
-import { scanHost } from '../sysfs/scan.js';
+import { scan, viewOf } from './read.js';
+import { type Session, type SessionOptions, openSession } from './session.js';
 import { IsogroupError } from '../errors.js';
 import { groupOfDevice, type DeviceGroupInfo } from './groups.js';
-
-export interface RootOptions {
-  /** Directory that looks like "/" or a capture tarball; default "/". */
-  root?: string;
-  /** A port to use instead of the filesystem below root (the fixture kernel provides one). */
-  port?: SysfsPort;
-  /** pci.ids to name devices with; default: the host's, when it has one. null: no names. */
-  pciIds?: PciIds | null;
-}
-
-let hostPciIds: PciIds | null | undefined;
-const defaultPciIds = (): PciIds | null => {
-  if (hostPciIds === undefined) hostPciIds = loadPciIds();
-  return hostPciIds;
-};
-
-export const openPort = (options: RootOptions = {}): SysfsPort => options.port ?? new NodeSysfsPort(resolveRoot(options.root));
-
-/** Scan a root (the live host by default) into a snapshot. */
-export const scan = (options: RootOptions = {}): HostSnapshot =>
-  scanHost(openPort(options), { pciIds: options.pciIds === undefined ? defaultPciIds() : options.pciIds });
 
 export interface DeviceJson {
   bdf: string;
@@ -118,10 +95,13 @@ export interface DevicesResult {
   problems: Problem[];
 }
 
-/** Every PCI function of a root, with what could not be read. */
-export const listDevices = (options: RootOptions = {}): DevicesResult => {
-  const snap = scan(options);
-  return { root: snap.root, iommuEnabled: snap.iommuEnabled, devices: [...snap.devices.values()].map(deviceJson), problems: snap.problems };
+/** Every PCI function of a root, with what could not be read; under an owner's view (--as, a non-root peer) only that owner's. */
+export const listDevices = (options: SessionOptions | Session = {}): DevicesResult & { owner?: string } => {
+  const s = openSession(options);
+  const snap = scan(s);
+  const all: DevicesResult = { root: snap.root, iommuEnabled: snap.iommuEnabled, devices: [...snap.devices.values()].map(deviceJson), problems: snap.problems };
+  const scope = viewOf(s, snap);
+  return scope ? { ...all, owner: scope.owner, devices: all.devices.filter((d) => scope.devices.has(d.bdf)), problems: [] } : all;
 };
 
 /** The bridges from a device up to its root bus, nearest first. */
@@ -157,9 +137,10 @@ export interface ShowResult {
 }
 
 /** One device in full: capabilities and the bridge path to its root bus. */
-export const showDevice = (bdfText: string, options: RootOptions = {}): ShowResult => {
+export const showDevice = (bdfText: string, options: SessionOptions | Session = {}): ShowResult => {
   parseBdf(bdfText, 'device'); // refuse a non-BDF before touching the root at all
-  const snap = scan(options);
+  const s = openSession(options);
+  const snap = scan(s);
   const d = requireDevice(snap, bdfText);
   const group = d.kernelGroup !== null ? snap.kernelGroups.get(d.kernelGroup) : undefined;
   return {
@@ -174,6 +155,6 @@ export const showDevice = (bdfText: string, options: RootOptions = {}): ShowResu
     }),
     rootBus: d.rootBus,
     kernelGroup: group ? { id: group.id, devices: group.devices } : null,
-    groups: groupOfDevice(snap, openPort(options), d.bdf),
+    groups: groupOfDevice(snap, s, d.bdf),
   };
 };

@@ -1,11 +1,11 @@
 import { type Bdf, compareBdf, parseBdf } from '../model/bdf.js';
 import type { HostSnapshot, PciDevice } from '../model/device.js';
-import type { SysfsPort } from '../sysfs/port.js';
 import { deriveGroups, type DerivedGrouping, type GroupReason, type RuleSet } from '../groups/derive.js';
 import { compareGroupings, type GroupMismatch } from '../groups/compare.js';
 import { checkViability, type Blocker } from '../groups/viability.js';
 import { IsogroupError } from '../errors.js';
-import { openPort, scan, type RootOptions } from './devices.js';
+import { scan, viewOf } from './read.js';
+import { type Session, type SessionOptions, openSession } from './session.js';
 
 export type { RuleSet, GroupReason, DerivedGrouping } from '../groups/derive.js';
 export type { GroupMismatch, GroupComparison } from '../groups/compare.js';
@@ -22,7 +22,7 @@ export interface DeriveRequest {
   kernelRelease?: string;
 }
 
-export interface GroupsOptions extends RootOptions, DeriveRequest {
+export interface GroupsOptions extends SessionOptions, DeriveRequest {
   /** kernel: the host's groups; derived: computed; auto (default): kernel when the host has groups. */
   source?: 'kernel' | 'derived' | 'auto';
 }
@@ -68,20 +68,6 @@ export const parseAssumeAcs = (snap: HostSnapshot, list: string[] | undefined): 
       return bdf;
     });
 
-/** The running (or captured) kernel's release: meta/uname of a capture, or proc/sys/kernel/osrelease. */
-export const readKernelRelease = (port: SysfsPort): string | null => {
-  for (const file of ['meta/uname', 'proc/sys/kernel/osrelease']) {
-    try {
-      const words = port.readText(file).trim().split(/\s+/);
-      const release = words[0] === 'Linux' ? words[2] : words[0];
-      if (release && /^\d+\.\d+/.test(release)) return release;
-    } catch {
-      /* not there */
-    }
-  }
-  return null;
-};
-
 /**
  * Devices the IOMMU translates. With kernel groups: exactly those. Without: all but what AMD-Vi
  * firmware (IVRS) leaves out on every AMD machine in our data: the IOMMU function itself (class
@@ -111,11 +97,11 @@ export interface DerivedView {
   notes: string[];
 }
 
-/** Scan and derive, with the host's own kernel release and translated set. */
-export const deriveForHost = (snap: HostSnapshot, port: SysfsPort | null, request: DeriveRequest = {}): DerivedView => {
+/** Derive, with the root's own kernel release (or the session's) and translated set. */
+export const deriveForHost = (snap: HostSnapshot, s: Session | null, request: DeriveRequest = {}): DerivedView => {
   const rules = parseRules(request.rules);
   const assumeAcs = parseAssumeAcs(snap, request.assumeAcs);
-  const kernelRelease = request.kernelRelease ?? (port ? readKernelRelease(port) : null);
+  const kernelRelease = request.kernelRelease ?? s?.kernelRelease() ?? null;
   const translated = translatedDevices(snap);
   const derived = deriveGroups(snap, { rules, assumeAcs, kernelRelease, translated: translated.devices });
   // Our own note on what was assumed untranslated replaces the generic one.
@@ -128,10 +114,10 @@ const devicesOf = (snap: HostSnapshot, bdfs: Bdf[]): PciDevice[] => bdfs.map((b)
 const cannotDerive = (d: DerivedGrouping): string[] => d.underivable.map((u) => `cannot be derived from this input: ${u}`);
 
 /** Groups with viability and reasons: the kernel's (when the host has them) or derived. */
-export const listGroups = (options: GroupsOptions = {}): GroupsResult => {
-  const port = openPort(options);
-  const snap = scan({ ...options, port });
-  const view = deriveForHost(snap, port, options);
+export const listGroups = (options: GroupsOptions = {}): GroupsResult & { owner?: string } => {
+  const s = openSession(options);
+  const snap = scan(s);
+  const view = deriveForHost(snap, s, options);
   const wantKernel = options.source === 'kernel' || (options.source !== 'derived' && snap.kernelGroups.size > 0);
   if (options.source === 'kernel' && snap.kernelGroups.size === 0) {
     throw new IsogroupError('E_NO_IOMMU', `no kernel IOMMU groups under ${snap.root} (IOMMU off, or not in this capture); use --derived to compute them`, { root: snap.root });
@@ -159,7 +145,7 @@ export const listGroups = (options: GroupsOptions = {}): GroupsResult => {
       notes.push(`the derived grouping differs from the kernel's for ${cmp.mismatches.map((m) => m.kernel.map((k) => k.id).join('+')).join(', ')}: the reasons there explain the derived groups, not the kernel's (see groups --compare)`);
     }
   }
-  return {
+  const result: GroupsResult = {
     root: snap.root,
     source: wantKernel ? 'kernel' : 'derived',
     rules: view.rules,
@@ -169,6 +155,8 @@ export const listGroups = (options: GroupsOptions = {}): GroupsResult => {
     notes,
     cannotDerive: cannotDerive(view.derived),
   };
+  const scope = viewOf(s, snap);
+  return scope ? { ...result, owner: scope.owner, groups: result.groups.filter((g) => scope.groups.has(g.id)), ungrouped: [] } : result;
 };
 
 export interface CompareResult {
@@ -189,17 +177,16 @@ export interface CompareResult {
 }
 
 /** Derived groups against the kernel's, by members. Throws E_NO_IOMMU when the host has no kernel groups. */
-export const compareGroups = (options: RootOptions & DeriveRequest = {}): CompareResult => {
-  const port = openPort(options);
-  const snap = scan({ ...options, port });
-  return compareOnSnapshot(snap, port, options);
+export const compareGroups = (options: SessionOptions & DeriveRequest = {}): CompareResult => {
+  const s = openSession(options);
+  return compareOnSnapshot(scan(s), s, options);
 };
 
-export const compareOnSnapshot = (snap: HostSnapshot, port: SysfsPort | null, request: DeriveRequest = {}): CompareResult => {
+export const compareOnSnapshot = (snap: HostSnapshot, s: Session | null, request: DeriveRequest = {}): CompareResult => {
   if (snap.kernelGroups.size === 0) {
     throw new IsogroupError('E_NO_IOMMU', `no kernel IOMMU groups under ${snap.root} (IOMMU off, or not in this capture): nothing to compare with; use --derived`, { root: snap.root });
   }
-  const view = deriveForHost(snap, port, request);
+  const view = deriveForHost(snap, s, request);
   const cmp = compareGroupings(snap.kernelGroups.values(), view.derived);
   const cannot = cannotDerive(view.derived);
   // On AMD-Vi hosts the firmware's IVRS table can add same-bus DMA aliases that no sysfs file or
@@ -239,8 +226,8 @@ export interface DeviceGroupInfo {
 }
 
 /** One device's kernel and derived group, and the reason it is where it is (for `show`). */
-export const groupOfDevice = (snap: HostSnapshot, port: SysfsPort | null, bdf: Bdf): DeviceGroupInfo => {
-  const view = deriveForHost(snap, port);
+export const groupOfDevice = (snap: HostSnapshot, s: Session | null, bdf: Bdf): DeviceGroupInfo => {
+  const view = deriveForHost(snap, s);
   const d = snap.devices.get(bdf);
   const k = d?.kernelGroup != null ? snap.kernelGroups.get(d.kernelGroup) : undefined;
   const gid = view.derived.groupOf.get(bdf);

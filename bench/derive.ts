@@ -6,6 +6,7 @@ import { writeFixtureRoot } from '../capture/fixture-writer.js';
 import { NodeSysfsPort } from '../sysfs/port.js';
 import { scanHost } from '../sysfs/scan.js';
 import { deriveGroups } from '../groups/derive.js';
+import { PCI_BUS } from '../sysfs/paths.js';
 
 // Group derivation on the synthetic roots of the scan benchmark (bench/generate.ts): scan + derive
 // (mainline, and the acs-rework rules) next to lspci on the same tree, and the growth from the
@@ -47,7 +48,7 @@ export const deriveBench: BenchModule = {
       const reworkMs = timeMedian(runs(size), () => deriveGroups(snap, { rules: 'acs-rework' }));
       let lspciMs: number | null = null;
       if (lspci) {
-        const args = ['-A', 'linux-sysfs', '-O', `sysfs.path=${root}/sys/bus/pci`, '-nnDvmm'];
+        const args = ['-A', 'linux-sysfs', '-O', `sysfs.path=${root}/${PCI_BUS}`, '-nnDvmm'];
         execaSync('lspci', args, { maxBuffer: 1 << 30 });
         lspciMs = timeMedian(runs(size), () => execaSync('lspci', args, { maxBuffer: 1 << 30 }));
       }

@@ -1,6 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { openSimulatedRoot } from '../sim/index.js';
+import { pciDeviceFile } from '../sysfs/paths.js';
 
 // The "kernel" side of the hotplug benchmark, in its own thread: the fixture kernel hot-adds devices
 // (and removes them again) on request and reports each completed add as a uevent would (the device is
@@ -84,7 +85,7 @@ parentPort!.on('message', (cmd: KernelCommand) => {
   } else {
     for (const bdf of cmd.bdfs) {
       const t0 = performance.now();
-      port.writeText(`sys/bus/pci/devices/${bdf}/remove`, '1');
+      port.writeText(pciDeviceFile(bdf, 'remove'), '1');
       ms.push(performance.now() - t0);
     }
   }

@@ -3,9 +3,10 @@ import { execaSync } from 'execa';
 import type { BenchContext, BenchModule } from './run.js';
 import { generateHost } from './generate.js';
 import { writeFixtureRoot } from '../capture/fixture-writer.js';
-import { loadPciIds } from '../model/pci-ids.js';
+import { loadPciIds } from '../os/pci-ids.js';
 import { NodeSysfsPort } from '../sysfs/port.js';
 import { PARALLEL_MIN_DEVICES, scanHost } from '../sysfs/scan.js';
+import { PCI_BUS } from '../sysfs/paths.js';
 
 // scanHost vs `lspci -A linux-sysfs -O sysfs.path=ROOT/sys/bus/pci -nnDvmm` on the same synthetic root.
 
@@ -47,7 +48,7 @@ export const scanBench: BenchModule = {
       const problems = [...warm.devices.values()].reduce((n, d) => n + d.problems.length, warm.problems.length);
       if (problems > 0) throw new Error(`scan of the synthetic root reported ${problems} problem(s)`);
       // Alternate scan and lspci runs, so a shared host's slow spells hit both columns alike.
-      const args = ['-A', 'linux-sysfs', '-O', `sysfs.path=${root}/sys/bus/pci`, '-nnDvmm'];
+      const args = ['-A', 'linux-sysfs', '-O', `sysfs.path=${root}/${PCI_BUS}`, '-nnDvmm'];
       if (lspci) {
         const first = execaSync('lspci', args, { maxBuffer: 1 << 30 });
         const slots = (first.stdout.match(/^Slot:/gm) ?? []).length;

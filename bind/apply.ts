@@ -3,7 +3,8 @@ import { IsogroupError, isIsogroupError } from '../errors.js';
 import type { Bdf } from '../model/bdf.js';
 import type { SysfsPort } from '../sysfs/port.js';
 import { type JournalEntry, type JournalMember, dropEntry, journalPath, putEntry } from '../state/journal.js';
-import { type AssignPlan, type PlanStep, VFIO_DRIVER, assignStepsFor, restoreStepsFor, stepBind } from './plan.js';
+import { type AssignPlan, type PlanStep, assignStepsFor, restoreStepsFor, stepBind } from './plan.js';
+import { pciDevice, pciDeviceFile } from '../sysfs/paths.js';
 
 // Executes plans against a SysfsPort (the live /sys, or the fixture kernel). The journal is written
 // before the first write and after the last; any failure undoes what was done, device by device in
@@ -29,16 +30,16 @@ export interface ApplyContext {
   stateDir: string;
   root: string;
   simulate: boolean;
-  now?: () => Date;
-  /** Called once the group is assigned and journaled (the daemon holds it from here on). */
-  onAssigned?: (entry: JournalEntry) => void;
-  /** Called once the group is released and dropped from the journal. */
-  onReleased?: (entry: JournalEntry) => void;
+}
+
+/** An assignment carried out: its steps, and the journal entry that now records it. */
+export interface AssignApplied extends TransactionResult {
+  entry: JournalEntry;
 }
 
 /** The driver a device is bound to now (null: none), read back from its driver link. */
 export const currentDriver = (port: SysfsPort, bdf: Bdf): string | null => {
-  const rel = `sys/bus/pci/devices/${bdf}/driver`;
+  const rel = pciDeviceFile(bdf, 'driver');
   if (port.kind(rel) !== 'link') return null;
   try {
     return path.posix.basename(port.readLink(rel));
@@ -49,14 +50,14 @@ export const currentDriver = (port: SysfsPort, bdf: Bdf): string | null => {
 
 export const currentOverride = (port: SysfsPort, bdf: Bdf): string | null => {
   try {
-    const v = port.readText(`sys/bus/pci/devices/${bdf}/driver_override`).replace(/\n$/, '');
+    const v = port.readText(pciDeviceFile(bdf, 'driver_override')).replace(/\n$/, '');
     return v === '' || v === '(null)' ? null : v;
   } catch {
     return null;
   }
 };
 
-export const devicePresent = (port: SysfsPort, bdf: Bdf): boolean => port.exists(`sys/bus/pci/devices/${bdf}`);
+export const devicePresent = (port: SysfsPort, bdf: Bdf): boolean => port.exists(pciDevice(bdf));
 
 const errorOf = (error: unknown): { code: string; message: string } =>
   isIsogroupError(error) ? { code: error.code, message: error.message } : { code: 'E_INTERNAL', message: error instanceof Error ? error.message : String(error) };
@@ -114,8 +115,8 @@ const journalMembers = (plan: { members: JournalMember[] }): JournalMember[] =>
   plan.members.map((m) => ({ bdf: m.bdf, role: m.role, originalDriver: m.originalDriver, originalOverride: m.originalOverride }));
 
 /** Apply an assign plan: journal, then override -> unbind -> probe -> verify, device by device. */
-export const applyPlan = (port: SysfsPort, plan: AssignPlan, ctx: ApplyContext): TransactionResult => {
-  const now = ctx.now ?? (() => new Date());
+export const applyPlan = (port: SysfsPort, plan: AssignPlan, ctx: ApplyContext): AssignApplied => {
+  const now = (): Date => new Date();
   const entry: JournalEntry = {
     groupId: plan.groupId,
     owner: plan.owner,
@@ -152,8 +153,7 @@ export const applyPlan = (port: SysfsPort, plan: AssignPlan, ctx: ApplyContext):
   }
   const assigned: JournalEntry = { ...entry, state: 'assigned', time: now().toISOString() };
   putEntry(ctx.stateDir, assigned);
-  ctx.onAssigned?.(assigned);
-  return { groupId: plan.groupId, owner: plan.owner, devices, done, undone, notes: plan.notes };
+  return { groupId: plan.groupId, owner: plan.owner, devices, done, undone, notes: plan.notes, entry: assigned };
 };
 
 /** Release a journaled group: restore every member's original driver and override. */
@@ -185,8 +185,6 @@ export const applyRelease = (port: SysfsPort, entry: JournalEntry, ctx: ApplyCon
     throw error;
   }
   dropEntry(ctx.stateDir, entry.groupId);
-  ctx.onReleased?.(entry);
   return { groupId: entry.groupId, owner: entry.owner, devices, done, undone, notes: [] };
 };
 
-export { VFIO_DRIVER };

@@ -1,8 +1,10 @@
 import { type StepRecord, currentDriver, currentOverride, runStep } from './apply.js';
 import type { GuardAction } from './guard.js';
-import { type PlanStep, assignStepsFor, stepOverride, VFIO_DRIVER } from './plan.js';
+import { type PlanStep, assignStepsFor, stepOverride } from './plan.js';
+import { VFIO_DRIVER } from '../model/drivers.js';
 import type { SysfsPort } from '../sysfs/port.js';
 import { isIsogroupError } from '../errors.js';
+import { pciDeviceFile } from '../sysfs/paths.js';
 
 // Carry out one guard decision through the same steps the bind engine uses, reading the
 // current state first (the decision may be a few milliseconds old) and the driver link after.
@@ -29,7 +31,7 @@ export const stepsForAction = (port: SysfsPort, action: GuardAction): PlanStep[]
     case 'set-override':
       return override === VFIO_DRIVER ? [] : [stepOverride(bdf, VFIO_DRIVER, action.reason)];
     case 'sriov-autoprobe-off':
-      return [{ kind: 'override', bdf, file: `sys/bus/pci/devices/${bdf}/sriov_drivers_autoprobe`, value: '0', why: action.reason }];
+      return [{ kind: 'override', bdf, file: pciDeviceFile(bdf, 'sriov_drivers_autoprobe'), value: '0', why: action.reason }];
   }
 };
 

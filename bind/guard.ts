@@ -1,5 +1,6 @@
 import { type Bdf, compareBdf } from '../model/bdf.js';
-import type { HostSnapshot, PciDevice } from '../model/device.js';
+import type { GuardDeviceState, HostSnapshot } from '../model/device.js';
+import { deviceBlocker, onVfio } from '../groups/viability.js';
 
 // The hotplug guard's decision, pure: given a fresh snapshot and the groups that are handed out,
 // say what must be done so that no host driver can DMA from inside an assigned group.
@@ -11,10 +12,6 @@ export interface GuardAssignment {
   /** Members when the group was assigned (the journal's list). */
   devices: Bdf[];
 }
-
-/** Drivers that manage DMA themselves (driver_managed_dma) and so do not break a group's isolation. */
-export const DMA_SAFE_BRIDGE_DRIVERS = new Set(['pcieport']);
-export const STUB_DRIVERS = new Set(['pci-stub']);
 
 export type GuardAction =
   /** A device inside an assigned group with no driver: route it to vfio-pci (override + probe + verify). */
@@ -44,32 +41,27 @@ export interface GuardDecision {
   events: GuardEvent[];
 }
 
-/** What one device is decided by: a scanned PciDevice, or the daemon's lighter read of the same fields on a hint. */
-export type GuardDeviceState = Pick<PciDevice, 'bdf' | 'isBridge' | 'driver' | 'vfioDriver' | 'driverOverride'> & {
-  sriov: { totalVfs: number; driversAutoprobe: boolean | null } | null;
-};
-
-const isVfio = (d: GuardDeviceState): boolean => d.vfioDriver || (d.driver !== null && d.driver.startsWith('vfio'));
-
 /** What one device inside an assigned group needs (used per member, and alone on the fast path). */
 export const decideDevice = (d: GuardDeviceState, a: Pick<GuardAssignment, 'groupId' | 'owner'>, wasMember: boolean): GuardDecision => {
   const actions: GuardAction[] = [];
   const events: GuardEvent[] = [];
   const bdf = d.bdf;
   const base = { bdf, groupId: a.groupId, owner: a.owner };
+  const blocker = deviceBlocker(d);
   if (d.isBridge) {
-    if (d.driver !== null && !DMA_SAFE_BRIDGE_DRIVERS.has(d.driver) && !isVfio(d)) {
+    if (blocker !== null && d.driver !== null) {
       actions.push({ ...base, kind: 'unbind-bridge', driver: d.driver, reason: `bridge ${bdf} on ${d.driver} makes group ${a.groupId} non-viable` });
       events.push({ type: 'violation', ...base, driver: d.driver, message: `bridge ${bdf} bound to ${d.driver} inside assigned group ${a.groupId} (${a.owner})` });
     }
     return { actions, events };
   }
-  if (isVfio(d)) {
+  if (onVfio(d)) {
     if (d.driverOverride === null) actions.push({ ...base, kind: 'set-override', reason: `${bdf} is on ${d.driver} without driver_override; a reprobe could pick a host driver` });
   } else if (d.driver === null) {
     actions.push({ ...base, kind: 'claim', reason: wasMember ? `${bdf} lost its driver` : `${bdf} appeared in group ${a.groupId} without a driver` });
-  } else if (STUB_DRIVERS.has(d.driver)) {
-    actions.push({ ...base, kind: 'repair', driver: d.driver, reason: `${bdf} on stub ${d.driver}; moving it to vfio-pci` });
+  } else if (blocker === null) {
+    // A driver that manages DMA itself (pci-stub) keeps the group safe; the owner still gets vfio-pci.
+    actions.push({ ...base, kind: 'repair', driver: d.driver, reason: `${bdf} on ${d.driver}, which manages DMA itself; moving it to vfio-pci` });
   } else {
     actions.push({ ...base, kind: 'repair', driver: d.driver, reason: `host driver ${d.driver} bound to ${bdf} inside assigned group ${a.groupId}` });
     events.push({ type: 'violation', ...base, driver: d.driver, message: `host driver ${d.driver} bound to ${bdf} inside group ${a.groupId} assigned to ${a.owner}` });

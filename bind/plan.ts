@@ -3,11 +3,13 @@ import { type Bdf, compareBdf } from '../model/bdf.js';
 import type { HostUse } from '../sysfs/host-use.js';
 import type { HostSnapshot, PciDevice } from '../model/device.js';
 import type { JournalEntry, JournalMember } from '../state/journal.js';
+import { PCI_DRIVERS_PROBE, pciDeviceFile, pciDriverFile } from '../sysfs/paths.js';
+import { VFIO_DRIVER } from '../model/drivers.js';
+import { deviceBlocker } from '../groups/viability.js';
 
 // Pure planning: data in, ordered steps out. Binding is by address only (driver_override), never
 // new_id, which would capture every identical card on the host.
 
-export const VFIO_DRIVER = 'vfio-pci';
 
 export type StepKind = 'override' | 'unbind' | 'probe' | 'bind' | 'verify';
 
@@ -50,19 +52,13 @@ export interface ReleasePlan {
   notes: string[];
 }
 
-const overrideFile = (bdf: Bdf): string => `sys/bus/pci/devices/${bdf}/driver_override`;
-const unbindFile = (driver: string): string => `sys/bus/pci/drivers/${driver}/unbind`;
-const bindFile = (driver: string): string => `sys/bus/pci/drivers/${driver}/bind`;
-export const PROBE_FILE = 'sys/bus/pci/drivers_probe';
 
-export const stepOverride = (bdf: Bdf, value: string | null, why: string): PlanStep => ({ kind: 'override', bdf, file: overrideFile(bdf), value: value ?? '\n', why });
-export const stepUnbind = (bdf: Bdf, driver: string, why: string): PlanStep => ({ kind: 'unbind', bdf, file: unbindFile(driver), value: bdf, why });
-export const stepProbe = (bdf: Bdf, why: string): PlanStep => ({ kind: 'probe', bdf, file: PROBE_FILE, value: bdf, why });
-export const stepBind = (bdf: Bdf, driver: string, why: string): PlanStep => ({ kind: 'bind', bdf, file: bindFile(driver), value: bdf, why });
+export const stepOverride = (bdf: Bdf, value: string | null, why: string): PlanStep => ({ kind: 'override', bdf, file: pciDeviceFile(bdf, 'driver_override'), value: value ?? '\n', why });
+export const stepUnbind = (bdf: Bdf, driver: string, why: string): PlanStep => ({ kind: 'unbind', bdf, file: pciDriverFile(driver, 'unbind'), value: bdf, why });
+export const stepProbe = (bdf: Bdf, why: string): PlanStep => ({ kind: 'probe', bdf, file: PCI_DRIVERS_PROBE, value: bdf, why });
+export const stepBind = (bdf: Bdf, driver: string, why: string): PlanStep => ({ kind: 'bind', bdf, file: pciDriverFile(driver, 'bind'), value: bdf, why });
 export const stepVerify = (bdf: Bdf, expect: string | null, why: string, bindIfMissing: string | null = null): PlanStep => ({ kind: 'verify', bdf, file: null, value: null, expect, bindIfMissing, why });
 
-/** Bridges keep pcieport (driver_managed_dma) or no driver; any other bridge driver breaks viability. */
-const bridgeKeeps = (d: PciDevice): boolean => d.driver === null || d.driver === 'pcieport' || d.vfioDriver || d.driver === 'pci-stub';
 
 /** Steps that take one device from the host to vfio-pci. */
 export const assignStepsFor = (m: { bdf: Bdf; role: JournalMember['role']; driver: string | null; override: string | null }): PlanStep[] => {
@@ -138,7 +134,7 @@ export const planAssign = (snap: HostSnapshot, groupId: string, options: PlanAss
   const ordered = [...devices.filter((d) => !d.isBridge).sort((a, b) => compareBdf(a.bdf, b.bdf)), ...devices.filter((d) => d.isBridge).sort((a, b) => compareBdf(a.bdf, b.bdf))];
   const steps: PlanStep[] = [];
   for (const d of ordered) {
-    const role: JournalMember['role'] = d.isBridge ? (bridgeKeeps(d) ? 'bridge-kept' : 'bridge-unbind') : 'endpoint';
+    const role: JournalMember['role'] = d.isBridge ? (deviceBlocker(d) === null ? 'bridge-kept' : 'bridge-unbind') : 'endpoint';
     members.push({ bdf: d.bdf, role, isBridge: d.isBridge, originalDriver: d.driver, originalOverride: d.driverOverride });
     if (role === 'bridge-kept') notes.push(`bridge ${d.bdf} stays on ${d.driver ?? 'no driver'} (DMA-managed, does not break viability)`);
     if (role === 'bridge-unbind') {

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { type Bdf, parseBdf, splitBdf } from '../model/bdf.js';
 import { parseConfigSpace, hex } from '../model/config-space.js';
 import { IsogroupError } from '../errors.js';
+import { PCI_BUS, PCI_DEVICES, PCI_DRIVERS, PCI_DRIVERS_AUTOPROBE, PCI_DRIVERS_PROBE, PCI_RESCAN, PCI_SLOTS, SYS_DEVICES, iommuGroup, iommuGroupDevice, iommuGroupFile, iommuUnit, meta, pciDevice, pciDriver, pciDriverDevice, virtualIommu, virtualIommuDevice } from '../sysfs/paths.js';
 
 // Writes a fixture root with the layout of a real sysfs capture (oracle/captures): real device
 // directories under sys/devices/pciDDDD:BB/..., relative symlinks exactly where the kernel has them.
@@ -68,7 +69,7 @@ const link = (root: string, at: string, target: string): void => {
 };
 
 export const ensureDriverDir = (root: string, driver: string): void => {
-  const dir = path.join(root, 'sys/bus/pci/drivers', driver);
+  const dir = path.join(root, pciDriver(driver));
   if (fs.existsSync(dir)) return;
   mkdirp(dir);
   for (const f of ['bind', 'unbind', 'new_id', 'remove_id', 'uevent']) write(path.join(dir, f), '', 0o200);
@@ -100,7 +101,7 @@ export const devicePaths = (devices: FixtureDeviceSpec[]): Map<Bdf, string> => {
         const host = parseBdf(spec.rootBusUnder, `host bridge of ${bdf}`);
         dir = `${resolve(host, depth + 1)}/${rootBus}/${bdf}`;
       } else {
-        dir = `sys/devices/${rootBus}/${bdf}`;
+        dir = `${SYS_DEVICES}/${rootBus}/${bdf}`;
       }
     }
     paths.set(bdf, dir);
@@ -112,12 +113,12 @@ export const devicePaths = (devices: FixtureDeviceSpec[]): Map<Bdf, string> => {
 
 export const writeFixtureRoot = (root: string, spec: FixtureSpec): void => {
   const paths = devicePaths(spec.devices);
-  mkdirp(path.join(root, 'sys/bus/pci/devices'));
-  mkdirp(path.join(root, 'sys/bus/pci/drivers'));
-  mkdirp(path.join(root, 'sys/bus/pci/slots'));
-  write(path.join(root, 'sys/bus/pci/drivers_autoprobe'), spec.driversAutoprobe === false ? '0\n' : '1\n');
-  write(path.join(root, 'sys/bus/pci/drivers_probe'), '', 0o200);
-  write(path.join(root, 'sys/bus/pci/rescan'), '', 0o200);
+  mkdirp(path.join(root, PCI_DEVICES));
+  mkdirp(path.join(root, PCI_DRIVERS));
+  mkdirp(path.join(root, PCI_SLOTS));
+  write(path.join(root, PCI_DRIVERS_AUTOPROBE), spec.driversAutoprobe === false ? '0\n' : '1\n');
+  write(path.join(root, PCI_DRIVERS_PROBE), '', 0o200);
+  write(path.join(root, PCI_RESCAN), '', 0o200);
   const groups = new Map<string, Bdf[]>();
   const units = new Set(spec.iommuUnits ?? []);
 
@@ -158,23 +159,23 @@ export const writeFixtureRoot = (root: string, spec: FixtureSpec): void => {
     for (const [name, value] of Object.entries(d.attrs ?? {})) a(name, value, 0o644);
     for (const child of d.children ?? []) mkdirp(path.join(abs, child));
     if (d.vfioDev) mkdirp(path.join(abs, 'vfio-dev/vfio0'));
-    link(root, `${dir}/subsystem`, 'sys/bus/pci');
-    link(root, `sys/bus/pci/devices/${bdf}`, dir);
+    link(root, `${dir}/subsystem`, PCI_BUS);
+    link(root, pciDevice(bdf), dir);
     if (d.driver) {
       ensureDriverDir(root, d.driver);
-      link(root, `${dir}/driver`, `sys/bus/pci/drivers/${d.driver}`);
-      link(root, `sys/bus/pci/drivers/${d.driver}/${bdf}`, dir);
+      link(root, `${dir}/driver`, pciDriver(d.driver));
+      link(root, pciDriverDevice(d.driver, bdf), dir);
     }
     if (d.group !== undefined && d.group !== null) {
       if (!/^\d+$/.test(d.group)) throw new IsogroupError('E_INVALID_INPUT', `fixture group ${JSON.stringify(d.group)} of ${bdf} is not a number`, { bdf });
-      link(root, `${dir}/iommu_group`, `sys/kernel/iommu_groups/${d.group}`);
-      link(root, `sys/kernel/iommu_groups/${d.group}/devices/${bdf}`, dir);
+      link(root, `${dir}/iommu_group`, iommuGroup(d.group));
+      link(root, iommuGroupDevice(d.group, bdf), dir);
       groups.set(d.group, [...(groups.get(d.group) ?? []), bdf]);
     }
     if (d.iommu) {
       units.add(d.iommu);
-      link(root, `${dir}/iommu`, `sys/devices/virtual/iommu/${d.iommu}`);
-      link(root, `sys/devices/virtual/iommu/${d.iommu}/devices/${bdf}`, dir);
+      link(root, `${dir}/iommu`, virtualIommu(d.iommu));
+      link(root, virtualIommuDevice(d.iommu, bdf), dir);
     }
   }
   for (const d of spec.devices) {
@@ -189,12 +190,12 @@ export const writeFixtureRoot = (root: string, spec: FixtureSpec): void => {
   }
   for (const [id] of groups) {
     const g = spec.groups?.[id] ?? {};
-    write(path.join(root, `sys/kernel/iommu_groups/${id}/type`), `${g.type ?? 'DMA'}\n`, 0o644);
-    write(path.join(root, `sys/kernel/iommu_groups/${id}/reserved_regions`), g.reservedRegions ?? DEFAULT_MSI_REGION);
+    write(path.join(root, iommuGroupFile(id, 'type')), `${g.type ?? 'DMA'}\n`, 0o644);
+    write(path.join(root, iommuGroupFile(id, 'reserved_regions')), g.reservedRegions ?? DEFAULT_MSI_REGION);
   }
   for (const unit of units) {
-    mkdirp(path.join(root, `sys/devices/virtual/iommu/${unit}/devices`));
-    link(root, `sys/class/iommu/${unit}`, `sys/devices/virtual/iommu/${unit}`);
+    mkdirp(path.join(root, `${virtualIommu(unit)}/devices`));
+    link(root, iommuUnit(unit), virtualIommu(unit));
   }
-  for (const [name, content] of Object.entries(spec.meta ?? {})) write(path.join(root, 'meta', name), content);
+  for (const [name, content] of Object.entries(spec.meta ?? {})) write(path.join(root, meta(name)), content);
 };

@@ -7,6 +7,7 @@ import { Header, Pax } from 'tar';
 import { type SysfsPort, linkTargetRel, resolveUnder } from '../sysfs/port.js';
 import { scanHost } from '../sysfs/scan.js';
 import { IsogroupError, errnoOf } from '../errors.js';
+import { IOMMU_CLASS, IOMMU_GROUPS, PCI_BUS, PCI_DEVICES, PCI_DRIVERS, PCI_SLOTS, SYS_DEVICES, iommuGroup, iommuUnit, isModulePath, meta, moduleParameters, pciDriver, sysClass } from '../sysfs/paths.js';
 
 // Capture the PCI/IOMMU part of a sysfs into a .tar.gz with the layout of the oracle captures
 // (shared/oracle/guest/capture_sysfs.py): the same members, symlinks stored as the kernel has them
@@ -217,35 +218,32 @@ class Capture {
 
   run(): void {
     // 1. PCI host bridges and everything under them.
-    for (const e of this.list('sys/devices')) if (e.startsWith('pci') && this.isDir(`sys/devices/${e}`)) this.addHostBridge(`sys/devices/${e}`);
+    for (const e of this.list(SYS_DEVICES)) if (e.startsWith('pci') && this.isDir(`${SYS_DEVICES}/${e}`)) this.addHostBridge(`${SYS_DEVICES}/${e}`);
     // 2. /sys/bus/pci: device links, drivers (bound-device links, placeholders), slots, knobs.
-    const bus = 'sys/bus/pci';
-    this.addFlatDir(bus);
-    this.addFlatDir(`${bus}/devices`);
-    for (const d of this.list(`${bus}/drivers`)) this.addFlatDir(`${bus}/drivers/${d}`);
-    if (this.isDir(`${bus}/slots`)) {
-      this.addDir(`${bus}/slots`);
-      for (const s of this.list(`${bus}/slots`)) this.addFlatDir(`${bus}/slots/${s}`);
+    this.addFlatDir(PCI_BUS);
+    this.addFlatDir(PCI_DEVICES);
+    for (const d of this.list(PCI_DRIVERS)) this.addFlatDir(pciDriver(d));
+    if (this.isDir(PCI_SLOTS)) {
+      this.addDir(PCI_SLOTS);
+      for (const s of this.list(PCI_SLOTS)) this.addFlatDir(`${PCI_SLOTS}/${s}`);
     }
     // 3. IOMMU groups, in numeric order.
-    const g = 'sys/kernel/iommu_groups';
-    if (this.isDir(g)) {
-      this.addDir(g);
-      const ids = this.list(g).filter((n) => /^\d+$/.test(n)).sort((a, b) => Number(a) - Number(b));
-      for (const n of ids) this.addFlatDir(`${g}/${n}`, new Set(['devices']));
+    if (this.isDir(IOMMU_GROUPS)) {
+      this.addDir(IOMMU_GROUPS);
+      const ids = this.list(IOMMU_GROUPS).filter((n) => /^\d+$/.test(n)).sort((a, b) => Number(a) - Number(b));
+      for (const n of ids) this.addFlatDir(iommuGroup(n), new Set(['devices']));
     }
     // 4. The IOMMU class and the IOMMU devices it links to.
-    const c = 'sys/class/iommu';
-    if (this.isDir(c)) {
-      this.addFlatDir(c);
-      for (const e of this.list(c)) {
-        const real = this.realTarget(`${c}/${e}`);
+    if (this.isDir(IOMMU_CLASS)) {
+      this.addFlatDir(IOMMU_CLASS);
+      for (const e of this.list(IOMMU_CLASS)) {
+        const real = this.realTarget(iommuUnit(e));
         if (real) this.addFlatDir(real, new Set(['intel-iommu', 'amd-iommu', 'devices', 'power']));
       }
     }
     // 5. vfio-related module parameters and class directories.
-    for (const m of ['vfio', 'vfio_pci', 'vfio_pci_core', 'vfio_iommu_type1', 'pcieport', 'pci_stub']) this.addFlatDir(`sys/module/${m}/parameters`);
-    for (const cls of ['vfio', 'vfio-dev', 'pci_bus']) if (this.isDir(`sys/class/${cls}`)) this.addFlatDir(`sys/class/${cls}`);
+    for (const m of ['vfio', 'vfio_pci', 'vfio_pci_core', 'vfio_iommu_type1', 'pcieport', 'pci_stub']) this.addFlatDir(moduleParameters(m));
+    for (const cls of ['vfio', 'vfio-dev', 'pci_bus']) if (this.isDir(sysClass(cls))) this.addFlatDir(sysClass(cls));
     // 6. "module" links resolve to (empty) sys/module/<name> directories.
     for (const l of [...this.links]) {
       let t: string;
@@ -255,7 +253,7 @@ class Capture {
         continue;
       }
       const real = linkTargetRel(l, t);
-      if (real !== null && real.startsWith('sys/module/')) this.addDir(real);
+      if (real !== null && isModulePath(real)) this.addDir(real);
     }
   }
 }
@@ -316,9 +314,9 @@ const metaFiles = (root: string, errors: string[]): Map<string, Buffer> => {
     try {
       const r = execaSync('lspci', [...args], { timeout: 20_000, reject: false, all: true });
       if (r.exitCode === 0) out.set(name, Buffer.from(`${r.all ?? ''}\n`));
-      else errors.push(`meta/${name}: lspci exited ${r.exitCode ?? r.signal ?? 'abnormally'}`);
+      else errors.push(`${meta(name)}: lspci exited ${r.exitCode ?? r.signal ?? 'abnormally'}`);
     } catch (error) {
-      errors.push(`meta/${name}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
+      errors.push(`${meta(name)}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
     }
   }
   return out;
@@ -344,7 +342,7 @@ export const writeSnapshot = (port: SysfsPort, out: string, fsx: SnapshotFs = no
     readErrors: capture.errors,
   };
   metas.set('snapshot.json', Buffer.from(`${JSON.stringify(summary, null, 1)}\n`));
-  for (const [name, data] of metas) members.push({ name: `meta/${name}`, type: 'File', mode: 0o644, data, uname: '' });
+  for (const [name, data] of metas) members.push({ name: meta(name), type: 'File', mode: 0o644, data, uname: '' });
   const gz = zlib.gzipSync(encodeTar(members), { level: 6 });
   const dest = path.resolve(out);
   const tmp = `${dest}.tmp-${process.pid}`;

@@ -1,6 +1,5 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tar from 'tar';
 import { IsogroupError } from '../errors.js';
@@ -10,9 +9,11 @@ import { IsogroupError } from '../errors.js';
 
 export const isTarball = (p: string): boolean => /\.(tar\.gz|tgz|tar)$/.test(p);
 
-const cacheBase = (): string => process.env.ISOGROUP_CACHE ?? path.join(os.homedir(), '.cache', 'isogroup', 'roots');
-
-export const unpackCapture = (tarball: string, into?: string): string => {
+/**
+ * Unpack a capture into `into` (a new directory), or, without `into`, into `cacheDir` under a name
+ * keyed by the tarball's path, size and mtime, so the same capture is unpacked once.
+ */
+export const unpackCapture = (tarball: string, into: string | null, cacheDir?: string): string => {
   let stat: fs.Stats;
   try {
     stat = fs.statSync(tarball);
@@ -20,7 +21,8 @@ export const unpackCapture = (tarball: string, into?: string): string => {
     throw new IsogroupError('E_INVALID_INPUT', `capture ${tarball} cannot be read: ${(error as NodeJS.ErrnoException).code ?? error}`, { file: tarball }, { cause: error });
   }
   const key = crypto.createHash('sha256').update(`${path.resolve(tarball)}:${stat.size}:${stat.mtimeMs}`).digest('hex').slice(0, 16);
-  const dest = into ?? path.join(cacheBase(), `${path.basename(tarball).replace(/\.(tar\.gz|tgz|tar)$/, '')}-${key}`);
+  if (into === null && cacheDir === undefined) throw new IsogroupError('E_INTERNAL', 'unpackCapture needs a directory or a cache', { file: tarball });
+  const dest = into ?? path.join(cacheDir!, `${path.basename(tarball).replace(/\.(tar\.gz|tgz|tar)$/, '')}-${key}`);
   if (!into && fs.existsSync(path.join(dest, '.complete'))) return dest;
   const tmp = `${dest}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
@@ -42,16 +44,15 @@ export const unpackCapture = (tarball: string, into?: string): string => {
   return dest;
 };
 
-/** Turn a --root argument into a directory. */
-export const resolveRoot = (root: string | undefined): string => {
-  const r = root ?? '/';
-  if (isTarball(r)) return unpackCapture(r);
+/** A --root argument as a directory: itself, or a capture tarball unpacked into the cache. */
+export const rootDirectory = (root: string, cacheDir: string): string => {
+  if (isTarball(root)) return unpackCapture(root, null, cacheDir);
   let stat: fs.Stats;
   try {
-    stat = fs.statSync(r);
+    stat = fs.statSync(root);
   } catch {
-    throw new IsogroupError('E_INVALID_INPUT', `root ${r} does not exist`, { root: r });
+    throw new IsogroupError('E_INVALID_INPUT', `root ${root} does not exist`, { root });
   }
-  if (!stat.isDirectory()) throw new IsogroupError('E_INVALID_INPUT', `root ${r} is neither a directory nor a capture tarball`, { root: r });
-  return path.resolve(r);
+  if (!stat.isDirectory()) throw new IsogroupError('E_INVALID_INPUT', `root ${root} is neither a directory nor a capture tarball`, { root });
+  return path.resolve(root);
 };

@@ -1,16 +1,20 @@
 import { Worker } from 'node:worker_threads';
+import { inlineRunner, type TransactionRunner } from '../api/runner.js';
+import type { SessionWire } from '../api/session.js';
+import type { AssignApplied, TransactionResult } from '../bind/apply.js';
 import type { GuardAction } from '../bind/guard.js';
 import { applyGuardAction, type GuardActionResult } from '../bind/guard-apply.js';
-import type { SysfsPort } from '../sysfs/port.js';
+import type { RecoverResult } from '../bind/recover.js';
+import { fromWireError, IsogroupError, toWireError, type WireError } from '../errors.js';
 import { workerScript } from '../os/worker-script.js';
-import type { ActionWorkerData, ActionWorkerReply, ActionWorkerRequest } from './action-worker.js';
+import type { SysfsPort } from '../sysfs/port.js';
 
-// Where the guard's sysfs writes run. A write to drivers_probe or unbind runs the driver's probe or
-// remove inside the write(2) (a NIC's remove can take seconds), and on the fixture kernel each write
-// costs milliseconds of JS; either way, done on the daemon's own thread they would sit between every
-// later hint and its decision, and between socket clients and their answers. The worker runs the
-// actions one at a time in the order given (so two actions on one device never interleave); the daemon
-// only decides and hands over.
+// Where the daemon's sysfs writes run: the guard's actions and the transactions it runs for socket
+// clients. A write to drivers_probe or unbind runs the driver's probe or remove inside the write(2) (a
+// NIC's remove can take seconds), and on the fixture kernel each write costs milliseconds of JS; done on
+// the daemon's own thread they would sit between every later hint and its decision, and between socket
+// clients and their answers. The worker runs requests one at a time in the order given (two writes to
+// one device never interleave); the daemon only decides and hands over.
 
 const CLOSE_GRACE_MS = 10_000;
 
@@ -32,22 +36,63 @@ export const settlesWithin = async (p: Promise<unknown>, ms: number): Promise<bo
   }
 };
 
+export type ActionWorkerRequest =
+  | { id: number; kind: 'guard'; action: GuardAction }
+  | { id: number; kind: 'assign'; plan: Parameters<TransactionRunner['assign']>[0]; ctx: Parameters<TransactionRunner['assign']>[1] }
+  | { id: number; kind: 'release'; entry: Parameters<TransactionRunner['release']>[0]; ctx: Parameters<TransactionRunner['release']>[1] }
+  | { id: number; kind: 'recover'; stateDir: string };
+
+export type ActionWorkerReply = { id: number; result: unknown } | { id: number; error: WireError };
+
+type Job = { [K in ActionWorkerRequest['kind']]: Omit<Extract<ActionWorkerRequest, { kind: K }>, 'id'> }[ActionWorkerRequest['kind']];
+
+/** Carry out one request with a port; the worker and the inline fallback both run this. */
+export const runJob = async (port: SysfsPort, job: Job): Promise<unknown> => {
+  const tx = inlineRunner(port);
+  switch (job.kind) {
+    case 'guard':
+      try {
+        return applyGuardAction(port, job.action);
+      } catch (error) {
+        // applyGuardAction reports failures itself; this is a read of the driver link failing after one.
+        return { action: job.action, ok: false, steps: [], driverAfter: null, error: toWireError(error) } satisfies GuardActionResult;
+      }
+    case 'assign':
+      return tx.assign(job.plan, job.ctx);
+    case 'release':
+      return tx.release(job.entry, job.ctx);
+    case 'recover':
+      return tx.recover(job.stateDir);
+  }
+};
+
 export interface ActionRunner {
   /** Where actions run now (for status): a worker that died leaves 'inline'. */
   readonly kind: 'worker' | 'inline';
   run(action: GuardAction): Promise<GuardActionResult>;
-  /** Actions handed over and not answered yet. */
+  /** The transactions of socket clients, on the same thread as the guard's actions. */
+  readonly transactions: TransactionRunner;
+  /** Requests handed over and not answered yet. */
   readonly pending: number;
   /** Resolves once nothing is pending. */
   idle(): Promise<void>;
   close(graceMs?: number): Promise<void>;
 }
 
+const transactionsVia = (submit: (job: Job) => Promise<unknown>): TransactionRunner => ({
+  assign: (plan, ctx) => submit({ kind: 'assign', plan, ctx }) as Promise<AssignApplied>,
+  release: (entry, ctx) => submit({ kind: 'release', entry, ctx }) as Promise<TransactionResult>,
+  recover: (stateDir) => submit({ kind: 'recover', stateDir }) as Promise<RecoverResult>,
+});
+
 /** On the daemon's thread (a daemon given its own port object: tests with failing ports). */
 export class InlineActionRunner implements ActionRunner {
   readonly kind = 'inline';
   readonly pending = 0;
-  constructor(private readonly port: SysfsPort) {}
+  readonly transactions: TransactionRunner;
+  constructor(private readonly port: SysfsPort) {
+    this.transactions = inlineRunner(port);
+  }
   run(action: GuardAction): Promise<GuardActionResult> {
     return Promise.resolve(applyGuardAction(this.port, action));
   }
@@ -59,27 +104,37 @@ export class InlineActionRunner implements ActionRunner {
   }
 }
 
-/** In one worker thread with its own port on the same root (the fixture kernel shares its state through files under a lock). */
+interface Waiting {
+  job: Job;
+  resolve: (result: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+/** In one worker thread with the same session (its own port on the same root; the fixture kernel shares its state through files under a lock). */
 export class WorkerActionRunner implements ActionRunner {
   private readonly worker: Worker;
-  private readonly waiting = new Map<number, { action: GuardAction; resolve: (r: GuardActionResult) => void }>();
+  private readonly waiting = new Map<number, Waiting>();
   private idlers: (() => void)[] = [];
   private nextId = 1;
   private dead: Error | null = null;
-  private fallback: InlineActionRunner;
+  readonly transactions: TransactionRunner;
 
-  constructor(data: ActionWorkerData, port: SysfsPort, onDeath: (error: Error) => void) {
-    // If the worker dies, what it had not answered is retried on the daemon's thread: an action must
-    // never be lost silently (the reconcile would catch it, but later).
-    this.fallback = new InlineActionRunner(port);
-    this.worker = new Worker(workerScript('./action-worker.js', import.meta.url), { workerData: data });
+  // `port` serves requests on this thread once the worker is gone.
+  constructor(session: SessionWire, private readonly port: SysfsPort, onDeath: (error: Error) => void) {
+    this.transactions = transactionsVia((job) => this.submit(job));
+    this.worker = new Worker(workerScript('./action-worker.js', import.meta.url), { workerData: session });
     this.worker.unref();
-    this.worker.on('message', (m: ActionWorkerReply) => this.settle(m.id, m.result));
+    this.worker.on('message', (m: ActionWorkerReply) => this.settle(m));
     const die = (error: Error): void => {
       if (this.dead) return;
       this.dead = error;
       onDeath(error);
-      for (const [id, w] of [...this.waiting]) void this.fallback.run(w.action).then((r) => this.settle(id, r));
+      for (const [id, w] of [...this.waiting]) {
+        // A guard action is decided again from fresh state, so it can run here; a transaction cut
+        // short is not repeated: its journal entry says what recover must undo.
+        if (w.job.kind === 'guard') void runJob(port, w.job).then((result) => this.settle({ id, result }));
+        else this.settle({ id, error: { code: 'E_INTERNAL', message: `the action thread died during the ${w.job.kind} (${error.message}); run \`isogroup recover\`` } });
+      }
     };
     this.worker.on('error', die);
     this.worker.on('exit', (code) => die(new Error(`action worker exited (code ${code})`)));
@@ -93,20 +148,25 @@ export class WorkerActionRunner implements ActionRunner {
     return this.dead ? 'inline' : 'worker';
   }
 
-  run(action: GuardAction): Promise<GuardActionResult> {
-    if (this.dead) return this.fallback.run(action);
+  private submit(job: Job): Promise<unknown> {
+    if (this.dead) return runJob(this.port, job);
     const id = this.nextId++;
-    return new Promise((resolve) => {
-      this.waiting.set(id, { action, resolve });
-      this.worker.postMessage({ id, action } satisfies ActionWorkerRequest);
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { job, resolve, reject });
+      this.worker.postMessage({ id, ...job } as ActionWorkerRequest);
     });
   }
 
-  private settle(id: number, result: GuardActionResult): void {
-    const w = this.waiting.get(id);
+  run(action: GuardAction): Promise<GuardActionResult> {
+    return this.submit({ kind: 'guard', action }) as Promise<GuardActionResult>;
+  }
+
+  private settle(reply: ActionWorkerReply): void {
+    const w = this.waiting.get(reply.id);
     if (!w) return;
-    this.waiting.delete(id);
-    w.resolve(result);
+    this.waiting.delete(reply.id);
+    if ('error' in reply) w.reject(fromWireError(reply.error));
+    else w.resolve(reply.result);
     if (this.waiting.size === 0) {
       const idlers = this.idlers;
       this.idlers = [];
@@ -119,10 +179,10 @@ export class WorkerActionRunner implements ActionRunner {
     return new Promise((resolve) => this.idlers.push(resolve));
   }
 
-  /** Let pending actions finish, but not forever: a write stuck in a driver must not keep the daemon from stopping. */
+  /** Let pending requests finish, but not forever: a write stuck in a driver must not keep the daemon from stopping. */
   async close(graceMs = CLOSE_GRACE_MS): Promise<void> {
     const finished = await settlesWithin(this.idle(), graceMs);
-    this.dead ??= new Error('closed');
+    this.dead ??= new IsogroupError('E_DAEMON', 'closed', {});
     if (finished) await this.worker.terminate();
     else void this.worker.terminate(); // returns once the stuck write does; the process may exit before
   }

@@ -1,35 +1,26 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import type { GuardAction } from '../bind/guard.js';
-import { applyGuardAction, type GuardActionResult } from '../bind/guard-apply.js';
-import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
+import { openSession, type SessionWire } from '../api/session.js';
+import { toWireError } from '../errors.js';
+import { type ActionWorkerReply, type ActionWorkerRequest, runJob } from './action-runner.js';
 
-// The guard's action thread (see action-runner.ts): one action at a time, in arrival order.
+// The daemon's action thread (see action-runner.ts): one request at a time, in arrival order, through
+// the daemon's own session opened again here (its port on the same root).
 
-export interface ActionWorkerData {
-  root: string;
-  simulate: boolean;
-}
-export interface ActionWorkerRequest {
-  id: number;
-  action: GuardAction;
-}
-export interface ActionWorkerReply {
-  id: number;
-  result: GuardActionResult;
-}
+const wire = workerData as SessionWire;
+const session = openSession({ root: wire.root, simulate: wire.simulate, ...(wire.stateDir !== null ? { stateDir: wire.stateDir } : {}) });
+const port = session.port();
 
-const data = workerData as ActionWorkerData;
-// The fixture kernel's modules load only under --simulate (a live host's daemon starts this thread faster).
-// Requests that arrive meanwhile wait in the port until the listener below is attached.
-const port: SysfsPort = data.simulate ? new (await import('../sim/kernel.js')).SimKernel(data.root).port() : new NodeSysfsPort(data.root);
-
+// Requests that arrive while one runs wait in the port: one at a time, in order.
+let queue = Promise.resolve();
 parentPort!.on('message', (m: ActionWorkerRequest) => {
-  let result: GuardActionResult;
-  try {
-    result = applyGuardAction(port, m.action);
-  } catch (error) {
-    // applyGuardAction reports failures itself; this is a read of the driver link failing after one.
-    result = { action: m.action, ok: false, steps: [], driverAfter: null, error: { code: 'E_INTERNAL', message: String(error) } };
-  }
-  parentPort!.postMessage({ id: m.id, result } satisfies ActionWorkerReply);
+  queue = queue.then(async () => {
+    let reply: ActionWorkerReply;
+    try {
+      const { id: _id, ...job } = m;
+      reply = { id: m.id, result: await runJob(port, job) };
+    } catch (error) {
+      reply = { id: m.id, error: toWireError(error) };
+    }
+    parentPort!.postMessage(reply);
+  });
 });

@@ -4,11 +4,9 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { ERROR_CODES, IsogroupError, type ErrorCode } from '../errors.js';
+import { IsogroupError, isErrorCode } from '../errors.js';
 import { receiveFds, stopReading } from '../os/unix-rights.js';
 import { FD_READY, FD_UPGRADE } from './http-unix.js';
-
-export const DEFAULT_SOCKET = '/run/isogroup.sock';
 
 export interface ClientOptions {
   /** Per-request timeout (default 60 s: an assign can take a while on a big group). */
@@ -53,8 +51,6 @@ export class SseParser {
   }
 }
 
-const isErrorCode = (code: unknown): code is ErrorCode => typeof code === 'string' && code in ERROR_CODES;
-
 // A daemon error body back into the typed error it was.
 const errorFromBody = (status: number, text: string, where: string): IsogroupError => {
   try {
@@ -73,7 +69,7 @@ const errorFromBody = (status: number, text: string, where: string): IsogroupErr
 export class DaemonClient {
   private readonly timeoutMs: number;
 
-  constructor(readonly socketPath: string = DEFAULT_SOCKET, options: ClientOptions = {}) {
+  constructor(readonly socketPath: string, options: ClientOptions = {}) {
     this.timeoutMs = options.timeoutMs ?? 60_000;
   }
 

@@ -13,7 +13,7 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { ERROR_CODES, IsogroupError, isIsogroupError, type ErrorCode } from '../errors.js';
+import { IsogroupError, isErrorCode, isIsogroupError, httpStatusFor, type ErrorCode } from '../errors.js';
 import { parseBdf } from '../model/bdf.js';
 import { dupCloexec, sysClose } from '../os/libc.js';
 import { peerCredentials, sendFds, type PeerCredentials } from '../os/unix-rights.js';
@@ -59,37 +59,6 @@ export type FdHandler = (ctx: Omit<RequestContext, 'res' | 'body'> & { socket: n
 export const FD_UPGRADE = 'isogroup-fds';
 /** The byte a client sends once it has stopped reading, so the fds cannot be swallowed by libuv. */
 export const FD_READY = 'R';
-
-/** HTTP status for an error code. */
-export const httpStatusFor = (code: ErrorCode): number => {
-  switch (code) {
-    case 'E_USAGE':
-    case 'E_INVALID_BDF':
-    case 'E_INVALID_INPUT':
-    case 'E_POLICY_INVALID':
-      return 400;
-    case 'E_PERMISSION':
-    case 'E_POLICY_DENIED':
-      return 403;
-    case 'E_NOT_FOUND':
-    case 'E_DEVICE_GONE':
-    case 'E_NO_ROUTE':
-      return 404;
-    case 'E_GROUP_BUSY':
-    case 'E_ALREADY_ASSIGNED':
-    case 'E_NOT_ASSIGNED':
-    case 'E_HOST_IN_USE':
-    case 'E_NOT_VIABLE':
-    case 'E_NO_IOMMU':
-    case 'E_CONTEXT':
-    case 'E_INCOMPATIBLE':
-      return 409;
-    case 'E_UNSUPPORTED':
-      return 501;
-    default:
-      return 500;
-  }
-};
 
 export const errorBody = (error: IsogroupError): { error: { code: ErrorCode; message: string; details: Record<string, unknown> } } => ({
   error: { code: error.code, message: error.message, details: error.details },
@@ -235,7 +204,7 @@ export class UnixHttpServer {
 
   // Anything that is not an IsogroupError is a bug: log it in full, answer without internals.
   private asTyped(error: unknown, where: string): IsogroupError {
-    if (isIsogroupError(error) && error.code in ERROR_CODES) return error;
+    if (isIsogroupError(error) && isErrorCode(error.code)) return error;
     this.logger.error('unexpected error in request handler', { where, error, stack: (error as Error)?.stack });
     return new IsogroupError('E_INTERNAL', 'internal error (see the daemon log)', {});
   }

@@ -27,7 +27,7 @@ export interface LoggerOptions {
   stream?: { write(line: string): unknown };
   level?: LogLevel;
   format?: LogFormat;
-  /** Prefix lines with <N> priorities and drop the timestamp (default: when JOURNAL_STREAM is set). */
+  /** Prefix lines with <N> priorities and drop the timestamp (under systemd: the CLI passes JOURNAL_STREAM's presence). */
   journal?: boolean;
   fields?: LogFields;
   clock?: () => Date;
@@ -67,7 +67,7 @@ export const createLogger = (options: LoggerOptions = {}): Logger => {
   const stream = options.stream ?? process.stderr;
   const level = options.level ?? 'info';
   const format = options.format ?? 'json';
-  const journal = options.journal ?? Boolean(process.env.JOURNAL_STREAM);
+  const journal = options.journal ?? false;
   const clock = options.clock ?? (() => new Date());
   const base = options.fields ?? {};
   const write = (at: LogLevel, msg: string, fields: LogFields = {}): void => {

@@ -17,6 +17,8 @@
 import { type Bdf, compareBdf } from '../model/bdf.js';
 import type { HostSnapshot, PciDevice, ReservedRegion } from '../model/device.js';
 import { IsogroupError } from '../errors.js';
+import { isOwnerName, OWNER_NAME_RULE } from '../model/owner.js';
+import { checkViability } from './viability.js';
 import {
   contextAperture,
   defaultUnitCaps,
@@ -102,13 +104,8 @@ const fail = (code: IsogroupError['code'], message: string, details: Record<stri
 
 export const emptyContextTable = (): ContextTable => ({ version: 1, nextId: 1, contexts: [] });
 
-// Owner names are user or service names; they appear in file names of nobody, but keep them tame.
-const OWNER_RE = /^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$/;
-
 export const checkOwnerName = (owner: unknown, where = 'owner'): string => {
-  if (typeof owner !== 'string' || !OWNER_RE.test(owner)) {
-    throw new IsogroupError('E_INVALID_INPUT', `${where}: ${JSON.stringify(owner)} is not an owner name (1-64 of A-Z a-z 0-9 _ . @ -, not starting with . @ -)`, { where, value: owner });
-  }
+  if (!isOwnerName(owner)) throw new IsogroupError('E_INVALID_INPUT', `${where}: ${JSON.stringify(owner)} is not an owner name (${OWNER_NAME_RULE})`, { where, value: owner });
   return owner;
 };
 
@@ -473,7 +470,7 @@ export const validateContextTable = (table: ContextTable): string[] => {
     else if (Number(m[1]) >= table.nextId) problems.push(`context ${c.id} is not below nextId ${table.nextId}`);
     if (ids.has(c.id)) problems.push(`context id ${c.id} appears twice`);
     ids.add(c.id);
-    if (!OWNER_RE.test(c.owner)) problems.push(`context ${c.id}: owner ${JSON.stringify(c.owner)} is not an owner name`);
+    if (!isOwnerName(c.owner)) problems.push(`context ${c.id}: owner ${JSON.stringify(c.owner)} is not an owner name`);
     if (owners.has(c.owner)) problems.push(`owner ${c.owner} has two contexts (${owners.get(c.owner)} and ${c.id})`);
     owners.set(c.owner, c.id);
     const kinds = new Set(c.groups.map((g) => g.unitKind).filter((k) => k !== null));
@@ -499,17 +496,46 @@ export const validateContextTable = (table: ContextTable): string[] => {
   return problems;
 };
 
-// --- facts from a snapshot ---------------------------------------------------------------------
+// --- keeping the table in step with the journal ------------------------------------------------
 
-/** Drivers that manage DMA themselves (driver_managed_dma) and so keep a group viable (A.2.3). */
-const DMA_SAFE_DRIVERS = new Set(['vfio-pci', 'pci-stub']);
+/** A finished assignment, as the journal records it. */
+export interface AssignedGroup {
+  groupId: string;
+  owner: string;
+  members: readonly Bdf[];
+}
 
-/** VFIO's viability rule per device: null when fine, else the reason it blocks. */
-export const deviceBlocker = (d: PciDevice): string | null => {
-  if (d.driver === null || d.vfioDriver || DMA_SAFE_DRIVERS.has(d.driver)) return null;
-  if (d.isBridge && d.driver === 'pcieport') return null;
-  return `${d.bdf} is bound to host driver ${d.driver}`;
+/**
+ * Bring a table in line with the assignments: an assigned group missing from every context joins its
+ * owner's, each held group's device list follows the snapshot (hot-added functions, VFs), and groups no
+ * longer assigned leave their context.
+ */
+export const syncContextTable = (table: ContextTable, assigned: readonly AssignedGroup[], snapshot: HostSnapshot, options: AttachOptions = {}): ContextTable => {
+  let t = table;
+  for (const a of assigned) {
+    if (ownerOfGroup(t, a.groupId) === null) {
+      const facts = snapshot.kernelGroups.has(a.groupId) ? groupFacts(snapshot, a.groupId, { viable: true, blockers: [] }) : null;
+      const r = attachGroup(t, a.owner, facts && facts.devices.length ? facts : { id: a.groupId, devices: [...a.members], viable: true, blockers: [], units: [], noiommu: false, reservedRegions: [] }, options);
+      if (r.ok) t = r.table;
+    }
+    const members = snapshot.kernelGroups.get(a.groupId)?.devices;
+    if (members && members.length) {
+      const r = syncGroupDevices(t, a.groupId, members);
+      if (r.ok) t = r.table;
+    }
+  }
+  const live = new Set(assigned.map((a) => a.groupId));
+  for (const c of t.contexts) {
+    for (const g of c.groups) {
+      if (live.has(g.id)) continue;
+      const r = detachGroup(t, c.owner, g.id);
+      if (r.ok) t = r.table;
+    }
+  }
+  return t;
 };
+
+// --- facts from a snapshot ---------------------------------------------------------------------
 
 /**
  * The facts an attach needs, from a snapshot. `viability` overrides the built-in rule (the groups
@@ -519,7 +545,7 @@ export const groupFacts = (snapshot: HostSnapshot, groupId: string, viability?: 
   const kg = snapshot.kernelGroups.get(groupId);
   if (!kg) throw new IsogroupError('E_NOT_FOUND', `no IOMMU group ${JSON.stringify(groupId)} on this host`, { group: groupId });
   const devices = kg.devices.map((b) => snapshot.devices.get(b)).filter((d): d is PciDevice => d !== undefined);
-  const blockers = viability?.blockers ?? devices.map(deviceBlocker).filter((b): b is string => b !== null);
+  const blockers = viability?.blockers ?? checkViability(devices).blockers.map((b) => `${b.bdf} is bound to host driver ${b.driver}`);
   const unitNames = [...new Set(devices.map((d) => d.iommu).filter((u): u is string => u !== null))].sort();
   const units = unitNames.map((name) => ({ name, kind: snapshot.iommuUnits.get(name)?.kind ?? 'other' }));
   return {

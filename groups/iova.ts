@@ -295,3 +295,20 @@ export const contextAperture = (units: readonly IommuUnitCaps[]): IovaRange => {
   if (!first) throw new IsogroupError('E_INCOMPATIBLE', 'the IOMMU units of this context have disjoint apertures', { units: units.map((u) => u.unit) });
   return first;
 };
+
+/** Each unit's capabilities from its registers; a unit without readable, well-formed registers gets the default aperture (the view notes it). */
+export const unitCapsOf = (units: readonly { name: string; kind: string; cap: string | null; ecap: string | null }[]): Map<string, IommuUnitCaps> => {
+  const out = new Map<string, IommuUnitCaps>();
+  for (const u of units) {
+    let caps: IommuUnitCaps | null = null;
+    if (u.kind === 'intel' && u.cap !== null) {
+      try {
+        caps = decodeIntelCap(u.name, u.cap, u.ecap);
+      } catch {
+        caps = null; // garbage registers: the default aperture
+      }
+    }
+    out.set(u.name, caps ?? defaultUnitCaps(u.name, u.kind));
+  }
+  return out;
+};

@@ -16,18 +16,18 @@
 
 import { z } from 'zod';
 import { splitBdf } from '../model/bdf.js';
+import { isOwnerName, OWNER_NAME_RULE, type Subject } from '../model/owner.js';
 import { IsogroupError } from '../errors.js';
 
 const HEX4 = /^(0x)?[0-9a-fA-F]{4}$/;
 const CLASS = /^(0x)?([0-9a-fA-F]{2}|[0-9a-fA-F]{4}|[0-9a-fA-F]{6})$/;
 const HEX6 = /^(0x)?[0-9a-fA-F]{6}$/;
-const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$/;
 
 const bdfString = z.string().refine((s) => splitBdf(s) !== null, { message: 'expected a BDF DDDD:BB:DD.F (e.g. 0000:01:00.0)' });
 
 const ownerSchema = z
   .strictObject({
-    name: z.string().regex(NAME, 'expected a user name').optional(),
+    name: z.string().refine(isOwnerName, `expected a user name (${OWNER_NAME_RULE})`).optional(),
     uid: z.number().int('expected an integer uid').min(0, 'expected uid >= 0').optional(),
     gid: z.number().int('expected an integer gid').min(0, 'expected gid >= 0').optional(),
     any: z.literal(true, { message: 'expected true' }).optional(),
@@ -136,35 +136,7 @@ export const parsePolicy = (value: unknown, source = 'policy'): Policy => {
 
 // --- evaluation --------------------------------------------------------------------------------
 
-/** Who asks: from SO_PEERCRED (uid, gid) plus the user database (name, supplementary gids). */
-export interface Subject {
-  name: string;
-  uid: number;
-  gids: number[];
-}
-
-/**
- * The subject for a peer the kernel vouched for (SO_PEERCRED uid/gid), named from the text of
- * /etc/passwd and /etc/group: primary gid plus every group listing the user as a member. An uid
- * with no passwd entry is named by its number, so rules by uid or gid still apply to it.
- */
-export const subjectFromIds = (uid: number, gid: number, files: { passwd?: string | null; group?: string | null } = {}): Subject => {
-  let name = String(uid);
-  for (const line of (files.passwd ?? '').split('\n')) {
-    const f = line.split(':');
-    if (f.length >= 4 && f[2] === String(uid) && f[0]) {
-      name = f[0];
-      break;
-    }
-  }
-  const gids = new Set<number>([gid]);
-  for (const line of (files.group ?? '').split('\n')) {
-    const f = line.split(':');
-    if (f.length < 4 || !/^\d+$/.test(f[2] ?? '')) continue;
-    if ((f[3] ?? '').split(',').map((m) => m.trim()).includes(name)) gids.add(Number(f[2]));
-  }
-  return { name, uid, gids: [...gids].sort((a, b) => a - b) };
-};
+export type { Subject };
 
 /** What a selector can look at; a PciDevice has all of these. */
 export interface DeviceFacts {

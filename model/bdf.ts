@@ -93,3 +93,17 @@ export const busIdOf = (p: BdfParts): string =>
   `${p.domain.toString(16).padStart(4, '0')}:${p.bus.toString(16).padStart(2, '0')}`;
 
 export const shortBdf = (bdf: string): string => (bdf.startsWith('0000:') ? bdf.slice(5) : bdf);
+
+/** A GROUP|BDF argument: an IOMMU group number, or a device standing for its whole group. */
+export type GroupTarget = { groupId: string } | { bdf: Bdf };
+
+/** Parse a GROUP|BDF argument; a BDF may be the short BB:DD.F form the tool itself prints (domain 0000). */
+export const parseTarget = (text: unknown): GroupTarget => {
+  const t = typeof text === 'string' ? text.trim() : typeof text === 'number' && Number.isInteger(text) ? String(text) : '';
+  if (/^\d{1,9}$/.test(t)) return { groupId: String(Number(t)) };
+  if (isBdf(t)) return { bdf: parseBdf(t, 'group or device') };
+  if (/^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$/.test(t) && isBdf(`0000:${t}`)) return { bdf: parseBdf(`0000:${t}`, 'group or device') };
+  throw new IsogroupError('E_INVALID_BDF', `${JSON.stringify(text)} is neither an IOMMU group number nor a PCI address (DDDD:BB:DD.F or BB:DD.F)`, { value: text });
+};
+
+export const describeTarget = (target: GroupTarget): string => ('groupId' in target ? `group ${target.groupId}` : `device ${target.bdf}`);

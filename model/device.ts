@@ -96,3 +96,8 @@ export interface HostSnapshot {
   /** Threads that read the devices (2 on large hosts; absent: a snapshot not read by scanHost). */
   scanThreads?: number;
 }
+
+/** What the hotplug guard decides a device by: a scanned PciDevice, or the daemon's lighter read of the same fields on a hint. */
+export type GuardDeviceState = Pick<PciDevice, 'bdf' | 'isBridge' | 'driver' | 'vfioDriver' | 'driverOverride'> & {
+  sriov: { totalVfs: number; driversAutoprobe: boolean | null } | null;
+};

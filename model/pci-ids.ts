@@ -1,20 +1,11 @@
-import * as fs from 'node:fs';
-import * as zlib from 'node:zlib';
 
-// The pci.ids database (https://pci-ids.ucw.cz) as shipped by hwdata/pciutils; never bundled.
+// The pci.ids database (https://pci-ids.ucw.cz) as shipped by hwdata/pciutils; never bundled. Pure:
+// parsing and lookup (os/pci-ids.ts reads the host's file).
 export interface PciIds {
   source: string;
   vendors: Map<number, { name: string; devices: Map<number, { name: string; subsystems: Map<string, string> }> }>;
   classes: Map<number, { name: string; subclasses: Map<number, string> }>;
 }
-
-export const DEFAULT_PCI_IDS_PATHS = [
-  '/usr/share/misc/pci.ids',
-  '/usr/share/hwdata/pci.ids',
-  '/usr/share/pci.ids',
-  '/usr/local/share/pci.ids',
-  '/usr/share/misc/pci.ids.gz',
-];
 
 export const parsePciIds = (text: string, source = 'inline'): PciIds => {
   const ids: PciIds = { source, vendors: new Map(), classes: new Map() };
@@ -58,20 +49,6 @@ export const parsePciIds = (text: string, source = 'inline'): PciIds => {
     }
   }
   return ids;
-};
-
-/** Load the host's pci.ids (ISOGROUP_PCI_IDS overrides the search path); null when the host has none. */
-export const loadPciIds = (paths: string[] = process.env.ISOGROUP_PCI_IDS ? [process.env.ISOGROUP_PCI_IDS] : DEFAULT_PCI_IDS_PATHS): PciIds | null => {
-  for (const p of paths) {
-    try {
-      const raw = fs.readFileSync(p);
-      const text = p.endsWith('.gz') ? zlib.gunzipSync(raw).toString('utf8') : raw.toString('utf8');
-      return parsePciIds(text, p);
-    } catch {
-      continue;
-    }
-  }
-  return null;
 };
 
 export const lookupNames = (

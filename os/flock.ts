@@ -1,26 +1,10 @@
 import * as fs from 'node:fs';
-import koffi from 'koffi';
 import { IsogroupError } from '../errors.js';
+import { C, sysFlock } from './libc.js';
 
-// flock(2) through koffi on an fd we own. The kernel drops the lock when the last fd of the open
-// file description closes, so a process killed with SIGKILL never leaves a stale lock behind
-// (unlike lock files that hold a pid).
-
-const LOCK_SH = 1;
-const LOCK_EX = 2;
-const LOCK_NB = 4;
-const LOCK_UN = 8;
-const EWOULDBLOCK = 11;
-const EINTR = 4;
-
-let flockFn: ((fd: number, op: number) => number) | undefined;
-const flockCall = (fd: number, op: number): number => {
-  if (!flockFn) {
-    const libc = koffi.load('libc.so.6');
-    flockFn = libc.func('int flock(int fd, int op)') as (fd: number, op: number) => number;
-  }
-  return flockFn(fd, op);
-};
+// flock(2) on an fd we own (through the one libc binding). The kernel drops the lock when the last fd
+// of the open file description closes, so a process killed with SIGKILL never leaves a stale lock
+// behind (unlike lock files that hold a pid).
 
 export interface FileLock {
   readonly path: string;
@@ -39,14 +23,17 @@ export const tryLockFile = (file: string, options: { wait?: boolean; shared?: bo
     const errno = (error as NodeJS.ErrnoException).code;
     throw new IsogroupError('E_STATE_DIR', `cannot open lock file ${file}: ${errno ?? String(error)}`, { file, errno }, { cause: error });
   }
-  const op = (options.shared ? LOCK_SH : LOCK_EX) | (options.wait ? 0 : LOCK_NB);
-  for (;;) {
-    if (flockCall(fd, op) === 0) break;
-    const errno = koffi.errno();
-    if (errno === EINTR) continue;
+  const op = (options.shared ? C.LOCK_SH : C.LOCK_EX) | (options.wait ? 0 : C.LOCK_NB);
+  let locked: boolean;
+  try {
+    locked = sysFlock(fd, op, { code: 'E_STATE_DIR', what: `locking ${file}`, details: { file } });
+  } catch (error) {
     fs.closeSync(fd);
-    if (errno === EWOULDBLOCK) return null;
-    throw new IsogroupError('E_STATE_DIR', `flock ${file} failed (errno ${errno})`, { file, errno });
+    throw error;
+  }
+  if (!locked) {
+    fs.closeSync(fd);
+    return null;
   }
   let released = false;
   return {
@@ -54,7 +41,7 @@ export const tryLockFile = (file: string, options: { wait?: boolean; shared?: bo
     release() {
       if (released) return;
       released = true;
-      flockCall(fd, LOCK_UN);
+      sysFlock(fd, C.LOCK_UN);
       fs.closeSync(fd);
     },
   };

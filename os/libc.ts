@@ -108,22 +108,29 @@ interface Libc {
 }
 
 let bound: Libc | undefined;
+let loaded: ReturnType<Koffi['load']> | undefined;
 
-// Load libc and declare the functions once, on first use.
-const libc = (): Libc => {
-  if (bound) return bound;
+// libc itself, loaded once for every binding in this module.
+const libraryC = (): ReturnType<Koffi['load']> => {
+  if (loaded) return loaded;
   if (process.platform !== 'linux' || (process.arch !== 'x64' && process.arch !== 'arm64')) {
     throw new IsogroupError('E_UNSUPPORTED', `libc calls need Linux on x64 or arm64, not ${process.platform}/${process.arch}`, {
       platform: process.platform,
       arch: process.arch,
     });
   }
-  let lib: ReturnType<Koffi['load']>;
   try {
-    lib = K().load('libc.so.6');
+    loaded = K().load('libc.so.6');
   } catch (error) {
     throw new IsogroupError('E_UNSUPPORTED', `cannot load libc.so.6 through koffi: ${(error as Error).message}`, {}, { cause: error });
   }
+  return loaded;
+};
+
+// Declare the functions once, on first use.
+const libc = (): Libc => {
+  if (bound) return bound;
+  const lib = libraryC();
   const f = (decl: string): Fn => lib.func(decl) as unknown as Fn;
   bound = {
     open: f('int open(const char *path, int flags, uint32_t mode)'),
@@ -172,8 +179,7 @@ let fileCallsBound: FileCalls | null | undefined;
 export const fileCalls = (): FileCalls | null => {
   if (fileCallsBound !== undefined) return fileCallsBound;
   try {
-    libc();
-    const lib = K().load('libc.so.6');
+    const lib = libraryC();
     const f = (decl: string) => lib.func(decl) as unknown as (...args: unknown[]) => number;
     const open = f('int open(const char *path, int flags)');
     const openat = f('int openat(int dirfd, const char *name, int flags)');

@@ -5,7 +5,7 @@ import { isTarball, unpackCapture } from '../capture/unpack.js';
 import { SimKernel, type SimKernelOptions, SimulatedSysfsPort } from './kernel.js';
 import { SimulatedVfioBackend } from './vfio.js';
 
-export { SimKernel, SimulatedSysfsPort, isSimulatedPort, isDmaManagedDriver, type AddDeviceOptions, type AddDeviceResult, type SimHooks } from './kernel.js';
+export { SimKernel, SimulatedSysfsPort, crashHooks, isSimulatedPort, type CrashPoints, type AddDeviceOptions, type AddDeviceResult, type SimHooks } from './kernel.js';
 export { SimulatedVfioBackend, simGroupViable } from './vfio.js';
 export { SIM_DIR, type SimState } from './state.js';
 export { setPeerFinder, topologyPeers, type PeerFinder } from './grouping.js';

@@ -6,25 +6,21 @@ import { ensureDriverDir } from '../capture/fixture-writer.js';
 import { type DirEntry, type DirReader, type EntryKind, NodeSysfsPort, type SysfsPort, linkTargetRel, openDir, sysfsError } from '../sysfs/port.js';
 import { scanHost } from '../sysfs/scan.js';
 import { IsogroupError } from '../errors.js';
+import { VFIO_DRIVER, isDmaManagedDriver, isVfioDriverName } from '../model/drivers.js';
 import { synthConfig, vfConfigFrom } from './config.js';
 import { peersOf } from './grouping.js';
 import { SIM_DIR, type SimFailure, type SimState, SimStateStore } from './state.js';
+import { IOMMU_CLASS, IOMMU_GROUPS, PCI_BUS, PCI_DEVICES, PCI_DRIVERS_AUTOPROBE, PCI_DRIVERS_PROBE, PCI_RESCAN, VFIO_CONTAINER, iommuGroup, iommuGroupDevice, iommuGroupDevices, iommuGroupFile, isDeviceTreePath, moduleParameters, parsePciDriverFile, pciDevice, pciDeviceFile, pciDriver, pciDriverDevice, vfioGroup, virtualIommu, virtualIommuDevice } from '../sysfs/paths.js';
 
 // The fixture kernel: gives a fixture root (a capture unpacked into a writable directory) the write
 // semantics of Linux 6.1's PCI/driver-core sysfs, as observed in oracle/NOTES.md. The fixture files
 // ARE the kernel's state (driver links, driver_override contents, group links), so any reader of the
 // root (a NodeSysfsPort, scanHost, another process) sees what a real /sys would show.
 
-const DEVICES = 'sys/bus/pci/devices';
-const DRIVERS = 'sys/bus/pci/drivers';
-const GROUPS = 'sys/kernel/iommu_groups';
 /** Logically removed devices (`remove`), waiting for a rescan. */
 const PARKED = `${SIM_DIR}/removed`;
 const DEFAULT_MSI_REGION = '0x00000000fee00000 0x00000000feefffff msi\n';
 
-/** Drivers that set driver_managed_dma: they never make a group non-viable nor trip the ownership guard. */
-export const isDmaManagedDriver = (driver: string): boolean => driver.startsWith('vfio') || driver === 'pci-stub' || driver === 'pcieport';
-const isVfioDriver = (driver: string | null): boolean => driver !== null && driver.startsWith('vfio');
 
 const errnoError = (errno: string, message: string): NodeJS.ErrnoException => Object.assign(new Error(`${errno}: ${message}`), { code: errno });
 
@@ -69,18 +65,20 @@ export interface SimKernelOptions {
   hooks?: SimHooks;
 }
 
-// Process-level hooks for crash tests: ISOGROUP_SIM_KILL_AFTER=k sends SIGKILL to ourselves right after
-// the k-th sysfs write; ISOGROUP_SIM_PAUSE_AFTER=k with ISOGROUP_SIM_PAUSE_FILE=F creates F.paused
-// after the k-th write and waits until F.go exists.
-const envHooks = (): SimHooks => {
-  const kill = process.env.ISOGROUP_SIM_KILL_AFTER;
-  const pause = process.env.ISOGROUP_SIM_PAUSE_AFTER;
-  const pauseFile = process.env.ISOGROUP_SIM_PAUSE_FILE;
-  if (!kill && !(pause && pauseFile)) return {};
+/** Crash rehearsals: SIGKILL this process right after its k-th sysfs write; or, after the k-th, create F.paused and wait until F.go exists. */
+export interface CrashPoints {
+  killAfter?: number;
+  pauseAfter?: number;
+  pauseFile?: string;
+}
+
+export const crashHooks = (points: CrashPoints): SimHooks => {
+  const { killAfter, pauseAfter, pauseFile } = points;
+  if (killAfter === undefined && (pauseAfter === undefined || pauseFile === undefined)) return {};
   return {
     afterWrite(count) {
-      if (kill && count === Number(kill)) process.kill(process.pid, 'SIGKILL');
-      if (pause && pauseFile && count === Number(pause)) {
+      if (count === killAfter) process.kill(process.pid, 'SIGKILL');
+      if (pauseFile !== undefined && count === pauseAfter) {
         fs.writeFileSync(`${pauseFile}.paused`, `${process.pid}\n`);
         const cell = new Int32Array(new SharedArrayBuffer(4));
         while (!fs.existsSync(`${pauseFile}.go`)) Atomics.wait(cell, 0, 0, 20);
@@ -103,13 +101,13 @@ export class SimKernel {
     } catch (error) {
       throw new IsogroupError('E_INVALID_INPUT', `fixture root ${root} does not exist`, { root }, { cause: error });
     }
-    if (!fs.existsSync(path.join(real, DEVICES))) {
-      throw new IsogroupError('E_INVALID_INPUT', `${root} is not a fixture root (no ${DEVICES}); unpack a capture with \`isogroup sim unpack\``, { root });
+    if (!fs.existsSync(path.join(real, PCI_DEVICES))) {
+      throw new IsogroupError('E_INVALID_INPUT', `${root} is not a fixture root (no ${PCI_DEVICES}); unpack a capture with \`isogroup sim unpack\``, { root });
     }
     this.root = real;
     this.node = new NodeSysfsPort(real);
     this.store = new SimStateStore(real);
-    this.hooks = { ...envHooks(), ...options.hooks };
+    this.hooks = { ...options.hooks };
     this.store.transact((st) => this.initialise(st));
   }
 
@@ -161,7 +159,7 @@ export class SimKernel {
     if (!isBdf(bdf)) return null;
     const known = this.dirMemo?.get(bdf);
     if (known !== undefined) return known;
-    const rel = this.readLinkRel(`${DEVICES}/${bdf}`);
+    const rel = this.readLinkRel(pciDevice(bdf));
     const dir = rel !== null && fs.existsSync(this.abs(rel)) ? rel : null;
     this.dirMemo?.set(bdf, dir);
     return dir;
@@ -206,7 +204,7 @@ export class SimKernel {
 
   groupMembers(group: string): Bdf[] {
     try {
-      return fs.readdirSync(this.abs(`${GROUPS}/${group}/devices`)).filter(isBdf).sort() as Bdf[];
+      return fs.readdirSync(this.abs(iommuGroupDevices(group))).filter(isBdf).sort() as Bdf[];
     } catch {
       return [];
     }
@@ -214,7 +212,7 @@ export class SimKernel {
 
   devices(): Bdf[] {
     try {
-      return fs.readdirSync(this.abs(DEVICES)).filter(isBdf).sort() as Bdf[];
+      return fs.readdirSync(this.abs(PCI_DEVICES)).filter(isBdf).sort() as Bdf[];
     } catch {
       return [];
     }
@@ -234,7 +232,7 @@ export class SimKernel {
   }
 
   driverLoaded(driver: string): boolean {
-    return fs.existsSync(this.abs(`${DRIVERS}/${driver}`));
+    return fs.existsSync(this.abs(pciDriver(driver)));
   }
 
   /** The group's DMA owner is claimed: a VFIO user set a container on it. */
@@ -247,16 +245,16 @@ export class SimKernel {
   }
 
   private ensureVfioNodes(group: string): void {
-    if (!fs.existsSync(this.abs('dev/vfio/vfio'))) this.writeFile('dev/vfio/vfio', '');
-    if (!fs.existsSync(this.abs(`dev/vfio/${group}`))) this.writeFile(`dev/vfio/${group}`, '');
+    if (!fs.existsSync(this.abs(VFIO_CONTAINER))) this.writeFile(VFIO_CONTAINER, '');
+    if (!fs.existsSync(this.abs(vfioGroup(group)))) this.writeFile(vfioGroup(group), '');
   }
 
   // ---------------------------------------------------------------- binding (drivers/base/dd.c)
   private bindLinks(st: SimState, bdf: string, dir: string, driver: string): void {
     ensureDriverDir(this.root, driver);
-    this.link(`${dir}/driver`, `${DRIVERS}/${driver}`);
-    this.link(`${DRIVERS}/${driver}/${bdf}`, dir);
-    if (isVfioDriver(driver)) {
+    this.link(`${dir}/driver`, pciDriver(driver));
+    this.link(pciDriverDevice(driver, bdf), dir);
+    if (isVfioDriverName(driver)) {
       fs.mkdirSync(this.abs(`${dir}/vfio-dev/vfio${st.nextVfioDev++}`), { recursive: true });
       const group = this.groupOf(bdf);
       if (group !== null) this.ensureVfioNodes(group);
@@ -267,8 +265,8 @@ export class SimKernel {
     const driver = this.driverOf(bdf);
     if (driver === null) return;
     this.unlink(`${dir}/driver`);
-    this.unlink(`${DRIVERS}/${driver}/${bdf}`);
-    if (isVfioDriver(driver)) {
+    this.unlink(pciDriverDevice(driver, bdf));
+    if (isVfioDriverName(driver)) {
       fs.rmSync(this.abs(`${dir}/vfio-dev`), { recursive: true, force: true });
       this.dropVfioNodeIfUnused(this.groupOf(bdf));
     }
@@ -277,8 +275,8 @@ export class SimKernel {
   // /dev/vfio/N lives while at least one device of group N is bound to a vfio driver.
   private dropVfioNodeIfUnused(group: string | null): void {
     if (group === null) return;
-    if (this.groupMembers(group).some((m) => isVfioDriver(this.driverOf(m)))) return;
-    this.unlink(`dev/vfio/${group}`);
+    if (this.groupMembers(group).some((m) => isVfioDriverName(this.driverOf(m)))) return;
+    this.unlink(vfioGroup(group));
   }
 
   /**
@@ -293,7 +291,7 @@ export class SimKernel {
       return { rc: -16, errno: 'EBUSY', why: `group ${group} is owned by a VFIO user` };
     }
     // vfio_pci_probe() refuses anything that is not a normal (type 0) header.
-    if (isVfioDriver(driver) && this.isBridge(dir)) {
+    if (isVfioDriverName(driver) && this.isBridge(dir)) {
       this.log(`${driver}: probe of ${bdf} failed with error -22`);
       return { rc: 22, errno: 'EINVAL', why: `${driver} does not take bridges` };
     }
@@ -305,7 +303,7 @@ export class SimKernel {
   private matches(st: SimState, bdf: string, driver: string): boolean {
     const override = this.overrideOf(bdf);
     if (override !== null) return override === driver;
-    if (isVfioDriver(driver) || driver === 'pci-stub') return false;
+    if (isVfioDriverName(driver) || driver === 'pci-stub') return false;
     return this.defaultDriverOf(st, bdf) === driver && this.vfMayProbe(bdf);
   }
 
@@ -342,8 +340,8 @@ export class SimKernel {
     // driver (then the host driver it had before is unknown: none).
     for (const bdf of this.devices()) {
       const d = this.driverOf(bdf);
-      st.defaultDrivers[bdf] = d !== null && !isVfioDriver(d) ? d : null;
-      if (isVfioDriver(d)) {
+      st.defaultDrivers[bdf] = d !== null && !isVfioDriverName(d) ? d : null;
+      if (isVfioDriverName(d)) {
         const g = this.groupOf(bdf);
         if (g !== null) this.ensureVfioNodes(g);
       }
@@ -353,7 +351,7 @@ export class SimKernel {
   private lowestFreeGroup(): string {
     let ids: Set<number>;
     try {
-      ids = new Set(fs.readdirSync(this.abs(GROUPS)).filter((n) => /^\d+$/.test(n)).map(Number));
+      ids = new Set(fs.readdirSync(this.abs(IOMMU_GROUPS)).filter((n) => /^\d+$/.test(n)).map(Number));
     } catch {
       ids = new Set();
     }
@@ -365,13 +363,13 @@ export class SimKernel {
   private iommuUnitFor(dir: string): string | null {
     // Inherit the unit of the nearest ancestor that has one, else the first registered unit.
     let cur = path.posix.dirname(dir);
-    while (cur.startsWith('sys/devices/')) {
+    while (isDeviceTreePath(cur)) {
       const t = this.readLinkRel(`${cur}/iommu`);
       if (t !== null) return path.posix.basename(t);
       cur = path.posix.dirname(cur);
     }
     try {
-      return fs.readdirSync(this.abs('sys/class/iommu'))[0] ?? null;
+      return fs.readdirSync(this.abs(IOMMU_CLASS))[0] ?? null;
     } catch {
       return null;
     }
@@ -379,15 +377,15 @@ export class SimKernel {
 
   /** Put a device whose directory exists into the bus, the IOMMU and a group (iommu_probe_device). */
   private register(bdf: Bdf, dir: string): string | null {
-    this.link(`${DEVICES}/${bdf}`, dir);
-    this.link(`${dir}/subsystem`, 'sys/bus/pci');
+    this.link(pciDevice(bdf), dir);
+    this.link(`${dir}/subsystem`, PCI_BUS);
     this.unlink(`${dir}/iommu_group`);
     this.unlink(`${dir}/driver`);
     fs.rmSync(this.abs(`${dir}/vfio-dev`), { recursive: true, force: true });
     const unit = this.iommuUnitFor(dir);
     if (unit === null) return null; // no IOMMU: no group
-    this.link(`${dir}/iommu`, `sys/devices/virtual/iommu/${unit}`);
-    this.link(`sys/devices/virtual/iommu/${unit}/devices/${bdf}`, dir);
+    this.link(`${dir}/iommu`, virtualIommu(unit));
+    this.link(virtualIommuDevice(unit, bdf), dir);
     const snap = scanHost(this.neighbourhood(dir), { pciIds: null });
     let group: string | null = null;
     for (const peer of peersOf(snap, bdf)) {
@@ -401,11 +399,11 @@ export class SimKernel {
     if (group === null) {
       group = this.lowestFreeGroup();
       const type = this.siblingGroupFile('type') ?? 'DMA\n';
-      this.writeFile(`${GROUPS}/${group}/type`, type, 0o644);
-      this.writeFile(`${GROUPS}/${group}/reserved_regions`, this.siblingGroupFile('reserved_regions') ?? DEFAULT_MSI_REGION, 0o444);
+      this.writeFile(iommuGroupFile(group, 'type'), type, 0o644);
+      this.writeFile(iommuGroupFile(group, 'reserved_regions'), this.siblingGroupFile('reserved_regions') ?? DEFAULT_MSI_REGION, 0o444);
     }
-    this.link(`${dir}/iommu_group`, `${GROUPS}/${group}`);
-    this.link(`${GROUPS}/${group}/devices/${bdf}`, dir);
+    this.link(`${dir}/iommu_group`, iommuGroup(group));
+    this.link(iommuGroupDevice(group, bdf), dir);
     return group;
   }
 
@@ -429,7 +427,7 @@ export class SimKernel {
         if (!isBdf(path.posix.basename(up))) break;
       }
       const next = path.posix.dirname(cur);
-      if (next === cur || !next.startsWith('sys/devices')) break;
+      if (next === cur || !isDeviceTreePath(`${next}/`)) break;
       cur = next;
     }
     keep.add(path.posix.basename(dir));
@@ -441,7 +439,7 @@ export class SimKernel {
       if (keepGroups) return keepGroups;
       keepGroups = new Set();
       for (const bdf of keep) {
-        const t = this.readLinkRel(`${DEVICES}/${bdf}/iommu_group`);
+        const t = this.readLinkRel(pciDeviceFile(bdf, 'iommu_group'));
         if (t !== null) keepGroups.add(path.posix.basename(t));
       }
       return keepGroups;
@@ -458,18 +456,18 @@ export class SimKernel {
       },
       list: (rel) => {
         const all = node.list(rel);
-        if (rel === DEVICES) return all.filter((e) => keep.has(e.name));
-        if (rel === GROUPS) return all.filter((e) => groupsOfKept().has(e.name));
-        if (rel.startsWith(`${GROUPS}/`) && rel.endsWith('/devices')) return all.filter((e) => keep.has(e.name));
+        if (rel === PCI_DEVICES) return all.filter((e) => keep.has(e.name));
+        if (rel === IOMMU_GROUPS) return all.filter((e) => groupsOfKept().has(e.name));
+        if (rel.startsWith(`${IOMMU_GROUPS}/`) && rel.endsWith('/devices')) return all.filter((e) => keep.has(e.name));
         return all;
       },
     };
   }
 
-  private siblingGroupFile(name: string): string | null {
+  private siblingGroupFile(name: 'type' | 'reserved_regions'): string | null {
     try {
-      for (const g of fs.readdirSync(this.abs(GROUPS))) {
-        const f = this.abs(`${GROUPS}/${g}/${name}`);
+      for (const g of fs.readdirSync(this.abs(IOMMU_GROUPS))) {
+        const f = this.abs(iommuGroupFile(g, name));
         if (fs.existsSync(f)) return fs.readFileSync(f, 'utf8');
       }
     } catch {
@@ -482,16 +480,16 @@ export class SimKernel {
     this.unbindLinks(bdf, dir);
     const group = this.groupOf(bdf);
     const unit = this.readLinkRel(`${dir}/iommu`);
-    if (unit !== null) this.unlink(`sys/devices/virtual/iommu/${path.posix.basename(unit)}/devices/${bdf}`);
+    if (unit !== null) this.unlink(virtualIommuDevice(path.posix.basename(unit), bdf));
     if (group !== null) {
-      this.unlink(`${GROUPS}/${group}/devices/${bdf}`);
+      this.unlink(iommuGroupDevice(group, bdf));
       if (this.groupMembers(group).length === 0) {
-        fs.rmSync(this.abs(`${GROUPS}/${group}`), { recursive: true, force: true });
-        this.unlink(`dev/vfio/${group}`);
+        fs.rmSync(this.abs(iommuGroup(group)), { recursive: true, force: true });
+        this.unlink(vfioGroup(group));
         delete st.holds[group];
       } else this.dropVfioNodeIfUnused(group);
     }
-    this.unlink(`${DEVICES}/${bdf}`);
+    this.unlink(pciDevice(bdf));
     // A VF leaving drops its PF's virtfn link.
     const pf = this.readLinkRel(`${dir}/physfn`);
     if (pf !== null) {
@@ -672,7 +670,7 @@ export class SimKernel {
       a('class', `${hex(cs.classCode, 6)}\n`);
       a('revision', `${hex(cs.revision, 2)}\n`);
       // vfio_pci_bus_notifier(): a PF on vfio-pci captures its new VFs for itself.
-      a('driver_override', isVfioDriver(pfDriver) ? `${pfDriver}\n` : '(null)\n', 0o644);
+      a('driver_override', isVfioDriverName(pfDriver) ? `${pfDriver}\n` : '(null)\n', 0o644);
       a('numa_node', '-1\n', 0o644);
       a('remove', '', 0o200);
       this.link(`${vdir}/physfn`, dir);
@@ -726,7 +724,7 @@ export class SimKernel {
   }
 
   private dispatch(st: SimState, canon: string, abs: string, text: string): void {
-    if (canon === 'sys/bus/pci/drivers_probe') {
+    if (canon === PCI_DRIVERS_PROBE) {
       const bdf = text.trim();
       if (!this.devDir(bdf)) throw new KernelErrno('ENODEV', `no device ${JSON.stringify(bdf)}`);
       const r = this.withDirMemo(() => this.deviceAttach(st, bdf));
@@ -735,19 +733,19 @@ export class SimKernel {
       if (r.rc < 0) throw new KernelErrno(r.errno ?? 'EIO', `attach of ${bdf} refused`);
       return;
     }
-    if (canon === 'sys/bus/pci/drivers_autoprobe') {
+    if (canon === PCI_DRIVERS_AUTOPROBE) {
       const v = text.trim();
       if (!/^[01yYnN]/.test(v)) throw new KernelErrno('EINVAL', `drivers_autoprobe: ${JSON.stringify(text)}`);
       fs.writeFileSync(abs, /^[1yY]/.test(v) ? '1\n' : '0\n');
       return;
     }
-    if (canon === 'sys/bus/pci/rescan') {
+    if (canon === PCI_RESCAN) {
       if (text.trim() !== '0') this.rescan(st);
       return;
     }
-    const drv = /^sys\/bus\/pci\/drivers\/([^/]+)\/(bind|unbind|new_id|remove_id)$/.exec(canon);
+    const drv = parsePciDriverFile(canon);
     if (drv) {
-      const [, driver, op] = drv as unknown as [string, string, string];
+      const { driver, op } = drv;
       const bdf = text.trim();
       if (op === 'new_id' || op === 'remove_id') return; // id tables are not modelled; isogroup never writes them
       const dir = this.devDir(bdf);
@@ -838,8 +836,8 @@ export class SimKernel {
     this.store.transact((st) => {
       const fresh = !this.driverLoaded(driver);
       ensureDriverDir(this.root, driver);
-      fs.mkdirSync(this.abs(`sys/module/${name.replace(/-/g, '_')}/parameters`), { recursive: true });
-      if (driver === 'vfio-pci') this.writeFile('dev/vfio/vfio', '');
+      fs.mkdirSync(this.abs(moduleParameters(name)), { recursive: true });
+      if (driver === VFIO_DRIVER) this.writeFile(VFIO_CONTAINER, '');
       this.log(`modprobe ${name}`);
       // bus_add_driver(): a newly registered driver attaches to matching driverless devices, but only
       // while drivers_autoprobe is 1 (the one place the knob is honoured; NOTES.md hotplug step 6).
@@ -853,7 +851,7 @@ export class SimKernel {
 
   private readAutoprobe(): boolean {
     try {
-      return fs.readFileSync(this.abs('sys/bus/pci/drivers_autoprobe'), 'utf8').trim() !== '0';
+      return fs.readFileSync(this.abs(PCI_DRIVERS_AUTOPROBE), 'utf8').trim() !== '0';
     } catch {
       return true;
     }

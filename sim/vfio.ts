@@ -4,7 +4,9 @@ import * as path from 'node:path';
 import { IsogroupError } from '../errors.js';
 import { parseReservedRegions } from '../sysfs/scan.js';
 import type { IovaRange, VfioBackend, VfioContainerHandle, VfioGroupHandle, VfioGroupStatus } from '../os/vfio.js';
-import { isDmaManagedDriver, type SimKernel } from './kernel.js';
+import { isDmaManagedDriver } from '../model/drivers.js';
+import type { SimKernel } from './kernel.js';
+import { VFIO_CONTAINER, iommuGroupFile, vfioGroup } from '../sysfs/paths.js';
 import type { SimState } from './state.js';
 
 // /dev/vfio as the fixture kernel simulates it, with the errnos recorded in oracle/NOTES.md:
@@ -23,7 +25,7 @@ export class SimulatedVfioBackend implements VfioBackend {
   constructor(readonly kernel: SimKernel) {}
 
   openContainer(): VfioContainerHandle {
-    if (!fs.existsSync(path.join(this.kernel.root, 'dev/vfio/vfio'))) throw vfioError('ENOENT', 'open /dev/vfio/vfio: the vfio module is not loaded');
+    if (!fs.existsSync(path.join(this.kernel.root, VFIO_CONTAINER))) throw vfioError('ENOENT', 'open /dev/vfio/vfio: the vfio module is not loaded');
     const id = crypto.randomUUID();
     this.kernel.withState((st) => {
       st.containers[id] = { pid: process.pid, groups: [], iommu: null };
@@ -35,7 +37,7 @@ export class SimulatedVfioBackend implements VfioBackend {
     if (!/^\d+$/.test(groupId)) throw vfioError('ENOENT', `open /dev/vfio/${groupId}: not a group number`);
     const token = crypto.randomUUID();
     this.kernel.withState((st) => {
-      if (!fs.existsSync(path.join(this.kernel.root, 'dev/vfio', groupId))) throw vfioError('ENOENT', `open /dev/vfio/${groupId}: no vfio driver has a device of group ${groupId}`, { group: groupId });
+      if (!fs.existsSync(path.join(this.kernel.root, vfioGroup(groupId)))) throw vfioError('ENOENT', `open /dev/vfio/${groupId}: no vfio driver has a device of group ${groupId}`, { group: groupId });
       const h = st.holds[groupId];
       if (h) throw vfioError('EBUSY', `open /dev/vfio/${groupId}: already open (pid ${h.pid})`, { group: groupId, pid: h.pid });
       st.holds[groupId] = { pid: process.pid, token, container: null };
@@ -153,7 +155,7 @@ class SimContainer implements VfioContainerHandle {
     });
     const holes = groups.flatMap((g) => {
       try {
-        const text = fs.readFileSync(path.join(this.kernel.root, 'sys/kernel/iommu_groups', g, 'reserved_regions'), 'utf8');
+        const text = fs.readFileSync(path.join(this.kernel.root, iommuGroupFile(g, 'reserved_regions')), 'utf8');
         return parseReservedRegions(text, g, []).filter((r) => r.type !== 'direct-relaxable');
       } catch {
         return [];

@@ -126,17 +126,19 @@ export const readAudit = (file: string): { records: AuditRecord[]; problems: { l
 };
 
 /**
- * The one entry point for policy decisions that are acted on: evaluate and write the audit line
- * before returning, so no decision escapes the trail. Throws (E_STATE_DIR) when the line cannot be
- * written, in which case the caller must not act on the decision.
+ * The one entry point for policy decisions: evaluate and, for a decision that is acted on (a log is
+ * given), write the audit line before returning, so no decision escapes the trail. Throws
+ * (E_STATE_DIR) when the line cannot be written, in which case the caller must not act on it. A null
+ * log (a dry run) only evaluates.
  */
 export const decideAndAudit = (
-  log: AuditLog,
+  log: AuditLog | null,
   policy: Policy,
   subject: Subject,
   request: { action: string; group?: string | null; owner?: string | null; context?: string | null; devices: readonly DeviceFacts[]; extra?: Record<string, unknown> },
-): { decision: GroupDecision; record: AuditRecord } => {
+): { decision: GroupDecision; record: AuditRecord | null } => {
   const decision = evaluateGroup(policy, subject, request.devices);
+  if (log === null) return { decision, record: null };
   const record = log.append({
     action: request.action,
     allowed: decision.allowed,

@@ -10,10 +10,8 @@ import { IsogroupError, errnoOf } from '../errors.js';
 import { type ContextTable, emptyContextTable, validateContextTable } from '../groups/context.js';
 import { formatIssuePath } from '../groups/policy.js';
 import { splitBdf, type Bdf } from '../model/bdf.js';
-import { tryLockFile } from '../os/flock.js';
 
 export const CONTEXTS_FILE = 'contexts.json';
-const LOCK_FILE = 'contexts.lock';
 
 const hex = z.string().regex(/^0x[0-9a-f]{1,16}$/, 'expected a 0x-prefixed hex address');
 const bdf = z.string().refine((s) => splitBdf(s) !== null, { message: 'expected a BDF' });
@@ -158,25 +156,12 @@ export const saveContexts = (stateDir: string, table: ContextTable): void => {
 };
 
 /**
- * Read-modify-write under an exclusive lock on STATE_DIR/contexts.lock, so two writers (daemon,
- * CLI) never lose each other's change. `change` is pure and returns the new table (or throws);
- * nothing is written when it throws.
+ * Read, change, write. The caller holds the state directory's lock (state/lock.ts), which covers the
+ * journal and this table alike. `change` is pure and returns the new table (or throws); nothing is
+ * written when it throws.
  */
 export const updateContexts = <T extends { table: ContextTable }>(stateDir: string, change: (table: ContextTable) => T): T => {
-  if (statDir(stateDir) === 'missing') {
-    try {
-      fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    } catch (error) {
-      throw stateDirError(stateDir, 'cannot create it', error);
-    }
-  }
-  const lock = tryLockFile(path.join(stateDir, LOCK_FILE), { wait: true });
-  if (!lock) throw new IsogroupError('E_GROUP_BUSY', `${stateDir}: context table is locked`, { stateDir });
-  try {
-    const result = change(loadContexts(stateDir));
-    saveContexts(stateDir, result.table);
-    return result;
-  } finally {
-    lock.release();
-  }
+  const result = change(loadContexts(stateDir));
+  saveContexts(stateDir, result.table);
+  return result;
 };

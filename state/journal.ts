@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { IsogroupError } from '../errors.js';
-import { type Bdf, isBdf } from '../model/bdf.js';
+import { type Bdf, type GroupTarget, describeTarget, isBdf } from '../model/bdf.js';
 import { replaceFileDurably } from './durable-file.js';
 
 // The journal: the single source of truth about which groups are handed out and about any
@@ -139,4 +139,31 @@ export const updateMembers = (stateDir: string, present: ReadonlyMap<string, rea
   });
   if (changed.length > 0) writeJournal(stateDir, { ...journal, entries });
   return changed;
+};
+
+const unfinished = (e: JournalEntry): IsogroupError =>
+  new IsogroupError('E_GROUP_BUSY', `group ${e.groupId} has an unfinished ${e.state} transaction; run \`isogroup recover\` first`, { group: e.groupId, state: e.state });
+
+/** Refuse a new assignment of a group (or of any of its devices) the journal already holds, or any group while a transaction is unfinished. */
+export const checkNotAssigned = (journal: Journal, groupId: string, members: readonly Bdf[]): void => {
+  for (const e of journal.entries) {
+    if (e.state !== 'assigned') throw unfinished(e);
+    if (e.groupId === groupId) throw new IsogroupError('E_ALREADY_ASSIGNED', `group ${groupId} is already assigned to ${e.owner} (since ${e.time})`, { group: groupId, owner: e.owner });
+    const shared = e.members.map((m) => m.bdf).filter((b) => members.includes(b as Bdf));
+    if (shared.length) {
+      throw new IsogroupError('E_ALREADY_ASSIGNED', `devices ${shared.join(' ')} of group ${groupId} are already assigned to ${e.owner} as group ${e.groupId}`, { group: groupId, other: e.groupId, owner: e.owner });
+    }
+  }
+};
+
+/** The journal entry a GROUP|BDF target names (a BDF: the entry listing it as a member), or null. */
+export const entryFor = (journal: Journal, target: GroupTarget): JournalEntry | null =>
+  ('groupId' in target ? journal.entries.find((e) => e.groupId === target.groupId) : journal.entries.find((e) => e.members.some((m) => m.bdf === target.bdf))) ?? null;
+
+/** The finished assignment a target names: E_NOT_ASSIGNED when there is none, E_GROUP_BUSY when its transaction did not finish. */
+export const assignedEntry = (journal: Journal, target: GroupTarget): JournalEntry => {
+  const e = entryFor(journal, target);
+  if (!e) throw new IsogroupError('E_NOT_ASSIGNED', `${describeTarget(target)} is not assigned (see \`isogroup status\`)`, { ...target });
+  if (e.state !== 'assigned') throw unfinished(e);
+  return e;
 };

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import * as path from 'node:path';
 import { parseDocument } from 'yaml';
 import { IsogroupError, errnoOf } from '../errors.js';
-import { defaultPolicy, parsePolicy, subjectFromIds, type Policy, type Subject } from '../groups/policy.js';
+import { defaultPolicy, parsePolicy, type Policy } from '../groups/policy.js';
 import type { AuditLog } from './audit.js';
 
 const MAX_POLICY_BYTES = 1 << 20;
@@ -105,15 +105,3 @@ export class PolicyStore {
     return result;
   }
 }
-
-/** Name a peer (uid/gid from SO_PEERCRED) from ROOT/etc/passwd and ROOT/etc/group; missing files name it by number. */
-export const readSubject = (uid: number, gid: number, root = '/'): Subject => {
-  const read = (rel: string): string | null => {
-    try {
-      return fs.readFileSync(path.join(root, rel), 'utf8');
-    } catch {
-      return null;
-    }
-  };
-  return subjectFromIds(uid, gid, { passwd: read('etc/passwd'), group: read('etc/group') });
-};

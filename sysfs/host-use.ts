@@ -4,6 +4,7 @@ import type { Bdf } from '../model/bdf.js';
 import { isBdf } from '../model/bdf.js';
 import type { HostSnapshot } from '../model/device.js';
 import { type SysfsPort, linkTargetRel } from './port.js';
+import { BLOCK, GRAPHICS_CLASS, PROC_MOUNTS, PROC_NET_IF_INET6, PROC_NET_IPV6_ROUTE, PROC_NET_ROUTE, PROC_SWAPS, block, netInterfaceFile } from './paths.js';
 
 // Is the host using a device? Everything is read from files under the root (proc/mounts, proc/swaps,
 // proc/net/*, sys/class/net, sys/block/*/holders, sys/class/graphics), so fixtures can supply them
@@ -87,7 +88,7 @@ const disksOf = (port: SysfsPort, devDir: string): string[] => {
 
 /** A disk and its partitions. */
 const withPartitions = (port: SysfsPort, disk: string): string[] => {
-  const parts = listNames(port, `sys/block/${disk}`).filter((n) => n.startsWith(disk) && port.exists(`sys/block/${disk}/${n}/partition`));
+  const parts = listNames(port, block(disk)).filter((n) => n.startsWith(disk) && port.exists(`${block(disk)}/${n}/partition`));
   return [disk, ...parts];
 };
 
@@ -100,19 +101,19 @@ const expandHolders = (port: SysfsPort, names: string[]): { names: Set<string>; 
     const n = stack.pop()!;
     if (all.has(n)) continue;
     all.add(n);
-    const devDir = port.exists(`sys/block/${n}`) ? `sys/block/${n}` : findPartitionDir(port, n);
+    const devDir = port.exists(block(n)) ? block(n) : findPartitionDir(port, n);
     for (const h of devDir ? listNames(port, `${devDir}/holders`) : []) {
       holders.push({ dev: n, holder: h });
       stack.push(h);
     }
-    const dmName = readOr(port, `sys/block/${n}/dm/name`)?.trim();
+    const dmName = readOr(port, `${block(n)}/dm/name`)?.trim();
     if (dmName) all.add(`mapper/${dmName}`);
   }
   return { names: all, holders };
 };
 
 const findPartitionDir = (port: SysfsPort, part: string): string | null => {
-  for (const disk of listNames(port, 'sys/block')) if (port.exists(`sys/block/${disk}/${part}/partition`)) return `sys/block/${disk}/${part}`;
+  for (const disk of listNames(port, BLOCK)) if (port.exists(`${block(disk)}/${part}/partition`)) return `${block(disk)}/${part}`;
   return null;
 };
 
@@ -135,7 +136,7 @@ const netInterfacesOf = (port: SysfsPort, devDir: string): string[] => {
 
 const routesOf = (port: SysfsPort, iface: string): string[] => {
   const out: string[] = [];
-  const v4 = readOr(port, 'proc/net/route') ?? '';
+  const v4 = readOr(port, PROC_NET_ROUTE) ?? '';
   for (const line of v4.split('\n').slice(1)) {
     const f = line.trim().split(/\s+/);
     if (f[0] !== iface || f.length < 3) continue;
@@ -143,7 +144,7 @@ const routesOf = (port: SysfsPort, iface: string): string[] => {
     const ip = dest.length === 8 ? [6, 4, 2, 0].map((i) => parseInt(dest.slice(i, i + 2), 16)).join('.') : dest;
     out.push(ip === '0.0.0.0' ? 'default route' : `route to ${ip}`);
   }
-  const v6 = readOr(port, 'proc/net/ipv6_route') ?? '';
+  const v6 = readOr(port, PROC_NET_IPV6_ROUTE) ?? '';
   for (const line of v6.split('\n')) {
     const f = line.trim().split(/\s+/);
     if (f.length >= 10 && f[9] === iface && !f[0]!.startsWith('fe80')) out.push(`IPv6 route ${f[0]}/${parseInt(f[1]!, 16)}`);
@@ -153,7 +154,7 @@ const routesOf = (port: SysfsPort, iface: string): string[] => {
 
 const addressesOf = (port: SysfsPort, iface: string): string[] => {
   const out: string[] = [];
-  const v6 = readOr(port, 'proc/net/if_inet6') ?? '';
+  const v6 = readOr(port, PROC_NET_IF_INET6) ?? '';
   for (const line of v6.split('\n')) {
     const f = line.trim().split(/\s+/);
     if (f.length >= 6 && f[5] === iface && !f[0]!.startsWith('fe80')) out.push(`IPv6 address ${f[0]!.match(/.{1,4}/g)!.join(':')}`);
@@ -172,20 +173,20 @@ const addressesOf = (port: SysfsPort, iface: string): string[] => {
 };
 
 const interfaceUp = (port: SysfsPort, iface: string): boolean => {
-  const flags = readOr(port, `sys/class/net/${iface}/flags`)?.trim();
+  const flags = readOr(port, netInterfaceFile(iface, 'flags'))?.trim();
   if (flags && /^0x[0-9a-f]+$/i.test(flags)) return (parseInt(flags, 16) & 0x1) !== 0;
-  return readOr(port, `sys/class/net/${iface}/operstate`)?.trim() === 'up';
+  return readOr(port, netInterfaceFile(iface, 'operstate'))?.trim() === 'up';
 };
 
 /** Framebuffers (console) whose device is this PCI function. */
 const framebuffersOf = (port: SysfsPort, devDir: string): string[] =>
-  listNames(port, 'sys/class/graphics').filter((fb) => {
-    const rel = `sys/class/graphics/${fb}/device`;
+  listNames(port, GRAPHICS_CLASS).filter((fb) => {
+    const rel = `${GRAPHICS_CLASS}/${fb}/device`;
     if (port.kind(rel) !== 'link') return false;
     // The class link points at the fb dir under the device; its `device` link points at the device.
     const t = linkTargetRel(rel, port.readLink(rel));
     if (t === devDir) return true;
-    const classLink = `sys/class/graphics/${fb}`;
+    const classLink = `${GRAPHICS_CLASS}/${fb}`;
     if (port.kind(classLink) !== 'link') return false;
     const fbDir = linkTargetRel(classLink, port.readLink(classLink));
     return fbDir !== null && linkTargetRel(`${fbDir}/device`, port.readLink(rel)) === devDir;
@@ -203,8 +204,8 @@ const ninePTagsOf = (port: SysfsPort, devDir: string): string[] => {
 
 /** What the host uses on each of these devices. */
 export const findHostUse = (port: SysfsPort, snap: HostSnapshot, devices: Bdf[]): HostUse[] => {
-  const mounts = parseMounts(readOr(port, 'proc/mounts'));
-  const swaps = (readOr(port, 'proc/swaps') ?? '').split('\n').slice(1).map((l) => l.trim().split(/\s+/)[0]).filter((s): s is string => !!s);
+  const mounts = parseMounts(readOr(port, PROC_MOUNTS));
+  const swaps = (readOr(port, PROC_SWAPS) ?? '').split('\n').slice(1).map((l) => l.trim().split(/\s+/)[0]).filter((s): s is string => !!s);
   const rootMount = [...mounts].reverse().find((m) => m.target === '/');
   const uses: HostUse[] = [];
   for (const bdf of devices) {

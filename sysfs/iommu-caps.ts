@@ -1,25 +1,30 @@
-// Read what each IOMMU unit's registers say about its address space (for contexts' IOVA ranges):
-// Intel VT-d units expose cap/ecap under /sys/class/iommu/dmarN/intel-iommu/. Other kinds get the
-// default aperture. Decoding is pure (groups/iova.ts); this is only the read.
+// Read what each IOMMU unit's registers say (for contexts' IOVA ranges): Intel VT-d units expose cap/ecap
+// under /sys/class/iommu/dmarN/intel-iommu/. Only the read; groups/iova.ts decodes (unitCapsOf).
 
-import { decodeIntelCap, defaultUnitCaps, type IommuUnitCaps } from '../groups/iova.js';
-import type { HostSnapshot } from '../model/device.js';
+import type { HostSnapshot, IommuUnit } from '../model/device.js';
+import { intelIommuRegister } from './paths.js';
 import type { SysfsPort } from './port.js';
 
-export const readIommuUnitCaps = (port: SysfsPort, snapshot: Pick<HostSnapshot, 'iommuUnits'>): Map<string, IommuUnitCaps> => {
-  const out = new Map<string, IommuUnitCaps>();
-  for (const unit of snapshot.iommuUnits.values()) {
-    const dir = `sys/class/iommu/${unit.name}/intel-iommu`;
-    if (unit.kind === 'intel' && port.kind(`${dir}/cap`) !== null) {
-      try {
-        const ecap = port.kind(`${dir}/ecap`) !== null ? port.readText(`${dir}/ecap`) : null;
-        out.set(unit.name, decodeIntelCap(unit.name, port.readText(`${dir}/cap`), ecap));
-        continue;
-      } catch {
-        // Unreadable or garbage registers: fall back to the default aperture (the view notes it).
-      }
-    }
-    out.set(unit.name, defaultUnitCaps(unit.name, unit.kind));
+export interface IommuUnitRegisters {
+  name: string;
+  kind: IommuUnit['kind'];
+  /** Register texts as sysfs prints them; null when the unit exposes none (AMD, SMMU) or they are unreadable. */
+  cap: string | null;
+  ecap: string | null;
+}
+
+const readOrNull = (port: SysfsPort, rel: string): string | null => {
+  try {
+    return port.kind(rel) === null ? null : port.readText(rel);
+  } catch {
+    return null;
   }
-  return out;
 };
+
+export const readIommuRegisters = (port: SysfsPort, snapshot: Pick<HostSnapshot, 'iommuUnits'>): IommuUnitRegisters[] =>
+  [...snapshot.iommuUnits.values()].map((unit) => ({
+    name: unit.name,
+    kind: unit.kind,
+    cap: unit.kind === 'intel' ? readOrNull(port, intelIommuRegister(unit.name, 'cap')) : null,
+    ecap: unit.kind === 'intel' ? readOrNull(port, intelIommuRegister(unit.name, 'ecap')) : null,
+  }));

@@ -4,11 +4,11 @@ import type { HostSnapshot, IommuUnit, KernelGroup, PciDevice, Problem, Reserved
 import { type DirEntry, type DirReader, type EntryKind, NodeSysfsPort, type SysfsPort, linkTargetRel, openDir } from './port.js';
 import { SCAN_CHUNK, startScanHelper } from './scan-helper.js';
 import { isIsogroupError } from '../errors.js';
-import type { GuardDeviceState } from '../bind/guard.js';
+import type { GuardDeviceState } from '../model/device.js';
+import { isVfioDriverName } from '../model/drivers.js';
 import { lookupNames, type PciIds } from '../model/pci-ids.js';
+import { IOMMU_CLASS, IOMMU_GROUPS, PCI_DEVICES, PCI_DRIVERS_AUTOPROBE, iommuGroup, iommuGroupDevices, isDeviceTreePath, pciDevice } from './paths.js';
 
-const DEVICES_DIR = 'sys/bus/pci/devices';
-const GROUPS_DIR = 'sys/kernel/iommu_groups';
 const MAX_LINK_HOPS = 8;
 const EMPTY = new Uint8Array(0);
 
@@ -71,7 +71,7 @@ const deviceDirOf = (port: SysfsPort, rel: string, kind: DirEntry['kind']): { pa
   if (kind === 'link') {
     try {
       const next = linkTargetRel(rel, port.readLink(rel));
-      if (next !== null && next.startsWith('sys/devices/')) return { path: next };
+      if (next !== null && isDeviceTreePath(next)) return { path: next };
     } catch {
       /* classified below */
     }
@@ -330,7 +330,7 @@ export const buildDevice = (raw: RawDevice, pciIds: PciIds | null): PciDevice =>
     className: names?.className ?? null,
     driver,
     driverOverride: overrideValue(raw.driverOverride),
-    vfioDriver: raw.vfioDev || (driver !== null && driver.startsWith('vfio')),
+    vfioDriver: raw.vfioDev || isVfioDriverName(driver),
     kernelGroup: raw.iommuGroup,
     iommu: raw.iommu,
     numaNode: numa === null || numa < 0 ? null : numa,
@@ -402,9 +402,9 @@ export interface RawGroup {
 }
 
 export const readRawGroup = (port: SysfsPort, id: string): RawGroup => {
-  const dir = `${GROUPS_DIR}/${id}`;
+  const dir = iommuGroup(id);
   let members: RawGroup['members'];
-  const listing = openDir(port, `${dir}/devices`);
+  const listing = openDir(port, iommuGroupDevices(id));
   try {
     members = { names: listing.list().map((e) => e.name) };
   } catch (error) {
@@ -427,13 +427,13 @@ export const readRawGroup = (port: SysfsPort, id: string): RawGroup => {
   }
 };
 
-/** The group ids under GROUPS_DIR (null: no such directory). */
+/** The group ids under IOMMU_GROUPS (null: no such directory). */
 export const listGroupIds = (port: SysfsPort, problems: Problem[]): string[] | null => {
-  if (port.kind(GROUPS_DIR) !== 'dir') return null;
+  if (port.kind(IOMMU_GROUPS) !== 'dir') return null;
   try {
-    return port.list(GROUPS_DIR).map((e) => e.name).filter((n) => /^\d+$/.test(n));
+    return port.list(IOMMU_GROUPS).map((e) => e.name).filter((n) => /^\d+$/.test(n));
   } catch (error) {
-    problems.push({ code: 'unreadable', file: GROUPS_DIR, message: `cannot list ${GROUPS_DIR}: ${errnoText(error)}` });
+    problems.push({ code: 'unreadable', file: IOMMU_GROUPS, message: `cannot list ${IOMMU_GROUPS}: ${errnoText(error)}` });
     return [];
   }
 };
@@ -468,7 +468,7 @@ const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problem
   };
   if (ids !== null) {
     for (const name of ids) {
-      const dir = `${GROUPS_DIR}/${name}`;
+      const dir = iommuGroup(name);
       const r = raw.get(name) ?? readRawGroup(port, name);
       const g = ensure(name);
       if ('names' in r.members) {
@@ -477,7 +477,7 @@ const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problem
         for (const e of r.members.names) {
           if (isBdf(e) && !(big ? big.has(e) : g.devices.includes(e as Bdf))) {
             if (!devices.has(e as Bdf)) {
-              problems.push({ code: 'group-member-missing', file: `${dir}/devices/${e}`, message: `group ${name} lists ${e}, which is not in ${DEVICES_DIR}` });
+              problems.push({ code: 'group-member-missing', file: `${dir}/devices/${e}`, message: `group ${name} lists ${e}, which is not in ${PCI_DEVICES}` });
             } else {
               problems.push({ code: 'group-link-mismatch', file: `${dir}/devices/${e}`, message: `group ${name} lists ${e}, but its iommu_group link says ${devices.get(e as Bdf)!.kernelGroup ?? 'none'}` });
             }
@@ -490,7 +490,7 @@ const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problem
       g.reservedRegions = r.reservedRegions === null ? [] : regionsOf(r.reservedRegions, `${dir}/reserved_regions`);
     }
   } else if (groups.size > 0) {
-    problems.push({ code: 'no-groups-dir', file: GROUPS_DIR, message: `${GROUPS_DIR} is missing; groups taken from the devices' iommu_group links only` });
+    problems.push({ code: 'no-groups-dir', file: IOMMU_GROUPS, message: `${IOMMU_GROUPS} is missing; groups taken from the devices' iommu_group links only` });
   }
   for (const g of groups.values()) g.devices.sort(compareBdf);
   return groups;
@@ -506,11 +506,11 @@ export const readEntries = (port: SysfsPort, entries: readonly DirEntry[]): RawC
   for (const entry of entries) {
     const parts = splitBdf(entry.name);
     if (parts === null) {
-      problems.push({ code: 'bad-entry', file: `${DEVICES_DIR}/${entry.name}`, message: `${DEVICES_DIR}/${JSON.stringify(entry.name)} is not a PCI address; skipped` });
+      problems.push({ code: 'bad-entry', file: pciDevice(entry.name), message: `${PCI_DEVICES}/${JSON.stringify(entry.name)} is not a PCI address; skipped` });
       continue;
     }
     const bdf = formatBdf(parts);
-    const resolved = deviceDirOf(port, `${DEVICES_DIR}/${entry.name}`, entry.kind);
+    const resolved = deviceDirOf(port, pciDevice(entry.name), entry.kind);
     if ('problem' in resolved) {
       problems.push(resolved.problem);
       continue;
@@ -520,7 +520,7 @@ export const readEntries = (port: SysfsPort, entries: readonly DirEntry[]): RawC
     } catch (error) {
       // The one-readlink path did not check the target: a dangling or looping link shows up here.
       if (!(error instanceof DeviceGone && error.listed)) {
-        const why = resolveLink(port, `${DEVICES_DIR}/${entry.name}`);
+        const why = resolveLink(port, pciDevice(entry.name));
         if ('problem' in why) {
           problems.push(why.problem);
           continue;
@@ -567,9 +567,9 @@ export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapsh
   const config = new Map<Bdf, Uint8Array>();
   let names: DirEntry[] = [];
   try {
-    names = port.list(DEVICES_DIR);
+    names = port.list(PCI_DEVICES);
   } catch (error) {
-    problems.push({ code: 'no-pci-bus', file: DEVICES_DIR, message: `cannot list ${DEVICES_DIR}: ${errnoText(error)} (is this a Linux root with sysfs?)` });
+    problems.push({ code: 'no-pci-bus', file: PCI_DEVICES, message: `cannot list ${PCI_DEVICES}: ${errnoText(error)} (is this a Linux root with sysfs?)` });
   }
   const pciIds = options.pciIds ?? null;
   const threads = options.threads ?? (names.length >= PARALLEL_MIN_DEVICES ? 2 : 1);
@@ -619,11 +619,11 @@ export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapsh
   problems.push(...groupProblems);
   const kernelGroups = scanKernelGroups(port, sorted, problems, groupIds, rawGroups);
   const iommuUnits = new Map<string, IommuUnit>();
-  if (port.kind('sys/class/iommu') === 'dir') {
+  if (port.kind(IOMMU_CLASS) === 'dir') {
     try {
-      for (const e of port.list('sys/class/iommu')) iommuUnits.set(e.name, { name: e.name, kind: unitKind(e.name), devices: [] });
+      for (const e of port.list(IOMMU_CLASS)) iommuUnits.set(e.name, { name: e.name, kind: unitKind(e.name), devices: [] });
     } catch (error) {
-      problems.push({ code: 'unreadable', file: 'sys/class/iommu', message: `cannot list sys/class/iommu: ${errnoText(error)}` });
+      problems.push({ code: 'unreadable', file: IOMMU_CLASS, message: `cannot list ${IOMMU_CLASS}: ${errnoText(error)}` });
     }
   }
   for (const d of sorted.values()) {
@@ -637,7 +637,7 @@ export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapsh
   }
   let driversAutoprobe: boolean | null = null;
   try {
-    driversAutoprobe = port.readText('sys/bus/pci/drivers_autoprobe').trim() === '1';
+    driversAutoprobe = port.readText(PCI_DRIVERS_AUTOPROBE).trim() === '1';
   } catch {
     driversAutoprobe = null;
   }
@@ -658,7 +658,7 @@ export const scanHost = (port: SysfsPort, options: ScanOptions = {}): HostSnapsh
 export const scanDevices = (port: SysfsPort, bdfs: Bdf[]): PciDevice[] => {
   const out: PciDevice[] = [];
   for (const bdf of bdfs) {
-    const resolved = resolveLink(port, `${DEVICES_DIR}/${bdf}`);
+    const resolved = resolveLink(port, pciDevice(bdf));
     if ('problem' in resolved) continue;
     try {
       out.push(buildDevice(readDevice(port, bdf, resolved.path), null));
@@ -676,7 +676,7 @@ export const scanDevices = (port: SysfsPort, bdfs: Bdf[]): PciDevice[] => {
  * null: the device is gone.
  */
 export const readGuardState = (port: SysfsPort, bdf: Bdf): GuardDeviceState | null => {
-  const dir = `${DEVICES_DIR}/${bdf}`;
+  const dir = pciDevice(bdf);
   const reader = openDir(port, dir);
   try {
     let bytes: Uint8Array = EMPTY;
@@ -719,7 +719,7 @@ export const readGuardState = (port: SysfsPort, bdf: Bdf): GuardDeviceState | nu
       bdf,
       isBridge: cs.layout === 'bridge' || cs.layout === 'cardbus',
       driver,
-      vfioDriver: kinds.get('vfio-dev') === 'dir' || (driver !== null && driver.startsWith('vfio')),
+      vfioDriver: kinds.get('vfio-dev') === 'dir' || isVfioDriverName(driver),
       driverOverride: overrideValue(override),
       sriov,
     };

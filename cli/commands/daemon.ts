@@ -1,9 +1,10 @@
-import * as path from 'node:path';
 import type { Command } from 'commander';
-import { GuardDaemon } from '../../daemon/guard-daemon.js';
-import { createLogger, parseLogLevel, type LogFormat } from '../../daemon/log.js';
+import { GuardDaemon } from '../../daemon/daemon.js';
+import { createLogger, type LogFormat, parseLogLevel } from '../../daemon/log.js';
 import { IsogroupError } from '../../errors.js';
-import { type CliIo, globalsOf, socketFor, stateDirFor } from '../context.js';
+import { type CliIo, output } from '../io.js';
+import { sessionOf } from '../options.js';
+import type { Run } from '../program.js';
 
 // `isogroup daemon`: the hotplug guard in the foreground (systemd runs it as is; logs go to stderr).
 
@@ -22,7 +23,7 @@ const intOption = (text: string | undefined, name: string, min: number): number 
   return Number(text);
 };
 
-export const registerDaemon = (program: Command, io: CliIo): void => {
+export const registerDaemon = (program: Command, run: Run, io: CliIo): void => {
   program
     .command('daemon')
     .description('run the hotplug guard: hold every assigned group, refuse and repair host-driver binds inside them, serve the socket API')
@@ -31,39 +32,38 @@ export const registerDaemon = (program: Command, io: CliIo): void => {
     .option('--log-format <format>', 'json or logfmt', 'json')
     .option('--socket-group <gid>', 'numeric group that may use the socket (mode 0660)')
     .option('--watch-engine <engine>', 'fixture roots: fs-watch (inotify, default) or chokidar', 'fs-watch')
-    .option('--policy <file>', 'policy file (JSON or YAML): who may claim what; default /etc/isogroup/policy.yaml (ROOT/etc/isogroup/policy.yaml under --simulate)')
-    .action(async (flags: DaemonFlags, cmd: Command) => {
-      const g = globalsOf(cmd);
-      if (flags.logFormat !== 'json' && flags.logFormat !== 'logfmt') throw new IsogroupError('E_USAGE', `--log-format must be json or logfmt, got ${JSON.stringify(flags.logFormat)}`, {});
-      const logger = createLogger({ level: parseLogLevel(flags.logLevel ?? 'info'), format: flags.logFormat as LogFormat, stream: { write: (l: string) => io.stderr(l) } });
-      const simRoot = g.simulate ? path.resolve(g.root ?? '/') : null;
-      const rescanMs = intOption(flags.rescanMs, '--rescan-ms', 0);
-      if (flags.watchEngine !== 'fs-watch' && flags.watchEngine !== 'chokidar') throw new IsogroupError('E_USAGE', `--watch-engine must be fs-watch or chokidar, got ${JSON.stringify(flags.watchEngine)}`, {});
-      const gid = intOption(flags.socketGroup, '--socket-group', 0);
-      const stateDir = stateDirFor(cmd);
-      const daemon = await GuardDaemon.start({
-        ...(g.root !== undefined ? { root: g.root } : {}),
-        simulate: g.simulate ?? false,
-        ...(stateDir !== undefined ? { stateDir } : {}),
-        socket: socketFor(cmd, simRoot),
-        ...(gid !== undefined ? { socketGid: gid } : {}),
-        ...(rescanMs !== undefined ? { rescanMs } : {}),
-        ...(flags.policy !== undefined ? { policyFile: flags.policy } : {}),
-        watchEngine: flags.watchEngine,
-        logger,
-      });
-      // SIGTERM/SIGINT: close cleanly and release nothing; the journal stays and the next start holds again.
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string): void => {
-          logger.info('stopping', { signal });
-          void daemon.close().then(resolve);
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-        process.on('SIGHUP', () => {
-          logger.info('SIGHUP: reloading', {});
-          void daemon.reload().catch((error: unknown) => logger.error('reload failed; keeping the old configuration', { error: (error as Error).message }));
+    .option('--policy <file>', 'policy file (JSON or YAML): who may claim what; default ROOT/etc/isogroup/policy.yaml (/etc/isogroup/policy.yaml on the live host)')
+    .action((flags: DaemonFlags, cmd: Command) =>
+      run(async () => {
+        if (flags.logFormat !== 'json' && flags.logFormat !== 'logfmt') throw new IsogroupError('E_USAGE', `--log-format must be json or logfmt, got ${JSON.stringify(flags.logFormat)}`, {});
+        if (flags.watchEngine !== 'fs-watch' && flags.watchEngine !== 'chokidar') throw new IsogroupError('E_USAGE', `--watch-engine must be fs-watch or chokidar, got ${JSON.stringify(flags.watchEngine)}`, {});
+        const rescanMs = intOption(flags.rescanMs, '--rescan-ms', 0);
+        const gid = intOption(flags.socketGroup, '--socket-group', 0);
+        const session = sessionOf(cmd, flags.policy !== undefined ? { policyFile: flags.policy } : {});
+        // Under systemd (JOURNAL_STREAM set) lines carry journald priorities.
+        const journal = Boolean(session.env.JOURNAL_STREAM);
+        const logger = createLogger({ level: parseLogLevel(flags.logLevel ?? 'info'), format: flags.logFormat as LogFormat, journal, stream: { write: (l: string) => io.stderr(l) } });
+        const daemon = await GuardDaemon.start({
+          session,
+          ...(gid !== undefined ? { socketGid: gid } : {}),
+          ...(rescanMs !== undefined ? { rescanMs } : {}),
+          watchEngine: flags.watchEngine,
+          logger,
         });
-      });
-    });
+        // SIGTERM/SIGINT: close cleanly and release nothing; the journal stays and the next start holds again.
+        await new Promise<void>((resolve) => {
+          const stop = (signal: string): void => {
+            logger.info('stopping', { signal });
+            void daemon.close().then(resolve);
+          };
+          process.once('SIGTERM', () => stop('SIGTERM'));
+          process.once('SIGINT', () => stop('SIGINT'));
+          process.on('SIGHUP', () => {
+            logger.info('SIGHUP: reloading', {});
+            void daemon.reload().catch((error: unknown) => logger.error('reload failed; keeping the old configuration', { error: (error as Error).message }));
+          });
+        });
+        return output(null, () => '');
+      }),
+    );
 };

@@ -1,71 +1,29 @@
 import type { Command } from 'commander';
 import { listDevices, showDevice } from '../../api/devices.js';
-import { shortBdf } from '../../model/bdf.js';
-import { type CliIo, emit, globalsOf, scopeFor, table } from '../context.js';
+import { output } from '../io.js';
+import { sessionOf } from '../options.js';
+import type { Run } from '../program.js';
+import { renderDevices, renderShow } from '../render/devices.js';
 
-export const registerDevices = (program: Command, io: CliIo): void => {
+export const registerDevices = (program: Command, run: Run): void => {
   program
     .command('devices')
     .description('list every PCI function: ids, names, driver, kernel group, port type, ACS, SR-IOV, problems')
-    .action(async (_opts, cmd: Command) => {
-      const g = globalsOf(cmd);
-      const all = listDevices({ root: g.root });
-      const scope = await scopeFor(cmd);
-      const result = scope ? { ...all, owner: scope.owner, devices: all.devices.filter((d) => scope.devices.has(d.bdf)) } : all;
-      emit(io, cmd, result, () => {
-        const rows = result.devices.map((d) => [
-          d.bdf,
-          d.class.slice(2, 6),
-          `${d.vendor.slice(2)}:${d.device.slice(2)}`,
-          d.driver,
-          d.driverOverride,
-          d.kernelGroup,
-          d.portType,
-          d.acs ? d.acs.ctrlBits.join('|') || 'none' : d.acsKnown ? (d.portType === 'conventional' ? 'n/a' : 'no cap') : '?',
-          d.parent ? shortBdf(d.parent) : d.rootBus,
-          [d.vendorName, d.deviceName].filter(Boolean).join(' ') || d.className,
-        ]);
-        const lines = [table(['BDF', 'CLASS', 'ID', 'DRIVER', 'OVERRIDE', 'GROUP', 'TYPE', 'ACS-CTL', 'PARENT', 'NAME'], rows)];
-        const problems = [...result.problems, ...result.devices.flatMap((d) => d.problems)];
-        if (!result.iommuEnabled) lines.push('', 'note: no IOMMU is active under this root (no /sys/class/iommu entries, no kernel groups)');
-        if (problems.length) lines.push('', `${problems.length} problem(s):`, ...problems.map((p) => `  ${p.code}: ${p.message}`));
-        return lines.join('\n');
-      });
-    });
+    .action((_opts, cmd: Command) =>
+      run(() => {
+        const result = listDevices(sessionOf(cmd));
+        return output(result, () => renderDevices(result));
+      }),
+    );
 
   program
     .command('show')
     .description('one device in full: capabilities, the bridge path to its root bus, its group')
     .argument('<bdf>', 'PCI address DDDD:BB:DD.F')
-    .action((bdf: string, _opts, cmd: Command) => {
-      const result = showDevice(bdf, { root: globalsOf(cmd).root });
-      emit(io, cmd, result, () => renderShow(result));
-    });
-};
-
-export const renderShow = (r: ReturnType<typeof showDevice>): string => {
-  const d = r.device;
-  const lines = [
-    `${d.bdf}  ${[d.vendorName, d.deviceName].filter(Boolean).join(' ') || d.className || ''}`.trimEnd(),
-    `  ids:        ${d.vendor}:${d.device} subsystem ${d.subsystemVendor ?? '-'}:${d.subsystemDevice ?? '-'} class ${d.class} rev ${d.revision ?? '-'}`,
-    `  driver:     ${d.driver ?? '(none)'}${d.driverOverride ? ` (driver_override=${d.driverOverride})` : ''}${d.vfioDriver ? ' [vfio]' : ''}`,
-    `  group:      ${d.kernelGroup ?? '(none)'}${r.kernelGroup ? ` members ${r.kernelGroup.devices.join(' ')}` : ''}`,
-    `  derived:    ${r.groups.derived ? `group ${r.groups.derived.id} members ${r.groups.derived.devices.join(' ')}` : '(none: not translated by the IOMMU)'}`,
-    ...(r.groups.reason ? [`  why:        ${r.groups.reason.message} [${r.groups.reason.rule}]`] : []),
-    ...r.groups.cannotDerive.map((c) => `  note:       ${c}`),
-    `  iommu:      ${d.iommu ?? '(none)'}   numa node: ${d.numaNode ?? '-'}`,
-    `  type:       ${d.portType}${d.isBridge ? ` bridge, buses ${d.secondaryBus}-${d.subordinateBus}` : ''}${d.multifunction ? ', multifunction' : ''}`,
-    `  acs:        ${d.acs ? `cap ${d.acs.cap} [${d.acs.capBits.join(' ')}] ctrl ${d.acs.ctrl} [${d.acs.ctrlBits.join(' ')}]` : d.acsKnown ? 'no ACS capability' : 'unknown (config space too short)'}`,
-    `  sr-iov:     ${d.sriov ? `${d.sriov.numVfs}/${d.sriov.totalVfs} VFs (VF id ${d.sriov.vfDeviceId})` : d.physfn ? `VF of ${d.physfn}` : '-'}`,
-    `  reset:      ${d.resetMethods.join(' ') || '-'}`,
-    `  config:     ${d.configSize} bytes, ${d.sysfsPath}`,
-    '  capabilities:',
-    ...d.capabilities.map((c) => `    [${c.offset.slice(2)}] ${c.name}`),
-    ...d.extCapabilities.map((c) => `    [${c.offset.slice(2)} v${c.version}] ${c.name}`),
-    '  path to root bus:',
-    ...r.path.map((p) => `    ${p.bdf} ${p.portType} driver=${p.driver ?? '-'} acs=${p.acs ? p.acs.ctrlBits.join('|') || 'none' : 'no cap'}`),
-    `    ${r.rootBus}`,
-  ];
-  if (d.problems.length) lines.push('  problems:', ...d.problems.map((p) => `    ${p.code}: ${p.message}`));
-  return lines.join('\n');
+    .action((bdf: string, _opts, cmd: Command) =>
+      run(() => {
+        const result = showDevice(bdf, sessionOf(cmd));
+        return output(result, () => renderShow(result));
+      }),
+    );
 };

@@ -1,8 +1,11 @@
 import type { Command } from 'commander';
-import { openSimulatedRoot, unpackForSimulation } from '../../sim/index.js';
 import { IsogroupError } from '../../errors.js';
 import { parseBdf } from '../../model/bdf.js';
-import { type CliIo, emit, globalsOf, usage } from '../context.js';
+import { unpackForSimulation } from '../../sim/index.js';
+import { PCI_RESCAN, pciDeviceFile } from '../../sysfs/paths.js';
+import { output } from '../io.js';
+import { globalsOf, sessionOf, usage } from '../options.js';
+import type { Run } from '../program.js';
 
 // The fixture kernel from the command line: rehearse hotplug, SR-IOV and failures on a fixture root.
 
@@ -13,12 +16,11 @@ const hexArg = (what: string, text: string, max: number): number => {
 };
 
 const simRoot = (cmd: Command) => {
-  const root = globalsOf(cmd).root;
-  if (!root) throw usage('sim commands need --root DIR (a writable fixture root; see `isogroup sim unpack`)');
-  return openSimulatedRoot(root);
+  if (!globalsOf(cmd).root) throw usage('sim commands need --root DIR (a writable fixture root; see `isogroup sim unpack`)');
+  return sessionOf(cmd, { simulate: true }).sim();
 };
 
-export const registerSim = (program: Command, io: CliIo): void => {
+export const registerSim = (program: Command, run: Run): void => {
   const sim = program.command('sim').description('the fixture kernel: hot-add, remove, rescan, inject failures on a fixture root');
 
   sim
@@ -26,11 +28,13 @@ export const registerSim = (program: Command, io: CliIo): void => {
     .description('turn a capture tarball into a writable fixture root for --simulate')
     .argument('<capture>', 'capture .tar.gz')
     .requiredOption('--out <dir>', 'new directory')
-    .action((capture: string, opts: { out: string }, cmd: Command) => {
-      const s = unpackForSimulation(capture, opts.out);
-      const devices = s.kernel.devices().length;
-      emit(io, cmd, { root: s.kernel.root, devices }, () => `${s.kernel.root}: ${devices} devices; use --root ${opts.out} --simulate`);
-    });
+    .action((capture: string, opts: { out: string }, cmd: Command) =>
+      run(() => {
+        const s = unpackForSimulation(capture, opts.out);
+        const devices = s.kernel.devices().length;
+        return output({ root: s.kernel.root, devices }, () => `${s.kernel.root}: ${devices} devices; use --root ${opts.out} --simulate`);
+      }),
+    );
 
   sim
     .command('add-device')
@@ -41,53 +45,61 @@ export const registerSim = (program: Command, io: CliIo): void => {
     .option('--class <code>', 'class code (hex, 24 bits)', '020000')
     .option('--driver <name>', 'its default host driver')
     .option('--bdf <bdf>', 'exact address (default: first free slot)')
-    .action((opts: { bridge: string; vendor: string; device: string; class: string; driver?: string; bdf?: string }, cmd: Command) => {
-      const s = simRoot(cmd);
-      const r = s.kernel.addDevice({
-        bridge: opts.bridge,
-        vendor: hexArg('--vendor', opts.vendor, 0xffff),
-        device: hexArg('--device', opts.device, 0xffff),
-        classCode: hexArg('--class', opts.class, 0xffffff),
-        driver: opts.driver ?? null,
-        ...(opts.bdf !== undefined ? { bdf: opts.bdf } : {}),
-      });
-      emit(io, cmd, r, () =>
-        r.pending ? `${r.bdf}: waiting for a rescan (the bridge has no hotplug driver)` : `${r.bdf}: group ${r.group}, driver ${r.driver ?? 'none'}${r.attachError ? ` (${r.attachError})` : ''}`,
-      );
-    });
+    .action((opts: { bridge: string; vendor: string; device: string; class: string; driver?: string; bdf?: string }, cmd: Command) =>
+      run(() => {
+        const s = simRoot(cmd);
+        const r = s.kernel.addDevice({
+          bridge: opts.bridge,
+          vendor: hexArg('--vendor', opts.vendor, 0xffff),
+          device: hexArg('--device', opts.device, 0xffff),
+          classCode: hexArg('--class', opts.class, 0xffffff),
+          driver: opts.driver ?? null,
+          ...(opts.bdf !== undefined ? { bdf: opts.bdf } : {}),
+        });
+        return output(r, () =>
+          r.pending ? `${r.bdf}: waiting for a rescan (the bridge has no hotplug driver)` : `${r.bdf}: group ${r.group}, driver ${r.driver ?? 'none'}${r.attachError ? ` (${r.attachError})` : ''}`,
+        );
+      }),
+    );
 
   sim
     .command('remove')
     .description('remove a device (as echo 1 > .../remove); rescan brings it back')
     .argument('<bdf>')
-    .action((bdf: string, _opts, cmd: Command) => {
-      const s = simRoot(cmd);
-      const device = parseBdf(bdf, 'device');
-      if (!s.kernel.devDir(device)) throw new IsogroupError('E_NOT_FOUND', `no PCI device ${device} under ${s.kernel.root}`, { bdf: device });
-      s.port.writeText(`sys/bus/pci/devices/${device}/remove`, '1');
-      emit(io, cmd, { removed: bdf }, () => `${bdf} removed`);
-    });
+    .action((bdf: string, _opts, cmd: Command) =>
+      run(() => {
+        const s = simRoot(cmd);
+        const device = parseBdf(bdf, 'device');
+        if (!s.kernel.devDir(device)) throw new IsogroupError('E_NOT_FOUND', `no PCI device ${device} under ${s.kernel.root}`, { bdf: device });
+        s.port.writeText(pciDeviceFile(device, 'remove'), '1');
+        return output({ removed: bdf }, () => `${bdf} removed`);
+      }),
+    );
 
   sim
     .command('rescan')
     .description('echo 1 > /sys/bus/pci/rescan')
-    .action((_opts, cmd: Command) => {
-      const s = simRoot(cmd);
-      const before = new Set(s.kernel.devices());
-      s.port.writeText('sys/bus/pci/rescan', '1');
-      const added = s.kernel.devices().filter((b) => !before.has(b));
-      emit(io, cmd, { added }, () => (added.length ? `added ${added.join(' ')}` : 'nothing new'));
-    });
+    .action((_opts, cmd: Command) =>
+      run(() => {
+        const s = simRoot(cmd);
+        const before = new Set(s.kernel.devices());
+        s.port.writeText(PCI_RESCAN, '1');
+        const added = s.kernel.devices().filter((b) => !before.has(b));
+        return output({ added }, () => (added.length ? `added ${added.join(' ')}` : 'nothing new'));
+      }),
+    );
 
   sim
     .command('write')
     .description('write a sysfs file through the fixture kernel (e.g. sys/bus/pci/devices/BDF/sriov_numvfs 4)')
     .argument('<file>', 'root-relative sysfs path')
     .argument('<value>')
-    .action((file: string, value: string, _opts, cmd: Command) => {
-      simRoot(cmd).port.writeText(file, value);
-      emit(io, cmd, { file, value }, () => '');
-    });
+    .action((file: string, value: string, _opts, cmd: Command) =>
+      run(() => {
+        simRoot(cmd).port.writeText(file, value);
+        return output({ file, value }, () => '');
+      }),
+    );
 
   sim
     .command('fail')
@@ -96,32 +108,38 @@ export const registerSim = (program: Command, io: CliIo): void => {
     .option('--file <suffix>', 'fail writes to paths ending in this')
     .option('--errno <name>', 'errno to fail with', 'EIO')
     .option('--persistent', 'keep failing (default: once)')
-    .action((opts: { nth?: string; file?: string; errno: string; persistent?: boolean }, cmd: Command) => {
-      if (opts.nth === undefined && opts.file === undefined) throw usage('sim fail needs --nth N or --file SUFFIX');
-      if (opts.nth !== undefined && !/^[1-9]\d*$/.test(opts.nth)) throw usage(`--nth: ${JSON.stringify(opts.nth)} is not a positive integer`);
-      if (!/^E[A-Z0-9]+$/.test(opts.errno)) throw usage(`--errno: ${JSON.stringify(opts.errno)} is not an errno name`);
-      simRoot(cmd).kernel.injectFailure({
-        errno: opts.errno,
-        ...(opts.nth !== undefined ? { nth: Number(opts.nth) } : {}),
-        ...(opts.file !== undefined ? { file: opts.file } : {}),
-        ...(opts.persistent ? { persistent: true } : {}),
-      });
-      emit(io, cmd, { injected: true }, () => 'failure armed');
-    });
+    .action((opts: { nth?: string; file?: string; errno: string; persistent?: boolean }, cmd: Command) =>
+      run(() => {
+        if (opts.nth === undefined && opts.file === undefined) throw usage('sim fail needs --nth N or --file SUFFIX');
+        if (opts.nth !== undefined && !/^[1-9]\d*$/.test(opts.nth)) throw usage(`--nth: ${JSON.stringify(opts.nth)} is not a positive integer`);
+        if (!/^E[A-Z0-9]+$/.test(opts.errno)) throw usage(`--errno: ${JSON.stringify(opts.errno)} is not an errno name`);
+        simRoot(cmd).kernel.injectFailure({
+          errno: opts.errno,
+          ...(opts.nth !== undefined ? { nth: Number(opts.nth) } : {}),
+          ...(opts.file !== undefined ? { file: opts.file } : {}),
+          ...(opts.persistent ? { persistent: true } : {}),
+        });
+        return output({ injected: true }, () => 'failure armed');
+      }),
+    );
 
   sim
     .command('clear-failures')
     .description('disarm every injected failure')
-    .action((_opts, cmd: Command) => {
-      simRoot(cmd).kernel.clearFailures();
-      emit(io, cmd, { cleared: true }, () => 'no failures armed');
-    });
+    .action((_opts, cmd: Command) =>
+      run(() => {
+        simRoot(cmd).kernel.clearFailures();
+        return output({ cleared: true }, () => 'no failures armed');
+      }),
+    );
 
   sim
     .command('dmesg')
     .description("the fixture kernel's log")
-    .action((_opts, cmd: Command) => {
-      const lines = simRoot(cmd).kernel.dmesg();
-      emit(io, cmd, { lines }, () => lines.join('\n'));
-    });
+    .action((_opts, cmd: Command) =>
+      run(() => {
+        const lines = simRoot(cmd).kernel.dmesg();
+        return output({ lines }, () => lines.join('\n'));
+      }),
+    );
 };

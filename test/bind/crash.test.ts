@@ -2,7 +2,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { assignGroup, recover, releaseGroup } from '../../api/bind.js';
+import { assignGroup } from '../../api/assign.js';
+import { recover, releaseGroup } from '../../api/release.js';
 import { readJournal } from '../../state/journal.js';
 import { isIsogroupError } from '../../errors.js';
 import { repoRoot } from '../helpers/paths.js';
@@ -21,16 +22,16 @@ describe('crash sweep (kill -9 after each write, then recover)', () => {
   it.each([
     { group: '23', devices: ['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2'] },
     { group: '22', devices: ['0000:09:00.0', '0000:0a:01.0', '0000:0a:02.0', '0000:0a:03.0'] },
-  ])('assign of group $group', ({ group, devices }) => {
+  ])('assign of group $group', async ({ group, devices }) => {
     const sim = simCopy();
     const stateDir = path.join(sim.root, 'state');
     const opts = { root: sim.root, simulate: true, stateDir };
     const original = driverState(sim, devices);
     // N = writes of one uninterrupted assign.
     const w0 = sim.kernel.writeCount();
-    assignGroup(group, opts);
+    await assignGroup(group, opts);
     const n = sim.kernel.writeCount() - w0;
-    releaseGroup(group, opts);
+    await releaseGroup(group, opts);
     expect(n).toBeGreaterThanOrEqual(6);
 
     for (let k = 1; k <= n; k++) {
@@ -38,7 +39,7 @@ describe('crash sweep (kill -9 after each write, then recover)', () => {
       expect(child.signal, `k=${k}: ${child.stderr}`).toBe('SIGKILL');
       // The journal recorded the transaction before the first write.
       expect(readJournal(stateDir).entries.map((e) => [e.groupId, e.state]), `k=${k}`).toEqual([[group, 'assigning']]);
-      const r = recover(opts);
+      const r = await recover(opts);
       expect(r.recovered.map((g) => [g.groupId, g.ok]), `k=${k}`).toEqual([[group, true]]);
       const after = driverState(sim, devices);
       expect(after, `k=${k}`).toEqual(original);
@@ -52,16 +53,16 @@ describe('crash sweep (kill -9 after each write, then recover)', () => {
     expect(JSON.parse(done.stdout)).toMatchObject({ groupId: group, dryRun: false });
   }, 600_000);
 
-  it('release killed half-way: recover finishes giving the devices back', () => {
+  it('release killed half-way: recover finishes giving the devices back', async () => {
     const devices = ['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2'];
     const sim = simCopy();
     const stateDir = path.join(sim.root, 'state');
     const original = driverState(sim, devices);
-    assignGroup('23', { root: sim.root, simulate: true, stateDir });
+    await assignGroup('23', { root: sim.root, simulate: true, stateDir });
     const child = runCli(['release', '23', '--root', sim.root, '--simulate', '--state-dir', stateDir], { ISOGROUP_SIM_KILL_AFTER: '5' });
     expect(child.signal).toBe('SIGKILL');
     expect(readJournal(stateDir).entries.map((e) => e.state)).toEqual(['releasing']);
-    recover({ root: sim.root, simulate: true, stateDir });
+    await recover({ root: sim.root, simulate: true, stateDir });
     expect(driverState(sim, devices)).toEqual(original);
   }, 120_000);
 });
@@ -108,23 +109,27 @@ describe('concurrency', () => {
     expect(await exited).toBe(0);
     expect(JSON.parse(out)).toMatchObject({ groupId: '23', owner: 'alice' });
 
-    // Afterwards the group is taken: refused as already assigned, never silently repeated.
-    let code: string | undefined;
-    try {
-      assignGroup('23', { root: sim.root, simulate: true, stateDir, owner: 'bob' });
-    } catch (error) {
-      if (isIsogroupError(error)) code = error.code;
-    }
-    expect(code).toBe('E_ALREADY_ASSIGNED');
+    // Afterwards the group is taken: refused as already assigned, never silently repeated; another
+    // owner is refused because the group is in alice's context.
+    const codeOf = async (owner: string): Promise<string | undefined> => {
+      try {
+        await assignGroup('23', { root: sim.root, simulate: true, stateDir, owner });
+      } catch (error) {
+        if (isIsogroupError(error)) return error.code;
+      }
+      return undefined;
+    };
+    expect(await codeOf('alice')).toBe('E_ALREADY_ASSIGNED');
+    expect(await codeOf('bob')).toBe('E_CONTEXT');
     const j = readJournal(stateDir);
     expect(j.entries.map((e) => [e.groupId, e.owner, e.state])).toEqual([['23', 'alice', 'assigned']]);
   }, 180_000);
 
-  it('a SIGKILLed holder of the lock does not block the next operation', () => {
+  it('a SIGKILLed holder of the lock does not block the next operation', async () => {
     const sim = simCopy();
     const stateDir = path.join(sim.root, 'state');
     const child = runCli(['assign', '23', '--root', sim.root, '--simulate', '--state-dir', stateDir], { ISOGROUP_SIM_KILL_AFTER: '1' });
     expect(child.signal).toBe('SIGKILL');
-    expect(() => recover({ root: sim.root, simulate: true, stateDir })).not.toThrow();
+    await expect(recover({ root: sim.root, simulate: true, stateDir })).resolves.toBeDefined();
   }, 120_000);
 });

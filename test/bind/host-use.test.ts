@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { assignGroup } from '../../api/bind.js';
+import { assignGroup } from '../../api/assign.js';
 import { type IsogroupError, isIsogroupError } from '../../errors.js';
 import { writeFixtureRoot } from '../../capture/fixture-writer.js';
 import { findHostUse } from '../../sysfs/host-use.js';
@@ -55,9 +55,9 @@ const build = (): string => {
   return root;
 };
 
-const attempt = (root: string, group: string, force = false): IsogroupError | null => {
+const attempt = async (root: string, group: string, force = false): Promise<IsogroupError | null> => {
   try {
-    assignGroup(group, { root, simulate: true, force, owner: 'alice' });
+    await assignGroup(group, { root, simulate: true, force, owner: 'alice' });
     return null;
   } catch (error) {
     if (isIsogroupError(error)) return error;
@@ -93,34 +93,34 @@ describe('host-use safety', () => {
     ['5', /eth0/],
     ['7', /boot VGA/],
     ['8', /framebuffer/],
-  ])('group %s is refused (E_HOST_IN_USE, nothing changed) and --force takes it', (group, why) => {
+  ])('group %s is refused (E_HOST_IN_USE, nothing changed) and --force takes it', async (group, why) => {
     const root = build();
     const sim = openSimulatedRoot(root);
     const bdf = `0000:00:0${group}.0`;
     const before = sim.kernel.driverOf(bdf);
-    const error = attempt(root, group);
+    const error = await attempt(root, group);
     expect(error?.code).toBe('E_HOST_IN_USE');
     expect(error?.message).toMatch(why);
     expect(error?.message).toContain(bdf);
     expect(sim.kernel.driverOf(bdf)).toBe(before);
-    expect(attempt(root, group, true)).toBeNull();
+    expect(await attempt(root, group, true)).toBeNull();
     expect(sim.kernel.driverOf(bdf)).toBe('vfio-pci');
   });
 
-  it('the root filesystem disk is refused even with --force', () => {
+  it('the root filesystem disk is refused even with --force', async () => {
     const root = build();
     const sim = openSimulatedRoot(root);
     for (const force of [false, true]) {
-      const error = attempt(root, '4', force);
+      const error = await attempt(root, '4', force);
       expect(error?.code).toBe('E_HOST_IN_USE');
       expect(error?.message).toMatch(/root filesystem/);
     }
     expect(sim.kernel.driverOf('0000:00:04.0')).toBe('ahci');
   });
 
-  it('an interface that is down, or an unused device, is taken without --force', () => {
+  it('an interface that is down, or an unused device, is taken without --force', async () => {
     const root = build();
-    expect(attempt(root, '6')).toBeNull();
-    expect(attempt(root, '9')).toBeNull();
+    expect(await attempt(root, '6')).toBeNull();
+    expect(await attempt(root, '9')).toBeNull();
   });
 });

@@ -1,10 +1,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { assignGroup } from '../../api/bind.js';
+import { assignGroup } from '../../api/assign.js';
 import { readJournal, writeJournal, putEntry, dropEntry } from '../../state/journal.js';
 import { isIsogroupError } from '../../errors.js';
-import { ensureDriver } from '../../os/modules.js';
+import { ensureDriver } from '../../bind/modules.js';
 import { NodeSysfsPort } from '../../sysfs/port.js';
 import { fastTmpDir, simCopy } from '../helpers/sim-root.js';
 
@@ -55,10 +55,10 @@ describe('modules', () => {
     expect(codeOf(() => ensureDriver(port, 'vfio-pci', 'vfio-pci', { load: () => undefined }))).toMatch(/^E_MODULE_MISSING: module vfio-pci loaded but driver vfio-pci did not register/);
   });
 
-  it('assign on the fixture kernel loads vfio-pci itself', () => {
+  it('assign on the fixture kernel loads vfio-pci itself', async () => {
     const sim = simCopy('mixed', false);
     expect(fs.existsSync(path.join(sim.root, 'sys/bus/pci/drivers/vfio-pci'))).toBe(false);
-    assignGroup('23', { root: sim.root, simulate: true });
+    await assignGroup('23', { root: sim.root, simulate: true });
     expect(sim.kernel.driverOf('0000:0b:00.0')).toBe('vfio-pci');
     expect(sim.kernel.dmesg()).toContain('modprobe vfio-pci');
   });

@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { assignGroup, releaseGroup } from '../../api/bind.js';
+import { assignGroup } from '../../api/assign.js';
+import { releaseGroup } from '../../api/release.js';
 import { driverState, simCopy } from '../helpers/sim-root.js';
 
 // NOTES.md native-hotplug mode: a conventional bridge bound to shpchp makes its group non-viable even
@@ -8,7 +9,7 @@ import { driverState, simCopy } from '../helpers/sim-root.js';
 // release gives it back.
 
 describe('a group behind a shpchp-bound bridge', () => {
-  it('assign unbinds shpchp so the group becomes viable; release rebinds it', () => {
+  it('assign unbinds shpchp so the group becomes viable; release rebinds it', async () => {
     const sim = simCopy();
     const stateDir = path.join(sim.root, 'state');
     const bridge = '0000:09:00.0';
@@ -18,7 +19,7 @@ describe('a group behind a shpchp-bound bridge', () => {
     const devices = [bridge, '0000:0a:01.0', '0000:0a:02.0', '0000:0a:03.0'];
     const original = driverState(sim, devices);
 
-    const r = assignGroup('22', { root: sim.root, simulate: true, stateDir, owner: 'alice' });
+    const r = await assignGroup('22', { root: sim.root, simulate: true, stateDir, owner: 'alice' });
     expect(r.plan.members.find((m) => m.bdf === bridge)!.role).toBe('bridge-unbind');
     expect(r.notes!.join(' ')).toMatch(/rescan/);
     expect(sim.kernel.driverOf(bridge)).toBeNull();
@@ -37,7 +38,7 @@ describe('a group behind a shpchp-bound bridge', () => {
     c.close();
     sim.port.writeText(`sys/bus/pci/devices/${added.bdf}/remove`, '1');
 
-    releaseGroup('22', { root: sim.root, simulate: true, stateDir });
+    await releaseGroup('22', { root: sim.root, simulate: true, stateDir });
     expect(driverState(sim, devices)).toEqual(original);
   });
 });

@@ -5,8 +5,8 @@ import { describe, expect, it } from 'vitest';
 
 // Importing and scanning a 140-device machine reads thousands of files; give slow, shared CI room.
 const SLOW = 120_000;
-import { importLspci } from '../../api/import.js';
-import { scan } from '../../api/devices.js';
+import { importLspci } from '../../api/capture.js';
+import { scan } from '../../api/read.js';
 import type { HostSnapshot } from '../../model/device.js';
 import { sharedDir } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';

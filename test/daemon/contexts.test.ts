@@ -2,10 +2,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
-import { assignToOwner, mergeOwnerContexts, releaseFromOwner, showContext } from '../../api/contexts.js';
+import { assignGroup } from '../../api/assign.js';
+import { mergeOwnerContexts, showContext } from '../../api/contexts.js';
+import { releaseGroup } from '../../api/release.js';
 import { readAudit } from '../../state/audit.js';
 import { parsePolicy } from '../../groups/policy.js';
-import { GuardDaemon } from '../../daemon/guard-daemon.js';
+import { GuardDaemon } from '../../daemon/daemon.js';
 import { repoRoot } from '../helpers/paths.js';
 import { simCopy } from '../helpers/sim-root.js';
 
@@ -43,12 +45,12 @@ const peerScript = (dir: string, name: string, body: string) => {
 };
 
 describe('contexts through assign/release', () => {
-  it('merges an owner\'s groups into one context with stable device numbers and usable IOVA ranges', () => {
+  it('merges an owner\'s groups into one context with stable device numbers and usable IOVA ranges', async () => {
     const { root, stateDir } = setup();
-    const a = assignToOwner('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
+    const a = await assignGroup('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
     expect(a.context).toBe('ctx-1');
     expect(a.indices.map((d) => d.index)).toEqual([0, 1, 2, 3]);
-    const b = assignToOwner('0000:0b:00.1', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
+    const b = await assignGroup('0000:0b:00.1', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
     expect(b.context).toBe('ctx-1');
     expect(b.indices.map((d) => d.index)).toEqual([4, 5, 6]);
     const view = showContext('alice', { root, simulate: true, stateDir });
@@ -59,28 +61,28 @@ describe('contexts through assign/release', () => {
     expect(view.context.iovaRanges[0]).toEqual({ start: '0x0', end: '0xfedfffff' });
     expect(view.context.iovaRanges[1]?.start).toBe('0xfef00000');
     // Releasing 22 leaves a hole: 23's devices keep numbers 4..6.
-    releaseFromOwner('22', { root, simulate: true, stateDir, subject: root0 });
+    await releaseGroup('22', { root, simulate: true, stateDir, subject: root0 });
     expect(showContext('alice', { root, simulate: true, stateDir }).context.devices.filter((d) => d.present).map((d) => d.index)).toEqual([4, 5, 6]);
   });
 
-  it("refuses a group in another owner's context, and audits the refusal", () => {
+  it("refuses a group in another owner's context, and audits the refusal", async () => {
     const { root, stateDir } = setup();
-    assignToOwner('23', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
-    expect(() => assignToOwner('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 })).toThrow(expect.objectContaining({ code: 'E_CONTEXT' }));
+    await assignGroup('23', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
+    await expect(assignGroup('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 })).rejects.toThrow(expect.objectContaining({ code: 'E_CONTEXT' }));
     const { records } = readAudit(path.join(stateDir, 'audit.jsonl'));
     expect(records.at(-1)).toMatchObject({ action: 'assign', allowed: false, target: expect.objectContaining({ group: '23', owner: 'bob' }) });
     expect(records.filter((r) => r.action === 'assign' && r.allowed)).toHaveLength(1);
   });
 
-  it('applies the policy to the requester: default deny for non-root, allow by rule, deny overrides even root', () => {
+  it('applies the policy to the requester: default deny for non-root, allow by rule, deny overrides even root', async () => {
     const { root, stateDir } = setup();
     const nobody = { name: 'nobody', uid: 65534, gids: [65534] };
-    expect(() => assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: nobody })).toThrow(expect.objectContaining({ code: 'E_POLICY_DENIED' }));
-    expect(() => assignToOwner('23', { root, simulate: true, stateDir, owner: 'alice', subject: nobody })).toThrow(expect.objectContaining({ code: 'E_PERMISSION' }));
+    await expect(assignGroup('23', { root, simulate: true, stateDir, owner: 'nobody', subject: nobody })).rejects.toThrow(expect.objectContaining({ code: 'E_POLICY_DENIED' }));
+    await expect(assignGroup('23', { root, simulate: true, stateDir, owner: 'alice', subject: nobody })).rejects.toThrow(expect.objectContaining({ code: 'E_PERMISSION' }));
     const allow = parsePolicy({ version: 1, rules: [{ allow: { owners: [{ name: 'nobody' }], selector: { group: 23 } } }] }, 'test');
-    expect(assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: nobody, policy: allow }).groupId).toBe('23');
+    expect((await assignGroup('23', { root, simulate: true, stateDir, owner: 'nobody', subject: nobody, policy: allow })).groupId).toBe('23');
     const denyNet = parsePolicy({ version: 1, rules: [{ deny: { owners: [{ any: true }], selector: { class: '02' } } }] }, 'test');
-    expect(() => assignToOwner('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0, policy: denyNet })).toThrow(expect.objectContaining({ code: 'E_POLICY_DENIED' }));
+    await expect(assignGroup('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0, policy: denyNet })).rejects.toThrow(expect.objectContaining({ code: 'E_POLICY_DENIED' }));
     const { records } = readAudit(path.join(stateDir, 'audit.jsonl'));
     expect(records.filter((r) => r.action === 'assign').map((r) => r.allowed)).toEqual([false, false, true, false]);
   });
@@ -88,8 +90,8 @@ describe('contexts through assign/release', () => {
   it('merges two contexts and the daemon moves the held group into the receiving container', async () => {
     const { root, stateDir } = setup();
     const daemon = await startDaemon({ root, stateDir });
-    assignToOwner('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
-    assignToOwner('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 });
+    await assignGroup('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
+    await assignGroup('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 });
     await daemon.reconcile('test');
     expect(daemon.status().groups).toEqual(expect.arrayContaining([expect.objectContaining({ id: '22', owner: 'alice', held: true }), expect.objectContaining({ id: '23', owner: 'bob', held: true })]));
     const merged = mergeOwnerContexts('bob', 'alice', { root, simulate: true, stateDir, subject: root0, policy: parsePolicy({ version: 1, rules: [{ allow: { owners: [{ any: true }], selector: { all: true } } }] }, 't') });
@@ -105,7 +107,7 @@ describe('hand-off', () => {
     fs.mkdirSync(path.join(root, 'etc/isogroup'), { recursive: true });
     fs.writeFileSync(path.join(root, 'etc/isogroup/policy.yaml'), 'version: 1\nrules:\n  - allow: { owners: [{ name: nobody }], selector: { group: 23 } }\n');
     const daemon = await startDaemon({ root, stateDir, socket });
-    assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
+    await assignGroup('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
     await daemon.reconcile('test');
     const peer = peerScript(
       dir,
@@ -130,7 +132,7 @@ try {
   it('gives /dev/vfio/N to the owner and takes it back on release', async () => {
     const { root, stateDir } = setup();
     const daemon = await startDaemon({ root, stateDir });
-    assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
+    await assignGroup('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
     await daemon.reconcile('test');
     daemon.handoff('23', 'nobody');
     const node = path.join(root, 'dev/vfio/23');
@@ -139,7 +141,7 @@ try {
     expect(daemon.heldGroups().has('23')).toBe(false);
     await daemon.reconcile('test'); // a handed-off group is not held again
     expect(daemon.heldGroups().has('23')).toBe(false);
-    releaseFromOwner('23', { root, simulate: true, stateDir, subject: root0 });
+    await releaseGroup('23', { root, simulate: true, stateDir, subject: root0 });
     await daemon.reconcile('test');
     expect(fs.existsSync(node) ? fs.statSync(node).uid : 0).toBe(0);
     expect(daemon.status().groups).toEqual([]);
@@ -150,8 +152,8 @@ describe("owner's view", () => {
   it('--as OWNER shows only the devices and groups of that owner\'s context', async () => {
     const { runCli } = await import('../../cli/main.js');
     const { root, stateDir } = setup();
-    assignToOwner('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
-    assignToOwner('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 });
+    await assignGroup('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
+    await assignGroup('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 });
     const cli = async (args: string[]) => {
       let out = '';
       const code = await runCli([...args, '--root', root, '--simulate', '--state-dir', stateDir, '--json'], { stdout: (s) => (out += s), stderr: () => undefined });
@@ -171,8 +173,8 @@ describe("owner's view", () => {
   it('a non-root peer on the socket sees only its own groups and devices', async () => {
     const { root, stateDir, socket, dir } = setup();
     const daemon = await startDaemon({ root, stateDir, socket });
-    assignToOwner('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
-    assignToOwner('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
+    await assignGroup('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
+    await assignGroup('23', { root, simulate: true, stateDir, owner: 'nobody', subject: root0 });
     await daemon.reconcile('test');
     const view = peerScript(
       dir,

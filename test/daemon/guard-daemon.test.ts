@@ -1,9 +1,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { assignGroup } from '../../api/bind.js';
+import { assignGroup } from '../../api/assign.js';
 import { DaemonClient } from '../../daemon/client.js';
-import { GuardDaemon } from '../../daemon/guard-daemon.js';
+import { GuardDaemon } from '../../daemon/daemon.js';
 import type { SimulatedRoot } from '../../sim/index.js';
 import { fastTmpDir, simCopy } from '../helpers/sim-root.js';
 import { ManualSource } from '../../os/uevent.js';
@@ -55,7 +55,7 @@ const hostBinds = (sim: SimulatedRoot, group: string): string[] => {
 // exists (the fixture kernel's pause hook; the thread takes its environment when the daemon starts).
 const startWithStuckWrite = async (socket: string | null, options: { stopGraceMs?: number } = {}) => {
   const { sim, root, stateDir } = setup();
-  assignGroup('22', { root, simulate: true, stateDir, owner: 'alice' });
+  await assignGroup('22', { root, simulate: true, stateDir, owner: 'alice' });
   const pause = path.join(path.dirname(root), 'stuck');
   const manual = new ManualSource();
   process.env.ISOGROUP_SIM_PAUSE_AFTER = '1';
@@ -93,7 +93,7 @@ describe('guard daemon on the fixture kernel', () => {
 
   it('repairs a group polluted while no daemon ran, reporting a violation, then holds it', async () => {
     const { sim, root, stateDir } = setup();
-    assignGroup('22', { root, simulate: true, stateDir, owner: 'bob' });
+    await assignGroup('22', { root, simulate: true, stateDir, owner: 'bob' });
     // Assigned but idle: the kernel lets the host driver in (NOTES.md hotplug step 3).
     const r = sim.kernel.addDevice({ bridge: ASSIGNED_BRIDGE, vendor: 0x8086, device: 0x100e, driver: 'e1000' });
     expect(r.driver).toBe('e1000');
@@ -115,7 +115,7 @@ describe('guard daemon on the fixture kernel', () => {
 
   it('1,000 hot-adds at random places: 0 host binds inside the assigned group, every other device on its host driver, restart mid-stream loses nothing', async () => {
     const { sim, root, stateDir } = setup();
-    assignGroup('22', { root, simulate: true, stateDir, owner: 'alice' });
+    await assignGroup('22', { root, simulate: true, stateDir, owner: 'alice' });
     let manual = new ManualSource();
     let daemon = await start(root, stateDir, null, manual);
     let seed = 42;

@@ -3,8 +3,8 @@ import * as path from 'node:path';
 import * as tar from 'tar';
 import { describe, expect, it } from 'vitest';
 import { compareGroups, deriveForHost, listGroups } from '../../api/groups.js';
-import { scan } from '../../api/devices.js';
-import { importLspci } from '../../api/import.js';
+import { scan } from '../../api/read.js';
+import { importLspci } from '../../api/capture.js';
 import { oracleCaptures, sharedDir } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
 

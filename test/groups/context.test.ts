@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { scan } from '../../api/devices.js';
+import { scan } from '../../api/read.js';
 import {
   attachGroup,
   checkCompatibility,

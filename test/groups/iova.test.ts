@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { scan } from '../../api/devices.js';
+import { scan } from '../../api/read.js';
 import { attachGroup, contextIova, emptyContextTable, groupFacts, orThrow } from '../../groups/context.js';
 import { isIsogroupError } from '../../errors.js';
 import {
@@ -17,12 +17,15 @@ import {
   rangesSize,
   rangesToJson,
   subtractRanges,
+  unitCapsOf,
   usableIova,
   type IovaRange,
 } from '../../groups/iova.js';
-import { resolveRoot } from '../../capture/unpack.js';
+import { openSession } from '../../api/session.js';
+
+const resolveRoot = (root: string): string => openSession({ root }).root;
 import { NodeSysfsPort } from '../../sysfs/port.js';
-import { readIommuUnitCaps } from '../../sysfs/iommu-caps.js';
+import { readIommuRegisters } from '../../sysfs/iommu-caps.js';
 import type { ReservedRegion } from '../../model/device.js';
 import { bundledCapture, fixturesDir } from '../helpers/paths.js';
 
@@ -186,7 +189,7 @@ describe('real reserved_regions from the captures', () => {
   it("the MSI window leaves two usable ranges in the 39-bit space of the capture's dmar0", () => {
     // The same cached unpacked root scan() read (read-only use).
     const dir = resolveRoot(bundledCapture('mixed'));
-    const caps = readIommuUnitCaps(new NodeSysfsPort(dir), snap);
+    const caps = unitCapsOf(readIommuRegisters(new NodeSysfsPort(dir), snap));
     expect(caps.get('dmar0')?.source).toBe('intel-cap');
     const aperture = contextAperture([...caps.values()]);
     expect(aperture).toEqual(r(0, 0x7fffffffff));
@@ -234,7 +237,7 @@ describe('computed ranges equal a real kernel\'s VFIO_IOMMU_GET_INFO', () => {
     cases: { label: string; groups: string[]; members: string[]; kernelIovaRanges: { start: string; end: string }[] }[];
   };
   const snap = scan({ root: bundledCapture('mixed-vfio'), pciIds: null });
-  const caps = readIommuUnitCaps(new NodeSysfsPort(resolveRoot(bundledCapture('mixed-vfio'))), snap);
+  const caps = unitCapsOf(readIommuRegisters(new NodeSysfsPort(resolveRoot(bundledCapture('mixed-vfio'))), snap));
 
   it.each(recorded.cases)('$label (groups $groups)', ({ groups, members, kernelIovaRanges }) => {
     // Same groups with the same members as on the machine the kernel answered on.

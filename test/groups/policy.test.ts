@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { scan } from '../../api/devices.js';
+import { scan } from '../../api/read.js';
 import { isIsogroupError } from '../../errors.js';
 import { evaluateDevice, evaluateGroup, formatIssuePath, parsePolicy, type DeviceFacts, type Policy, type Subject } from '../../groups/policy.js';
 import { bundledCapture } from '../helpers/paths.js';

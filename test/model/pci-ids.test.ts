@@ -3,7 +3,8 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { loadPciIds, lookupNames, parsePciIds } from '../../model/pci-ids.js';
+import { lookupNames, parsePciIds } from '../../model/pci-ids.js';
+import { loadPciIds } from '../../os/pci-ids.js';
 import { bundledCapture, repoRoot } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
 

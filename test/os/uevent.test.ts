@@ -4,7 +4,6 @@ import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { C, sysBind, sysClose, sysSendMsg, sysSocket } from '../../os/libc.js';
 import {
   combineSources,
-  FixtureWatchSource,
   IntervalSource,
   ManualSource,
   NetlinkUeventSource,
@@ -164,13 +163,14 @@ describe('NetlinkUeventSource', () => {
   });
 
   it('is what openLiveHotplugSource picks here; udevadm when asked', async () => {
-    const live = openLiveHotplugSource();
+    const searchPath = process.env.PATH ?? '';
+    const live = openLiveHotplugSource({ searchPath });
     expect(live.source.name).toBe('netlink');
     expect(live.fallbackReason).toBeUndefined();
     await live.source.close();
-    expect(openLiveHotplugSource({ preferUdevadm: true, command: [process.execPath, '-e', ''] }).source.name).toBe('udevadm');
+    expect(openLiveHotplugSource({ preferUdevadm: true, command: [process.execPath, '-e', ''], searchPath }).source.name).toBe('udevadm');
     // Neither netlink (asked away) nor the monitor binary: a silent source, and the reason says so.
-    const none = openLiveHotplugSource({ preferUdevadm: true, command: ['/nonexistent/udevadm'] });
+    const none = openLiveHotplugSource({ preferUdevadm: true, command: ['/nonexistent/udevadm'], searchPath });
     expect(none.source.name).toBe('manual');
     expect(none.fallbackReason).toMatch(/not found either: only the periodic rescan/);
   });
@@ -203,52 +203,6 @@ describe('UdevadmSource (through execa)', () => {
     const pids = fs.readFileSync(pidFile, 'utf8').trim().split('\n').map(Number);
     expect(pids).toHaveLength(2);
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow(/ESRCH/);
-  });
-});
-
-describe.each(['chokidar', 'fs-watch'] as const)('FixtureWatchSource (%s on a fixture root)', (engine) => {
-  it('turns device links and driver links into add/bind/unbind/remove hints', async () => {
-    const root = tmpDir();
-    const devDir = path.join(root, 'sys/devices/pci0000:00/0000:00:1e.0/0000:0a:04.0');
-    fs.mkdirSync(devDir, { recursive: true });
-    fs.mkdirSync(path.join(root, 'sys/bus/pci/devices'), { recursive: true });
-    fs.mkdirSync(path.join(root, 'sys/bus/pci/drivers/e1000'), { recursive: true });
-    const source = new FixtureWatchSource(root, { engine });
-    onTestFinished(() => source.close());
-    const hints: HotplugHint[] = [];
-    source.start((h) => hints.push(h));
-    await source.ready();
-    const seen = () => hints.map((h) => [h.action, h.bdf, h.driver ?? null]);
-
-    fs.symlinkSync('../../../devices/pci0000:00/0000:00:1e.0/0000:0a:04.0', path.join(root, 'sys/bus/pci/devices/0000:0a:04.0'));
-    await poll(seen).toEqual([['add', '0000:0a:04.0', null]]);
-    fs.symlinkSync('../../../../devices/pci0000:00/0000:00:1e.0/0000:0a:04.0', path.join(root, 'sys/bus/pci/drivers/e1000/0000:0a:04.0'));
-    await poll(seen).toEqual([
-      ['add', '0000:0a:04.0', null],
-      ['bind', '0000:0a:04.0', 'e1000'],
-    ]);
-    fs.unlinkSync(path.join(root, 'sys/bus/pci/drivers/e1000/0000:0a:04.0'));
-    fs.unlinkSync(path.join(root, 'sys/bus/pci/devices/0000:0a:04.0'));
-    await poll(() => seen().slice(2).sort()).toEqual([
-      ['remove', '0000:0a:04.0', null],
-      ['unbind', '0000:0a:04.0', 'e1000'],
-    ]);
-    // Files in a driver directory that are not device links (bind, unbind, new_id) are no hints.
-    fs.writeFileSync(path.join(root, 'sys/bus/pci/drivers/e1000/unbind'), '');
-    fs.symlinkSync('../../../devices/pci0000:00/0000:00:1e.0/0000:0a:04.0', path.join(root, 'sys/bus/pci/devices/0000:0a:05.0'));
-    await poll(() => hints.length).toBe(5);
-    expect(hints[4]).toMatchObject({ action: 'add', bdf: '0000:0a:05.0', path: 'sys/bus/pci/devices/0000:0a:05.0' });
-    // A driver directory that appears later (first bind of a new driver) is watched too.
-    fs.mkdirSync(path.join(root, 'sys/bus/pci/drivers/vfio-pci'));
-    await poll(async () => {
-      // Re-create the link until the new directory's watch is in place (events are hints; no sleeps).
-      const link = path.join(root, 'sys/bus/pci/drivers/vfio-pci/0000:0a:05.0');
-      if (!hints.some((h) => h.driver === 'vfio-pci')) {
-        fs.rmSync(link, { force: true });
-        fs.symlinkSync('../../../../devices/pci0000:00/0000:00:1e.0/0000:0a:04.0', link);
-      }
-      return hints.some((h) => h.action === 'bind' && h.driver === 'vfio-pci' && h.bdf === '0000:0a:05.0');
-    }).toBe(true);
   });
 });
 

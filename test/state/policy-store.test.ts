@@ -2,11 +2,16 @@ import fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AuditLog } from '../../state/audit.js';
-import { loadPolicyFile, parsePolicyText, PolicyStore, readSubject } from '../../state/policy-store.js';
+import { loadPolicyFile, parsePolicyText, PolicyStore } from '../../state/policy-store.js';
+import { readUserDatabase, subjectForIds } from '../../os/users.js';
+
 import { evaluateDevice, type DeviceFacts, type Subject } from '../../groups/policy.js';
 import { isIsogroupError } from '../../errors.js';
 import { repoRoot } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
+
+const readSubject = (uid: number, gid: number, root: string) => subjectForIds(uid, gid, readUserDatabase(root));
+
 
 const alice: Subject = { name: 'alice', uid: 1000, gids: [1000] };
 const nic: DeviceFacts = { bdf: '0000:0b:00.0', vendor: '0x8086', device: '0x10d3', class: '0x020000', kernelGroup: '23', iommu: 'dmar0' };

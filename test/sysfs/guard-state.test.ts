@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildConfig } from '../../bench/config-builder.js';
-import type { GuardDeviceState } from '../../bind/guard.js';
+import type { GuardDeviceState } from '../../model/device.js';
 import type { Bdf } from '../../model/bdf.js';
 import { writeFixtureRoot } from '../../capture/fixture-writer.js';
 import type { PciDevice } from '../../model/device.js';

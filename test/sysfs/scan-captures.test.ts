@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { scan } from '../../api/devices.js';
+import { scan } from '../../api/read.js';
 import { oracleCaptures } from '../helpers/paths.js';
 
 const PCIE_TYPE: Record<string, string> = { root_port: 'root-port', upstream_port: 'upstream-port', downstream_port: 'downstream-port', endpoint: 'endpoint', rc_integrated_endpoint: 'rciep', pcie_to_pci_bridge: 'pcie-to-pci-bridge' };

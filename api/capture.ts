@@ -1,8 +1,7 @@
 import * as fs from 'node:fs';
 import { importLspciText, type ImportResult } from '../capture/lspci-import.js';
 import { type SnapshotResult, writeSnapshot } from '../capture/snapshot.js';
-import { NodeSysfsPort } from '../sysfs/port.js';
-import { resolveRoot } from '../capture/unpack.js';
+import { type SessionOptions, openSession } from './session.js';
 import { IsogroupError } from '../errors.js';
 
 export type { ImportResult } from '../capture/lspci-import.js';
@@ -25,9 +24,7 @@ export const importLspci = (input: string | { text: string; name?: string }, out
   return importLspciText(input.text, input.name ?? 'lspci output', outDir);
 };
 
-export interface SnapshotOptions {
-  /** Directory that looks like "/" (or a capture tarball); default the live host. */
-  root?: string;
+export interface SnapshotOptions extends SessionOptions {
   /** Output .tar.gz path. */
   out: string;
 }
@@ -35,5 +32,5 @@ export interface SnapshotOptions {
 /** Capture the PCI/IOMMU part of a root's sysfs into a tarball with the oracle captures' layout. */
 export const snapshot = (options: SnapshotOptions): SnapshotResult => {
   if (!options.out) throw new IsogroupError('E_USAGE', 'snapshot needs an output file (--out FILE.tar.gz)');
-  return writeSnapshot(new NodeSysfsPort(resolveRoot(options.root)), options.out);
+  return writeSnapshot(openSession(options).port(), options.out);
 };
