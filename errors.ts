@@ -42,7 +42,10 @@ export const ERRORS = {
 export type ErrorCode = keyof typeof ERRORS;
 
 /** Each code's one-line meaning. */
-export const ERROR_CODES: Readonly<Record<ErrorCode, string>> = Object.fromEntries(Object.entries(ERRORS).map(([code, m]) => [code, m.message])) as Record<ErrorCode, string>;
+export const ERROR_CODES: Readonly<Record<ErrorCode, string>> = Object.fromEntries(Object.entries(ERRORS).map(([code, m]) => [code, m.message])) as Record<
+  ErrorCode,
+  string
+>;
 
 export const isErrorCode = (code: unknown): code is ErrorCode => typeof code === 'string' && Object.hasOwn(ERRORS, code);
 

@@ -6,12 +6,12 @@ import type { StepRecord } from '../bind/apply.js';
 import { ensureDriver } from '../bind/modules.js';
 import { type AssignPlan, planAssign } from '../bind/plan.js';
 import { IsogroupError } from '../errors.js';
-import { type ContextTable, attachGroup, contextOf, emptyContextTable, groupFacts, orThrow, ownerOfGroup, syncContextTable } from '../groups/context.js';
+import { attachGroup, type ContextTable, contextOf, emptyContextTable, groupFacts, ownerOfGroup, syncContextTable } from '../groups/context.js';
 import type { GroupDecision } from '../groups/policy.js';
 import { type Bdf, type GroupTarget, parseTarget } from '../model/bdf.js';
 import type { HostSnapshot, PciDevice } from '../model/device.js';
-import { requireSelfOrRoot } from '../model/owner.js';
 import { VFIO_DRIVER } from '../model/drivers.js';
+import { requireSelfOrRoot } from '../model/owner.js';
 import { AuditLog, auditResult, decideAndAudit } from '../state/audit.js';
 import { saveContexts } from '../state/contexts-store.js';
 import { checkNotAssigned, emptyJournal, readJournal } from '../state/journal.js';
@@ -20,7 +20,7 @@ import { findHostUse, type HostUse } from '../sysfs/host-use.js';
 import { scanHost } from '../sysfs/scan.js';
 import { assignedGroupsOf, contextTableOf } from './read.js';
 import { inlineRunner, type PipelineEnv } from './runner.js';
-import { type Session, type SessionOptions, openSession } from './session.js';
+import { openSession, type Session, type SessionOptions } from './session.js';
 
 export interface AssignRequest {
   /** GROUP or BDF (any device of the group; the short BB:DD.F form too). */
@@ -56,13 +56,16 @@ export interface AssignResult {
 export const groupOfTarget = (snap: HostSnapshot, target: GroupTarget): string => {
   if ('groupId' in target) {
     if (!snap.kernelGroups.get(target.groupId)?.devices.length) {
-      throw new IsogroupError('E_NOT_FOUND', `no IOMMU group ${target.groupId} under ${snap.root}${snap.iommuEnabled ? '' : ' (no IOMMU is active there)'}`, { group: target.groupId });
+      throw new IsogroupError('E_NOT_FOUND', `no IOMMU group ${target.groupId} under ${snap.root}${snap.iommuEnabled ? '' : ' (no IOMMU is active there)'}`, {
+        group: target.groupId,
+      });
     }
     return target.groupId;
   }
   const d = snap.devices.get(target.bdf);
   if (!d) throw new IsogroupError('E_NOT_FOUND', `no PCI device ${target.bdf} under ${snap.root}`, { bdf: target.bdf });
-  if (d.kernelGroup === null) throw new IsogroupError('E_NO_IOMMU', `${target.bdf} is in no IOMMU group (no IOMMU translation): it cannot be assigned safely`, { bdf: target.bdf });
+  if (d.kernelGroup === null)
+    throw new IsogroupError('E_NO_IOMMU', `${target.bdf} is in no IOMMU group (no IOMMU translation): it cannot be assigned safely`, { bdf: target.bdf });
   return d.kernelGroup;
 };
 
@@ -101,10 +104,20 @@ export const runAssign = async (s: Session, request: AssignRequest, env: Pipelin
     }
     const holder = ownerOfGroup(table, groupId);
     if (holder !== null && holder !== owner) {
-      refuse(new IsogroupError('E_CONTEXT', `group ${groupId} belongs to ${holder}'s context ${contextOf(table, holder)?.id ?? ''}`.trim(), { group: groupId, owner: holder }));
+      refuse(
+        new IsogroupError('E_CONTEXT', `group ${groupId} belongs to ${holder}'s context ${contextOf(table, holder)?.id ?? ''}`.trim(), {
+          group: groupId,
+          owner: holder,
+        }),
+      );
     }
     const { decision } = decideAndAudit(log, s.policy(), subject, { action: 'assign', group: groupId, owner, devices });
-    if (!decision.allowed) throw new IsogroupError('E_POLICY_DENIED', `policy denies ${subject.name} group ${groupId}: ${decision.reason}`, { group: groupId, subject: subject.name, rule: decision.rule });
+    if (!decision.allowed)
+      throw new IsogroupError('E_POLICY_DENIED', `policy denies ${subject.name} group ${groupId}: ${decision.reason}`, {
+        group: groupId,
+        subject: subject.name,
+        rule: decision.rule,
+      });
     // Compatibility with the owner's context, for the group as it will be once on vfio-pci. A group
     // already in this owner's context is refused below as E_ALREADY_ASSIGNED.
     if (holder !== owner) {

@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
-import { importLspciText, type ImportResult } from '../capture/lspci-import.js';
+import { type ImportResult, importLspciText } from '../capture/lspci-import.js';
 import { type SnapshotResult, writeSnapshot } from '../capture/snapshot.js';
-import { type SessionOptions, openSession } from './session.js';
 import { IsogroupError } from '../errors.js';
+import { openSession, type SessionOptions } from './session.js';
 
 export type { ImportResult } from '../capture/lspci-import.js';
 export type { SnapshotResult } from '../capture/snapshot.js';
@@ -17,7 +17,12 @@ export const importLspci = (input: string | { text: string; name?: string }, out
     try {
       text = fs.readFileSync(input, 'utf8');
     } catch (error) {
-      throw new IsogroupError('E_INVALID_INPUT', `${input}: cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { file: input }, { cause: error });
+      throw new IsogroupError(
+        'E_INVALID_INPUT',
+        `${input}: cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,
+        { file: input },
+        { cause: error },
+      );
     }
     return importLspciText(text, input, outDir);
   }

@@ -3,8 +3,8 @@
 // them, and merges and destroys whole contexts, under the same lock and with the same audit trail.
 
 import { IsogroupError } from '../errors.js';
-import { requireSelfOrRoot } from '../model/owner.js';
 import { type ContextView, contextOf, contextsListView, contextView, destroyContext, mergeContexts, orThrow } from '../groups/context.js';
+import { requireSelfOrRoot } from '../model/owner.js';
 import { AuditLog, auditResult, decideAndAudit } from '../state/audit.js';
 import { saveContexts } from '../state/contexts-store.js';
 import { readJournal, writeJournal } from '../state/journal.js';
@@ -13,7 +13,7 @@ import { scanHost } from '../sysfs/scan.js';
 import { contextTableOf } from './read.js';
 import { releaseLocked } from './release.js';
 import { inlineRunner, type PipelineEnv } from './runner.js';
-import { type Session, type SessionOptions, openSession } from './session.js';
+import { openSession, type Session, type SessionOptions } from './session.js';
 
 export interface ContextsListResult {
   stateDir: string;
@@ -33,7 +33,7 @@ export const listContexts = (options: SessionOptions | Session = {}): ContextsLi
 /** One owner's context: groups, the device namespace and the usable IOVA ranges. */
 export const showContext = (owner: string, options: SessionOptions | Session = {}): ContextView => {
   const s = openSession(options);
-  requireSelfOrRoot(s.subject(), owner, "see the context of");
+  requireSelfOrRoot(s.subject(), owner, 'see the context of');
   const stateDir = s.requireState('contexts show');
   const snap = scanHost(s.port(), { pciIds: null });
   const caps = s.iommuCaps(snap);
@@ -61,13 +61,25 @@ export const mergeOwnerContexts = (from: string, into: string, options: SessionO
     if (!source) throw new IsogroupError('E_NOT_FOUND', `${from} has no context`, { owner: from });
     const devices = source.devices.map((d) => snap.devices.get(d.bdf)).filter((d): d is NonNullable<typeof d> => d !== undefined);
     const { decision } = decideAndAudit(log, s.policy(), s.subjectForOwner(into), { action: 'context-merge', owner: into, context: source.id, devices });
-    if (!decision.allowed) throw new IsogroupError('E_POLICY_DENIED', `policy denies ${into} the devices of ${from}'s context: ${decision.reason}`, { from, into });
+    if (!decision.allowed)
+      throw new IsogroupError('E_POLICY_DENIED', `policy denies ${into} the devices of ${from}'s context: ${decision.reason}`, { from, into });
     const merged = orThrow(mergeContexts(table, from, into, { caps }));
     saveContexts(stateDir, merged.table);
     // The journal names the new owner of every moved group.
     const moved = new Set(source.groups.map((g) => g.id));
     writeJournal(stateDir, { ...journal, entries: journal.entries.map((e) => (moved.has(e.groupId) ? { ...e, owner: into } : e)) });
-    auditResult(log, { action: 'context-merge', subject, owner: into, context: source.id, devices: devices.map((d) => d.bdf), reason: `${from}'s groups ${[...moved].join(' ')} moved to ${into}` }, { ok: true });
+    auditResult(
+      log,
+      {
+        action: 'context-merge',
+        subject,
+        owner: into,
+        context: source.id,
+        devices: devices.map((d) => d.bdf),
+        reason: `${from}'s groups ${[...moved].join(' ')} moved to ${into}`,
+      },
+      { ok: true },
+    );
     return contextView(merged.table, into, snap, { caps });
   } finally {
     lock.release();
@@ -80,8 +92,13 @@ export interface DestroyResult {
 }
 
 /** Destroy an owner's context in a session; with force, its groups are released first (through the release pipeline). */
-export const runDestroyContext = async (s: Session, owner: string, force: boolean, env: PipelineEnv = { runner: inlineRunner(s.port()) }): Promise<DestroyResult> => {
-  requireSelfOrRoot(s.subject(), owner, "destroy the context of");
+export const runDestroyContext = async (
+  s: Session,
+  owner: string,
+  force: boolean,
+  env: PipelineEnv = { runner: inlineRunner(s.port()) },
+): Promise<DestroyResult> => {
+  requireSelfOrRoot(s.subject(), owner, 'destroy the context of');
   const stateDir = s.requireState('contexts destroy');
   if (force) s.requireWritable('contexts destroy --force');
   const lock = lockStateDir(stateDir);
@@ -93,7 +110,11 @@ export const runDestroyContext = async (s: Session, owner: string, force: boolea
     const c = contextOf(contextTableOf(stateDir, snap, null, journal), owner);
     if (!c) throw new IsogroupError('E_NOT_FOUND', `${owner} has no context`, { owner });
     if (c.groups.length && !force) {
-      const error = new IsogroupError('E_CONTEXT', `${owner}'s context ${c.id} still holds groups ${c.groups.map((g) => g.id).join(' ')}; release them or use --force`, { owner, groups: c.groups.map((g) => g.id) });
+      const error = new IsogroupError(
+        'E_CONTEXT',
+        `${owner}'s context ${c.id} still holds groups ${c.groups.map((g) => g.id).join(' ')}; release them or use --force`,
+        { owner, groups: c.groups.map((g) => g.id) },
+      );
       auditResult(log, { action: 'context-destroy', subject, owner, context: c.id }, { ok: false, error });
       throw error;
     }

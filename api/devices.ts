@@ -1,10 +1,10 @@
+import { IsogroupError } from '../errors.js';
 import { type Bdf, parseBdf } from '../model/bdf.js';
 import { hex } from '../model/config-space.js';
 import type { HostSnapshot, PciDevice, Problem } from '../model/device.js';
+import { type DeviceGroupInfo, groupOfDevice } from './groups.js';
 import { scan, viewOf } from './read.js';
-import { type Session, type SessionOptions, openSession } from './session.js';
-import { IsogroupError } from '../errors.js';
-import { groupOfDevice, type DeviceGroupInfo } from './groups.js';
+import { openSession, type Session, type SessionOptions } from './session.js';
 
 export interface DeviceJson {
   bdf: string;
@@ -68,13 +68,16 @@ export const deviceJson = (d: PciDevice): DeviceJson => ({
   multifunction: d.multifunction,
   secondaryBus: d.secondaryBus === null ? null : hex(d.secondaryBus, 2),
   subordinateBus: d.subordinateBus === null ? null : hex(d.subordinateBus, 2),
-  acs: d.acs
-    ? { offset: hex(d.acs.offset, 3), cap: hex(d.acs.cap, 4), ctrl: hex(d.acs.ctrl, 4), capBits: d.acs.capBits, ctrlBits: d.acs.ctrlBits }
-    : null,
+  acs: d.acs ? { offset: hex(d.acs.offset, 3), cap: hex(d.acs.cap, 4), ctrl: hex(d.acs.ctrl, 4), capBits: d.acs.capBits, ctrlBits: d.acs.ctrlBits } : null,
   acsKnown: d.acsKnown,
   ari: d.ari,
   sriov: d.sriov
-    ? { totalVfs: d.sriov.sysfsTotalVfs ?? d.sriov.totalVfs, numVfs: d.sriov.sysfsNumVfs ?? d.sriov.numVfs, vfDeviceId: d.sriov.vfDeviceId, driversAutoprobe: d.sriov.driversAutoprobe }
+    ? {
+        totalVfs: d.sriov.sysfsTotalVfs ?? d.sriov.totalVfs,
+        numVfs: d.sriov.sysfsNumVfs ?? d.sriov.numVfs,
+        vfDeviceId: d.sriov.vfDeviceId,
+        driversAutoprobe: d.sriov.driversAutoprobe,
+      }
     : null,
   physfn: d.physfn,
   virtfns: d.virtfns,

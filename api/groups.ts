@@ -1,17 +1,17 @@
+import { IsogroupError } from '../errors.js';
+import { compareGroupings, type GroupMismatch } from '../groups/compare.js';
+import { type DerivedGrouping, deriveGroups, type GroupReason, type RuleSet } from '../groups/derive.js';
+import { type Blocker, checkViability } from '../groups/viability.js';
 import { type Bdf, compareBdf, parseBdf } from '../model/bdf.js';
 import type { HostSnapshot, PciDevice } from '../model/device.js';
-import { deriveGroups, type DerivedGrouping, type GroupReason, type RuleSet } from '../groups/derive.js';
-import { compareGroupings, type GroupMismatch } from '../groups/compare.js';
-import { checkViability, type Blocker } from '../groups/viability.js';
-import { IsogroupError } from '../errors.js';
 import { scan, viewOf } from './read.js';
-import { type Session, type SessionOptions, openSession } from './session.js';
+import { openSession, type Session, type SessionOptions } from './session.js';
 
-export type { RuleSet, GroupReason, DerivedGrouping } from '../groups/derive.js';
-export type { GroupMismatch, GroupComparison } from '../groups/compare.js';
-export type { Blocker, Viability } from '../groups/viability.js';
-export { deriveGroups } from '../groups/derive.js';
+export type { GroupComparison, GroupMismatch } from '../groups/compare.js';
 export { compareGroupings } from '../groups/compare.js';
+export type { DerivedGrouping, GroupReason, RuleSet } from '../groups/derive.js';
+export { deriveGroups } from '../groups/derive.js';
+export type { Blocker, Viability } from '../groups/viability.js';
 export { checkViability } from '../groups/viability.js';
 
 export interface DeriveRequest {
@@ -120,7 +120,9 @@ export const listGroups = (options: GroupsOptions = {}): GroupsResult & { owner?
   const view = deriveForHost(snap, s, options);
   const wantKernel = options.source === 'kernel' || (options.source !== 'derived' && snap.kernelGroups.size > 0);
   if (options.source === 'kernel' && snap.kernelGroups.size === 0) {
-    throw new IsogroupError('E_NO_IOMMU', `no kernel IOMMU groups under ${snap.root} (IOMMU off, or not in this capture); use --derived to compute them`, { root: snap.root });
+    throw new IsogroupError('E_NO_IOMMU', `no kernel IOMMU groups under ${snap.root} (IOMMU off, or not in this capture); use --derived to compute them`, {
+      root: snap.root,
+    });
   }
   const reasonByDevice = new Map(view.derived.groups.flatMap((g) => g.reasons).map((r) => [r.device, r]));
   const reasonsOf = (bdfs: Bdf[]): GroupReason[] => bdfs.map((b) => reasonByDevice.get(b)).filter((r): r is GroupReason => r !== undefined);
@@ -136,13 +138,17 @@ export const listGroups = (options: GroupsOptions = {}): GroupsResult & { owner?
   const grouped = new Set(groups.flatMap((g) => g.devices));
   const notes = [...view.notes];
   if (!wantKernel && snap.kernelGroups.size === 0) {
-    notes.unshift(`no IOMMU is active under ${snap.root} (no kernel groups): these groups are predicted from topology, ACS and quirks, as the kernel would form them with the IOMMU on; nothing can be assigned until it is`);
+    notes.unshift(
+      `no IOMMU is active under ${snap.root} (no kernel groups): these groups are predicted from topology, ACS and quirks, as the kernel would form them with the IOMMU on; nothing can be assigned until it is`,
+    );
   }
   if (wantKernel) {
-    notes.unshift('groups: the kernel\'s (/sys/kernel/iommu_groups); reasons: derived by isogroup\'s replay of the kernel\'s rules');
+    notes.unshift("groups: the kernel's (/sys/kernel/iommu_groups); reasons: derived by isogroup's replay of the kernel's rules");
     const cmp = compareGroupings(snap.kernelGroups.values(), view.derived);
     if (cmp.mismatches.length) {
-      notes.push(`the derived grouping differs from the kernel's for ${cmp.mismatches.map((m) => m.kernel.map((k) => k.id).join('+')).join(', ')}: the reasons there explain the derived groups, not the kernel's (see groups --compare)`);
+      notes.push(
+        `the derived grouping differs from the kernel's for ${cmp.mismatches.map((m) => m.kernel.map((k) => k.id).join('+')).join(', ')}: the reasons there explain the derived groups, not the kernel's (see groups --compare)`,
+      );
     }
   }
   const result: GroupsResult = {
@@ -184,14 +190,20 @@ export const compareGroups = (options: SessionOptions & DeriveRequest = {}): Com
 
 export const compareOnSnapshot = (snap: HostSnapshot, s: Session | null, request: DeriveRequest = {}): CompareResult => {
   if (snap.kernelGroups.size === 0) {
-    throw new IsogroupError('E_NO_IOMMU', `no kernel IOMMU groups under ${snap.root} (IOMMU off, or not in this capture): nothing to compare with; use --derived`, { root: snap.root });
+    throw new IsogroupError(
+      'E_NO_IOMMU',
+      `no kernel IOMMU groups under ${snap.root} (IOMMU off, or not in this capture): nothing to compare with; use --derived`,
+      { root: snap.root },
+    );
   }
   const view = deriveForHost(snap, s, request);
   const cmp = compareGroupings(snap.kernelGroups.values(), view.derived);
   const cannot = cannotDerive(view.derived);
   // On AMD-Vi hosts the firmware's IVRS table can add same-bus DMA aliases that no sysfs file or
   // dump shows; name that as the likely cause when the kernel joins same-bus devices we keep apart.
-  const amdVi = [...snap.iommuUnits.values()].some((u) => u.kind === 'amd') || [...snap.devices.values()].some((d) => d.vendor === '0x1022' && d.class.startsWith('0x0806'));
+  const amdVi =
+    [...snap.iommuUnits.values()].some((u) => u.kind === 'amd') ||
+    [...snap.devices.values()].some((d) => d.vendor === '0x1022' && d.class.startsWith('0x0806'));
   if (amdVi && view.rules === 'mainline') {
     for (const m of cmp.mismatches) {
       const buses = new Set(m.devices.map((b) => snap.devices.get(b)?.busId));

@@ -8,7 +8,7 @@ import type { HostSnapshot } from '../model/device.js';
 import { loadContexts } from '../state/contexts-store.js';
 import { type Journal, readJournal } from '../state/journal.js';
 import { scanHost } from '../sysfs/scan.js';
-import { type Session, type SessionOptions, openSession } from './session.js';
+import { openSession, type Session, type SessionOptions } from './session.js';
 
 /** Read a root (the live host by default) into a snapshot, with device names. */
 export const scan = (options: SessionOptions | Session = {}): HostSnapshot => {
@@ -21,8 +21,12 @@ export const assignedGroupsOf = (journal: Journal) =>
   journal.entries.filter((e) => e.state === 'assigned').map((e) => ({ groupId: e.groupId, owner: e.owner, members: e.members.map((m) => m.bdf as Bdf) }));
 
 /** The contexts table as stored, in step with the journal and the snapshot (nothing is written). */
-export const contextTableOf = (stateDir: string, snap: HostSnapshot, caps: ReadonlyMap<string, IommuUnitCaps> | null = null, journal: Journal = readJournal(stateDir)): ContextTable =>
-  syncContextTable(loadContexts(stateDir), assignedGroupsOf(journal), snap, caps ? { caps } : {});
+export const contextTableOf = (
+  stateDir: string,
+  snap: HostSnapshot,
+  caps: ReadonlyMap<string, IommuUnitCaps> | null = null,
+  journal: Journal = readJournal(stateDir),
+): ContextTable => syncContextTable(loadContexts(stateDir), assignedGroupsOf(journal), snap, caps ? { caps } : {});
 
 export interface OwnerView {
   owner: string;
@@ -38,5 +42,3 @@ export const ownerView = (s: Session, owner: string, snap: HostSnapshot): OwnerV
 
 /** The session's view (--as OWNER, or a non-root socket peer), or null for the whole host. */
 export const viewOf = (s: Session, snap: HostSnapshot): OwnerView | null => (s.as === null ? null : ownerView(s, s.as, snap));
-
-

@@ -17,7 +17,7 @@ import { lockStateDir } from '../state/lock.js';
 import { scanHost } from '../sysfs/scan.js';
 import { groupOfTarget } from './assign.js';
 import { inlineRunner, type PipelineEnv } from './runner.js';
-import { type Session, type SessionOptions, openSession } from './session.js';
+import { openSession, type Session, type SessionOptions } from './session.js';
 
 export interface ReleaseRequest {
   /** GROUP or BDF (any device the journal lists for the group). */
@@ -48,7 +48,7 @@ export const releaseLocked = async (s: Session, stateDir: string, entry: Journal
   const subject = s.subject();
   // The kernel refuses a host driver inside a held group: let go first, take it back if this fails.
   env.holder?.unhold(entry.groupId);
-  let applied;
+  let applied: Awaited<ReturnType<PipelineEnv['runner']['release']>>;
   try {
     applied = await env.runner.release(entry, { stateDir, root: s.root, simulate: s.simulate });
   } catch (error) {
@@ -80,13 +80,21 @@ export const runRelease = async (s: Session, request: ReleaseRequest, env: Pipel
     if (!entryFor(journal, target)) groupOfTarget(snap, target);
     const entry = assignedEntry(journal, target);
     if (request.owner !== undefined && entry.owner !== request.owner) {
-      throw new IsogroupError('E_CONTEXT', `group ${entry.groupId} is not in ${request.owner}'s context (it is ${entry.owner}'s)`, { group: entry.groupId, owner: entry.owner });
+      throw new IsogroupError('E_CONTEXT', `group ${entry.groupId} is not in ${request.owner}'s context (it is ${entry.owner}'s)`, {
+        group: entry.groupId,
+        owner: entry.owner,
+      });
     }
     const subject = s.subject();
     try {
       requireSelfOrRoot(subject, entry.owner, `release group ${entry.groupId} of`);
     } catch (error) {
-      if (!dryRun) auditResult(new AuditLog(stateDir), { action: 'release', subject, group: entry.groupId, owner: entry.owner }, { ok: false, error: error as IsogroupError });
+      if (!dryRun)
+        auditResult(
+          new AuditLog(stateDir),
+          { action: 'release', subject, group: entry.groupId, owner: entry.owner },
+          { ok: false, error: error as IsogroupError },
+        );
       throw error;
     }
     if (dryRun) return { groupId: entry.groupId, owner: entry.owner, dryRun: true, plan: planRelease(snap, entry) };

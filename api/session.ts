@@ -18,7 +18,7 @@ import { DEFAULT_PCI_IDS_PATHS, loadPciIds } from '../os/pci-ids.js';
 import { readUserDatabase, subjectForIds, subjectForName, type UserDatabase } from '../os/users.js';
 import type { VfioBackend } from '../os/vfio.js';
 import { KernelVfioBackend } from '../os/vfio-kernel.js';
-import { crashHooks, isSimulatedPort, openSimulatedRoot, SIM_DIR, SimulatedVfioBackend, type SimulatedRoot } from '../sim/index.js';
+import { crashHooks, isSimulatedPort, openSimulatedRoot, SIM_DIR, type SimulatedRoot, SimulatedVfioBackend } from '../sim/index.js';
 import { PolicyStore } from '../state/policy-store.js';
 import { readIommuRegisters } from '../sysfs/iommu-caps.js';
 import { readKernelRelease } from '../sysfs/kernel-release.js';
@@ -115,7 +115,11 @@ export class Session {
       this.rootArg = options.root ?? '/';
       this.simulate = options.simulate ?? false;
       if (this.simulate && isTarball(this.rootArg)) {
-        throw new IsogroupError('E_USAGE', `--simulate needs a writable directory, not the capture ${this.rootArg}; run \`isogroup sim unpack ${this.rootArg} --out DIR\` first`, { root: this.rootArg });
+        throw new IsogroupError(
+          'E_USAGE',
+          `--simulate needs a writable directory, not the capture ${this.rootArg}; run \`isogroup sim unpack ${this.rootArg} --out DIR\` first`,
+          { root: this.rootArg },
+        );
       }
       const cacheDir = env.ISOGROUP_CACHE ?? path.join(os.homedir(), '.cache', 'isogroup', 'roots');
       const dir = rootDirectory(this.rootArg, cacheDir);
@@ -128,11 +132,15 @@ export class Session {
     }
     this.writable = this.simulate || this.live;
     const simDir = path.join(this.root, SIM_DIR);
-    this.stateDir = options.stateDir !== undefined ? path.resolve(options.stateDir) : this.simulate ? path.join(simDir, 'state') : this.live ? DEFAULT_STATE_DIR : null;
-    this.socket = options.socket !== undefined ? path.resolve(options.socket) : this.simulate ? path.join(simDir, 'isogroup.sock') : this.live ? DEFAULT_SOCKET : null;
-    this.policyFile = options.policyFile !== undefined ? (options.policyFile === null ? null : path.resolve(options.policyFile)) : path.join(this.root, POLICY_FILE);
+    this.stateDir =
+      options.stateDir !== undefined ? path.resolve(options.stateDir) : this.simulate ? path.join(simDir, 'state') : this.live ? DEFAULT_STATE_DIR : null;
+    this.socket =
+      options.socket !== undefined ? path.resolve(options.socket) : this.simulate ? path.join(simDir, 'isogroup.sock') : this.live ? DEFAULT_SOCKET : null;
+    this.policyFile =
+      options.policyFile !== undefined ? (options.policyFile === null ? null : path.resolve(options.policyFile)) : path.join(this.root, POLICY_FILE);
     this.as = options.as ?? null;
-    if (this.as !== null && !isOwnerName(this.as)) throw new IsogroupError('E_USAGE', `--as ${JSON.stringify(this.as)} is not an owner name (${OWNER_NAME_RULE})`, { as: this.as });
+    if (this.as !== null && !isOwnerName(this.as))
+      throw new IsogroupError('E_USAGE', `--as ${JSON.stringify(this.as)} is not an owner name (${OWNER_NAME_RULE})`, { as: this.as });
   }
 
   /** The root's files: a plain reader, or the fixture kernel's port under --simulate. */
@@ -147,7 +155,11 @@ export class Session {
     if (!this.cached.sim) {
       const port = this.cached.port;
       const env = this.env;
-      const hooks = crashHooks({ killAfter: intOrUndefined(env.ISOGROUP_SIM_KILL_AFTER), pauseAfter: intOrUndefined(env.ISOGROUP_SIM_PAUSE_AFTER), pauseFile: env.ISOGROUP_SIM_PAUSE_FILE });
+      const hooks = crashHooks({
+        killAfter: intOrUndefined(env.ISOGROUP_SIM_KILL_AFTER),
+        pauseAfter: intOrUndefined(env.ISOGROUP_SIM_PAUSE_AFTER),
+        pauseFile: env.ISOGROUP_SIM_PAUSE_FILE,
+      });
       if (port && isSimulatedPort(port)) this.cached.sim = { kernel: port.kernel, port, vfio: new SimulatedVfioBackend(port.kernel) };
       else this.cached.sim = openSimulatedRoot(this.root, { hooks });
     }
@@ -158,7 +170,9 @@ export class Session {
   vfio(): VfioBackend {
     if (this.simulate) return this.sim().vfio;
     if (this.live) return new KernelVfioBackend();
-    throw new IsogroupError('E_USAGE', `${this.rootArg} is not the live host: nothing there can hold a group. Use --simulate to run on the fixture kernel`, { root: this.rootArg });
+    throw new IsogroupError('E_USAGE', `${this.rootArg} is not the live host: nothing there can hold a group. Use --simulate to run on the fixture kernel`, {
+      root: this.rootArg,
+    });
   }
 
   moduleLoader(): ModuleLoader | null {
@@ -233,13 +247,21 @@ export class Session {
   /** The state directory, or a usage error naming what needs one. */
   requireState(what: string): string {
     if (this.stateDir !== null) return this.stateDir;
-    throw new IsogroupError('E_USAGE', `${what} needs isogroup's state, and ${this.rootArg} is not the live host: use --simulate (the fixture's own state) or --state-dir DIR; the live host's state is never read for another root`, { root: this.rootArg, what });
+    throw new IsogroupError(
+      'E_USAGE',
+      `${what} needs isogroup's state, and ${this.rootArg} is not the live host: use --simulate (the fixture's own state) or --state-dir DIR; the live host's state is never read for another root`,
+      { root: this.rootArg, what },
+    );
   }
 
   /** Refuse writes where they would reach no kernel. */
   requireWritable(what: string): void {
     if (this.writable) return;
-    throw new IsogroupError('E_USAGE', `${this.rootArg} is not the live host: ${what} would write where no kernel reads. Use --simulate (the fixture kernel) or --dry-run`, { root: this.rootArg, what });
+    throw new IsogroupError(
+      'E_USAGE',
+      `${this.rootArg} is not the live host: ${what} would write where no kernel reads. Use --simulate (the fixture kernel) or --dry-run`,
+      { root: this.rootArg, what },
+    );
   }
 
   /**
@@ -277,4 +299,5 @@ const realDirectory = (dir: string): string => {
 };
 
 /** Resolve options into a session (or take the one already open). */
-export const openSession = (options: SessionOptions | Session = {}): Session => (options instanceof Session ? options : (options.session ?? new Session(options)));
+export const openSession = (options: SessionOptions | Session = {}): Session =>
+  options instanceof Session ? options : (options.session ?? new Session(options));

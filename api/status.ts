@@ -3,7 +3,7 @@
 
 import type { Bdf } from '../model/bdf.js';
 import { readJournal } from '../state/journal.js';
-import { type Session, type SessionOptions, openSession } from './session.js';
+import { openSession, type Session, type SessionOptions } from './session.js';
 
 export interface GroupStatus {
   id: string;

@@ -60,7 +60,15 @@ export const buildConfig = (o: ConfigOptions): Uint8Array => {
   b[0x91] = 0x00;
   if (o.pcieType !== undefined) {
     const ext: { id: number; size: number; fill: (at: number) => void }[] = [{ id: 0x01, size: 0x40, fill: () => {} }];
-    if (o.acs) ext.push({ id: 0x0d, size: 0x10, fill: (at) => { put16(b, at + 4, o.acs!.cap); put16(b, at + 6, o.acs!.ctrl); } });
+    if (o.acs)
+      ext.push({
+        id: 0x0d,
+        size: 0x10,
+        fill: (at) => {
+          put16(b, at + 4, o.acs!.cap);
+          put16(b, at + 6, o.acs!.ctrl);
+        },
+      });
     if (o.ari) ext.push({ id: 0x0e, size: 0x08, fill: (at) => put16(b, at + 4, (o.ari!.nextFunction & 0xff) << 8) });
     if (o.sriov) {
       const s = o.sriov;
@@ -68,7 +76,7 @@ export const buildConfig = (o: ConfigOptions): Uint8Array => {
         id: 0x10,
         size: 0x40,
         fill: (at) => {
-          put16(b, at + 0x08, s.enabled ?? s.num > 0 ? 1 : 0);
+          put16(b, at + 0x08, (s.enabled ?? s.num > 0) ? 1 : 0);
           put16(b, at + 0x0c, s.total);
           put16(b, at + 0x0e, s.total);
           put16(b, at + 0x10, s.num);

@@ -1,12 +1,12 @@
 import * as path from 'node:path';
 import { execaSync } from 'execa';
-import type { BenchContext, BenchModule } from './run.js';
-import { generateHost } from './generate.js';
 import { writeFixtureRoot } from '../capture/fixture-writer.js';
-import { NodeSysfsPort } from '../sysfs/port.js';
-import { scanHost } from '../sysfs/scan.js';
 import { deriveGroups } from '../groups/derive.js';
 import { PCI_BUS } from '../sysfs/paths.js';
+import { NodeSysfsPort } from '../sysfs/port.js';
+import { scanHost } from '../sysfs/scan.js';
+import { generateHost } from './generate.js';
+import type { BenchContext, BenchModule } from './run.js';
 
 // Group derivation on the synthetic roots of the scan benchmark (bench/generate.ts): scan + derive
 // (mainline, and the acs-rework rules) next to lspci on the same tree, and the growth from the
@@ -69,7 +69,9 @@ export const deriveBench: BenchModule = {
     ctx.table(['devices', 'groups', 'scan ms', 'derive ms', 'rework ms', 'scan+derive ms', 'lspci ms', '(scan+derive)/lspci', 'derive us/device'], rows);
     if (totals.length >= 2) {
       const [a, b] = [totals[0]!, totals[totals.length - 1]!];
-      ctx.log(`growth ${a.devices} -> ${b.devices} devices (x${(b.devices / a.devices).toFixed(1)}): derive x${(b.derive / a.derive).toFixed(1)}, scan+derive x${(b.total / a.total).toFixed(1)}`);
+      ctx.log(
+        `growth ${a.devices} -> ${b.devices} devices (x${(b.devices / a.devices).toFixed(1)}): derive x${(b.derive / a.derive).toFixed(1)}, scan+derive x${(b.total / a.total).toFixed(1)}`,
+      );
     }
   },
 };

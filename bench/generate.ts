@@ -1,5 +1,5 @@
-import { type ConfigOptions, buildConfig } from './config-builder.js';
 import type { FixtureDeviceSpec, FixtureSpec } from '../capture/fixture-writer.js';
+import { buildConfig, type ConfigOptions } from './config-builder.js';
 
 // Synthetic hosts shaped like real servers: per PCI domain a root bus with a host bridge, an
 // IOMMU-like RCiEP, a multifunction PCH-style slot, and root ports (with ACS). Below the root ports,
@@ -41,14 +41,42 @@ export const generateHost = (target: number): FixtureSpec => {
       const kind = slot % 4; // 0,1: switch  2: NIC  3: NVMe
       const rpBus = nextBus++;
       const rpBdf = bdf(domain, 0, slot, 0);
-      const rpCfg = (sub: number): ConfigOptions => ({ vendor: 0x8086, device: 0x2030, classCode: 0x060400, bridge: true, primary: 0, secondary: rpBus, subordinate: sub, pcieType: 4, acs: PORT_ACS });
+      const rpCfg = (sub: number): ConfigOptions => ({
+        vendor: 0x8086,
+        device: 0x2030,
+        classCode: 0x060400,
+        bridge: true,
+        primary: 0,
+        secondary: rpBus,
+        subordinate: sub,
+        pcieType: 4,
+        acs: PORT_ACS,
+      });
       if (kind === 2) {
         if (!add({ bdf: rpBdf, driver: 'pcieport', cfg: rpCfg(rpBus) })) break;
         // SR-IOV NIC: PF 0 with ARI and 16 VFs at routing ID +0x10, stride 1 (devices 02.0-03.7).
-        const pf = add({ bdf: bdf(domain, rpBus, 0, 0), parent: rpBdf, driver: 'ixgbe', cfg: { vendor: 0x8086, device: 0x10fb, classCode: 0x020000, pcieType: 0, ari: { nextFunction: 0 }, sriov: { total: 63, num: 16, offset: 0x10, stride: 1, vfDevice: 0x10ed } } });
+        const pf = add({
+          bdf: bdf(domain, rpBus, 0, 0),
+          parent: rpBdf,
+          driver: 'ixgbe',
+          cfg: {
+            vendor: 0x8086,
+            device: 0x10fb,
+            classCode: 0x020000,
+            pcieType: 0,
+            ari: { nextFunction: 0 },
+            sriov: { total: 63, num: 16, offset: 0x10, stride: 1, vfDevice: 0x10ed },
+          },
+        });
         for (let i = 0; pf && i < 16; i++) {
           const rid = 0x10 + i;
-          add({ bdf: bdf(domain, rpBus, rid >> 3, rid & 7), parent: rpBdf, physfn: pf.bdf, driver: 'ixgbevf', cfg: { vendor: 0x8086, device: 0x10ed, classCode: 0x020000, pcieType: 0, ari: { nextFunction: 0 } } });
+          add({
+            bdf: bdf(domain, rpBus, rid >> 3, rid & 7),
+            parent: rpBdf,
+            physfn: pf.bdf,
+            driver: 'ixgbevf',
+            cfg: { vendor: 0x8086, device: 0x10ed, classCode: 0x020000, pcieType: 0, ari: { nextFunction: 0 } },
+          });
         }
       } else if (kind === 3) {
         if (!add({ bdf: rpBdf, driver: 'pcieport', cfg: rpCfg(rpBus) })) break;
@@ -61,13 +89,59 @@ export const generateHost = (target: number): FixtureSpec => {
         nextBus += dps;
         if (!add({ bdf: rpBdf, driver: 'pcieport', cfg: rpCfg(nextBus - 1) })) break;
         const up = bdf(domain, rpBus, 0, 0);
-        if (!add({ bdf: up, parent: rpBdf, driver: 'pcieport', cfg: { vendor: 0x10b5, device: 0x8747, classCode: 0x060400, bridge: true, primary: rpBus, secondary: internal, subordinate: nextBus - 1, pcieType: 5 } })) break;
+        if (
+          !add({
+            bdf: up,
+            parent: rpBdf,
+            driver: 'pcieport',
+            cfg: {
+              vendor: 0x10b5,
+              device: 0x8747,
+              classCode: 0x060400,
+              bridge: true,
+              primary: rpBus,
+              secondary: internal,
+              subordinate: nextBus - 1,
+              pcieType: 5,
+            },
+          })
+        )
+          break;
         for (let p = 0; p < dps && !full(); p++) {
           const dp = bdf(domain, internal, p, 0);
           const gpuBus = first + p;
-          add({ bdf: dp, parent: up, driver: 'pcieport', cfg: { vendor: 0x10b5, device: 0x8747, classCode: 0x060400, bridge: true, primary: internal, secondary: gpuBus, subordinate: gpuBus, pcieType: 6, acs: PORT_ACS } });
-          const gpu = add({ bdf: bdf(domain, gpuBus, 0, 0), parent: dp, driver: 'nvidia', cfg: { vendor: 0x10de, device: 0x2204, classCode: 0x030000, pcieType: 0, multifunction: true } });
-          if (gpu) add({ bdf: bdf(domain, gpuBus, 0, 1), parent: dp, driver: 'snd_hda_intel', cfg: { vendor: 0x10de, device: 0x1aef, classCode: 0x040300, pcieType: 0, multifunction: true } }, gpu);
+          add({
+            bdf: dp,
+            parent: up,
+            driver: 'pcieport',
+            cfg: {
+              vendor: 0x10b5,
+              device: 0x8747,
+              classCode: 0x060400,
+              bridge: true,
+              primary: internal,
+              secondary: gpuBus,
+              subordinate: gpuBus,
+              pcieType: 6,
+              acs: PORT_ACS,
+            },
+          });
+          const gpu = add({
+            bdf: bdf(domain, gpuBus, 0, 0),
+            parent: dp,
+            driver: 'nvidia',
+            cfg: { vendor: 0x10de, device: 0x2204, classCode: 0x030000, pcieType: 0, multifunction: true },
+          });
+          if (gpu)
+            add(
+              {
+                bdf: bdf(domain, gpuBus, 0, 1),
+                parent: dp,
+                driver: 'snd_hda_intel',
+                cfg: { vendor: 0x10de, device: 0x1aef, classCode: 0x040300, pcieType: 0, multifunction: true },
+              },
+              gpu,
+            );
         }
       }
     }

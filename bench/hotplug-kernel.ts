@@ -1,5 +1,5 @@
-import { parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
+import { parentPort, workerData } from 'node:worker_threads';
 import { openSimulatedRoot } from '../sim/index.js';
 import { pciDeviceFile } from '../sysfs/paths.js';
 

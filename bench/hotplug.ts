@@ -2,15 +2,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
-import type { BenchContext, BenchModule } from './run.js';
-import type { KernelBatchDone, KernelCommand, KernelJob, KernelUevent } from './hotplug-kernel.js';
-import { type ConfigOptions, buildConfig } from './config-builder.js';
-import { generateHost } from './generate.js';
 import { assignGroup } from '../api/assign.js';
-import { GuardDaemon } from '../daemon/daemon.js';
 import { type FixtureDeviceSpec, type FixtureSpec, writeFixtureRoot } from '../capture/fixture-writer.js';
-import { openSimulatedRoot } from '../sim/index.js';
+import { GuardDaemon } from '../daemon/daemon.js';
 import { ManualSource } from '../os/uevent.js';
+import { openSimulatedRoot } from '../sim/index.js';
+import { buildConfig, type ConfigOptions } from './config-builder.js';
+import { generateHost } from './generate.js';
+import type { KernelBatchDone, KernelCommand, KernelJob, KernelUevent } from './hotplug-kernel.js';
+import type { BenchContext, BenchModule } from './run.js';
 
 // Hot-add bursts into the fixture kernel with the guard daemon embedded in this process (issue 5).
 // The host: a synthetic server (bench/generate.ts) plus a PCI expansion chassis: a root port with a PCIe
@@ -65,18 +65,44 @@ export const hotplugHost = (buses: number): HotplugHost => {
       const internal = nextBus++;
       const last = nextBus + 2 * dps - 1;
       const rpBdf = bdfOf(domain, 0, rp);
-      add(rpBdf, { vendor: 0x8086, device: 0x2030, classCode: 0x060400, bridge: true, primary: 0, secondary: rpBus, subordinate: last, pcieType: 4, acs: PORT_ACS }, { driver: 'pcieport' });
+      add(
+        rpBdf,
+        { vendor: 0x8086, device: 0x2030, classCode: 0x060400, bridge: true, primary: 0, secondary: rpBus, subordinate: last, pcieType: 4, acs: PORT_ACS },
+        { driver: 'pcieport' },
+      );
       const up = bdfOf(domain, rpBus, 0);
-      add(up, { vendor: 0x10b5, device: 0x8747, classCode: 0x060400, bridge: true, primary: rpBus, secondary: internal, subordinate: last, pcieType: 5 }, { parent: rpBdf, driver: 'pcieport' });
+      add(
+        up,
+        { vendor: 0x10b5, device: 0x8747, classCode: 0x060400, bridge: true, primary: rpBus, secondary: internal, subordinate: last, pcieType: 5 },
+        { parent: rpBdf, driver: 'pcieport' },
+      );
       for (let p = 0; p < dps; p++) {
         const dpBus = nextBus++;
         const convBus = nextBus++;
         const dp = bdfOf(domain, internal, p);
-        add(dp, { vendor: 0x10b5, device: 0x8747, classCode: 0x060400, bridge: true, primary: internal, secondary: dpBus, subordinate: convBus, pcieType: 6, acs: PORT_ACS }, { parent: up, driver: 'pcieport' });
+        add(
+          dp,
+          {
+            vendor: 0x10b5,
+            device: 0x8747,
+            classCode: 0x060400,
+            bridge: true,
+            primary: internal,
+            secondary: dpBus,
+            subordinate: convBus,
+            pcieType: 6,
+            acs: PORT_ACS,
+          },
+          { parent: up, driver: 'pcieport' },
+        );
         // Pericom PI7C9X111 PCIe-to-PCI bridge: no driver (no SHPC), the conventional slots behind it.
         const bridge = bdfOf(domain, dpBus, 0);
         const g = String(group++);
-        add(bridge, { vendor: 0x12d8, device: 0xe111, classCode: 0x060400, bridge: true, primary: dpBus, secondary: convBus, subordinate: convBus, pcieType: 7 }, { parent: dp, group: g });
+        add(
+          bridge,
+          { vendor: 0x12d8, device: 0xe111, classCode: 0x060400, bridge: true, primary: dpBus, secondary: convBus, subordinate: convBus, pcieType: 7 },
+          { parent: dp, group: g },
+        );
         add(bdfOf(domain, convBus, 0), { vendor: 0x8086, device: 0x100e, classCode: 0x020000 }, { parent: bridge, group: g, driver: 'e1000' });
         const assigned = out.length % ASSIGN_EVERY === 0;
         out.push({ bridge, group: g, assigned, owner: out.length % (2 * ASSIGN_EVERY) === 0 ? 'alice' : 'bob' });
@@ -228,10 +254,35 @@ const runOnce = async (ctx: BenchContext, mode: Mode, burst: number, host: Hotpl
     }
   });
   const r: RunResult = {
-    mode, burst, chunks: 0, rootDevices: 0, rate, sustained: 0, settleMs: 0, addMs: [], removeMs: [], queueMs: [], lateMs: [], dueDecision: [],
-    hintDecision: [], eventDecision: [], hintAction: [], hintElsewhere: [], eventElsewhere: [], actedByHint: 0, reconciles: 0, reconcileMs: [],
-    inGroup: 0, inGroupOnVfio: 0, elsewhere: 0, elsewhereOnHost: 0, hostBindsInAssigned: 0, refusedAttaches: 0,
-    rss: [m0.rss, m1.rss, 0], heap: [m0.heapUsed, m1.heapUsed, 0], workerHeap: 0,
+    mode,
+    burst,
+    chunks: 0,
+    rootDevices: 0,
+    rate,
+    sustained: 0,
+    settleMs: 0,
+    addMs: [],
+    removeMs: [],
+    queueMs: [],
+    lateMs: [],
+    dueDecision: [],
+    hintDecision: [],
+    eventDecision: [],
+    hintAction: [],
+    hintElsewhere: [],
+    eventElsewhere: [],
+    actedByHint: 0,
+    reconciles: 0,
+    reconcileMs: [],
+    inGroup: 0,
+    inGroupOnVfio: 0,
+    elsewhere: 0,
+    elsewhereOnHost: 0,
+    hostBindsInAssigned: 0,
+    refusedAttaches: 0,
+    rss: [m0.rss, m1.rss, 0],
+    heap: [m0.heapUsed, m1.heapUsed, 0],
+    workerHeap: 0,
   };
   const origReconcile = daemon.reconcile.bind(daemon);
   daemon.reconcile = async (reason: string): Promise<void> => {
@@ -327,8 +378,12 @@ export const hotplugBench: BenchModule = {
   async run(ctx: BenchContext) {
     const modes = (process.env.ISOGROUP_BENCH_HOTPLUG_MODES ?? 'paced,unpaced').split(',') as Mode[];
     const host = hotplugHost(Math.max(16, Math.ceil((2 * CHUNK) / PER_BUS)));
-    ctx.log(`host: ${host.spec.devices.length} devices, ${host.buses.length} conventional expansion buses behind PCIe-to-PCI bridges, ${host.buses.filter((b) => b.assigned).length} of their groups assigned (owners alice, bob)`);
-    ctx.log(`each burst: chunks of ${CHUNK} hot-adds staged by the fixture kernel in a worker thread (its cost = "sim add"), then their uevents replayed to the daemon, then unplugged`);
+    ctx.log(
+      `host: ${host.spec.devices.length} devices, ${host.buses.length} conventional expansion buses behind PCIe-to-PCI bridges, ${host.buses.filter((b) => b.assigned).length} of their groups assigned (owners alice, bob)`,
+    );
+    ctx.log(
+      `each burst: chunks of ${CHUNK} hot-adds staged by the fixture kernel in a worker thread (its cost = "sim add"), then their uevents replayed to the daemon, then unplugged`,
+    );
     if (!(globalThis as { gc?: unknown }).gc) ctx.log('(run node with --expose-gc for steadier heap figures)');
     const results: RunResult[] = [];
     for (const burst of ctx.sizes) {
@@ -340,20 +395,114 @@ export const hotplugBench: BenchModule = {
       }
     }
     const label = (r: RunResult): string => `${r.mode}${r.rate ? `@${r.rate}/s` : ''} x${r.burst}`;
-    ctx.log('\nthroughput (events/s: hints handled per second of replay; settle: replay until the coalesced reconciles are done; sim = fixture kernel thread, daemon idle)');
-    ctx.table(
-      ['run', 'max devs', 'events/s', 'settle ms', 'sim add p50', 'p99', 'sim remove p50', 'kernel late p50', 'p99', 'queue p50', 'p99', 'max', 'reconciles', 'reconcile p50 ms', 'max'],
-      results.map((r) => [label(r), r.rootDevices, f(r.sustained, 0), f(r.settleMs, 0), f(pct(r.addMs, 50), 2), f(pct(r.addMs, 99), 2), f(pct(r.removeMs, 50), 2), f(pct(r.lateMs, 50), 3), f(pct(r.lateMs, 99), 2), f(pct(r.queueMs, 50), 3), f(pct(r.queueMs, 99), 2), f(max(r.queueMs), 1), r.reconciles, f(pct(r.reconcileMs, 50), 1), f(max(r.reconcileMs), 1)]),
+    ctx.log(
+      '\nthroughput (events/s: hints handled per second of replay; settle: replay until the coalesced reconciles are done; sim = fixture kernel thread, daemon idle)',
     );
-    ctx.log('\nlatency, ms (inside assigned groups: hint->decision = daemon.latencies; event->decision = uevent sent by the kernel thread -> decision, so it adds the transit and any wait before the hint is handled; due->decision adds the kernel thread\'s own lateness against the pacing schedule; hint->action = the action thread result back: override set, vfio-pci probed, driver read back)');
     ctx.table(
-      ['run', 'in-group', 'acted by hint', 'hint->dec p50', 'p99', 'max', 'event->dec p50', 'p99', 'max', 'due->dec p99', 'hint->action p50', 'p99', 'elsewhere hint p50', 'p99', 'elsewhere event p99'],
-      results.map((r) => [label(r), r.inGroup, r.actedByHint, f(pct(r.hintDecision, 50), 3), f(pct(r.hintDecision, 99), 3), f(max(r.hintDecision), 2), f(pct(r.eventDecision, 50), 3), f(pct(r.eventDecision, 99), 2), f(max(r.eventDecision), 1), f(pct(r.dueDecision, 99), 2), f(pct(r.hintAction, 50), 3), f(pct(r.hintAction, 99), 3), f(pct(r.hintElsewhere, 50), 3), f(pct(r.hintElsewhere, 99), 3), f(pct(r.eventElsewhere, 99), 2)]),
+      [
+        'run',
+        'max devs',
+        'events/s',
+        'settle ms',
+        'sim add p50',
+        'p99',
+        'sim remove p50',
+        'kernel late p50',
+        'p99',
+        'queue p50',
+        'p99',
+        'max',
+        'reconciles',
+        'reconcile p50 ms',
+        'max',
+      ],
+      results.map((r) => [
+        label(r),
+        r.rootDevices,
+        f(r.sustained, 0),
+        f(r.settleMs, 0),
+        f(pct(r.addMs, 50), 2),
+        f(pct(r.addMs, 99), 2),
+        f(pct(r.removeMs, 50), 2),
+        f(pct(r.lateMs, 50), 3),
+        f(pct(r.lateMs, 99), 2),
+        f(pct(r.queueMs, 50), 3),
+        f(pct(r.queueMs, 99), 2),
+        f(max(r.queueMs), 1),
+        r.reconciles,
+        f(pct(r.reconcileMs, 50), 1),
+        f(max(r.reconcileMs), 1),
+      ]),
+    );
+    ctx.log(
+      "\nlatency, ms (inside assigned groups: hint->decision = daemon.latencies; event->decision = uevent sent by the kernel thread -> decision, so it adds the transit and any wait before the hint is handled; due->decision adds the kernel thread's own lateness against the pacing schedule; hint->action = the action thread result back: override set, vfio-pci probed, driver read back)",
+    );
+    ctx.table(
+      [
+        'run',
+        'in-group',
+        'acted by hint',
+        'hint->dec p50',
+        'p99',
+        'max',
+        'event->dec p50',
+        'p99',
+        'max',
+        'due->dec p99',
+        'hint->action p50',
+        'p99',
+        'elsewhere hint p50',
+        'p99',
+        'elsewhere event p99',
+      ],
+      results.map((r) => [
+        label(r),
+        r.inGroup,
+        r.actedByHint,
+        f(pct(r.hintDecision, 50), 3),
+        f(pct(r.hintDecision, 99), 3),
+        f(max(r.hintDecision), 2),
+        f(pct(r.eventDecision, 50), 3),
+        f(pct(r.eventDecision, 99), 2),
+        f(max(r.eventDecision), 1),
+        f(pct(r.dueDecision, 99), 2),
+        f(pct(r.hintAction, 50), 3),
+        f(pct(r.hintAction, 99), 3),
+        f(pct(r.hintElsewhere, 50), 3),
+        f(pct(r.hintElsewhere, 99), 3),
+        f(pct(r.eventElsewhere, 99), 2),
+      ]),
     );
     ctx.log('\ncorrectness and memory (RSS: whole process, fixture-kernel thread included; heap: the daemon thread)');
     ctx.table(
-      ['run', 'in group on vfio-pci', 'elsewhere on host drv', 'host binds in assigned', 'EBUSY refusals', 'RSS before MB', 'daemon up', 'after', 'heap before MB', 'daemon up', 'after', 'sim heap MB'],
-      results.map((r) => [label(r), `${r.inGroupOnVfio}/${r.inGroup} (${f((100 * r.inGroupOnVfio) / (r.inGroup || 1), 1)}%)`, `${r.elsewhereOnHost}/${r.elsewhere} (${f((100 * r.elsewhereOnHost) / (r.elsewhere || 1), 1)}%)`, r.hostBindsInAssigned, r.refusedAttaches, mb(r.rss[0]), mb(r.rss[1]), mb(r.rss[2]), mb(r.heap[0]), mb(r.heap[1]), mb(r.heap[2]), mb(r.workerHeap)]),
+      [
+        'run',
+        'in group on vfio-pci',
+        'elsewhere on host drv',
+        'host binds in assigned',
+        'EBUSY refusals',
+        'RSS before MB',
+        'daemon up',
+        'after',
+        'heap before MB',
+        'daemon up',
+        'after',
+        'sim heap MB',
+      ],
+      results.map((r) => [
+        label(r),
+        `${r.inGroupOnVfio}/${r.inGroup} (${f((100 * r.inGroupOnVfio) / (r.inGroup || 1), 1)}%)`,
+        `${r.elsewhereOnHost}/${r.elsewhere} (${f((100 * r.elsewhereOnHost) / (r.elsewhere || 1), 1)}%)`,
+        r.hostBindsInAssigned,
+        r.refusedAttaches,
+        mb(r.rss[0]),
+        mb(r.rss[1]),
+        mb(r.rss[2]),
+        mb(r.heap[0]),
+        mb(r.heap[1]),
+        mb(r.heap[2]),
+        mb(r.workerHeap),
+      ]),
     );
     // Ratios against baselines measured in this run: the smallest burst (growth) and the simulator's own add (overhead).
     ctx.log('\nratios');
@@ -362,12 +511,16 @@ export const hotplugBench: BenchModule = {
       const base = results.find((r) => r.mode === mode && r.burst === smallest);
       if (!base) continue;
       for (const r of results.filter((x) => x.mode === mode && x.burst !== smallest)) {
-        ctx.log(`  ${mode} growth x${smallest} -> x${r.burst} (events x${r.burst / smallest}): events/s x${f(r.sustained / base.sustained)}, hint->decision p99 x${f(pct(r.hintDecision, 99) / pct(base.hintDecision, 99))}, event->decision p99 x${f(pct(r.eventDecision, 99) / pct(base.eventDecision, 99))}, sim add p50 x${f(pct(r.addMs, 50) / pct(base.addMs, 50))}, RSS after/daemon-up ${mb(r.rss[2] - r.rss[1])} MB vs ${mb(base.rss[2] - base.rss[1])} MB, heap ${mb(r.heap[2] - r.heap[1])} MB vs ${mb(base.heap[2] - base.heap[1])} MB`);
+        ctx.log(
+          `  ${mode} growth x${smallest} -> x${r.burst} (events x${r.burst / smallest}): events/s x${f(r.sustained / base.sustained)}, hint->decision p99 x${f(pct(r.hintDecision, 99) / pct(base.hintDecision, 99))}, event->decision p99 x${f(pct(r.eventDecision, 99) / pct(base.eventDecision, 99))}, sim add p50 x${f(pct(r.addMs, 50) / pct(base.addMs, 50))}, RSS after/daemon-up ${mb(r.rss[2] - r.rss[1])} MB vs ${mb(base.rss[2] - base.rss[1])} MB, heap ${mb(r.heap[2] - r.heap[1])} MB vs ${mb(base.heap[2] - base.heap[1])} MB`,
+        );
       }
     }
     for (const r of results) {
       const simAdd = pct(r.addMs, 50);
-      ctx.log(`  ${label(r)} vs the simulator's own add (p50 ${f(simAdd, 2)} ms): hint->decision p50 x${f(pct(r.hintDecision, 50) / simAdd, 3)}, hint->action p50 x${f(pct(r.hintAction, 50) / simAdd, 3)}, elsewhere hint p50 x${f(pct(r.hintElsewhere, 50) / simAdd, 3)}`);
+      ctx.log(
+        `  ${label(r)} vs the simulator's own add (p50 ${f(simAdd, 2)} ms): hint->decision p50 x${f(pct(r.hintDecision, 50) / simAdd, 3)}, hint->action p50 x${f(pct(r.hintAction, 50) / simAdd, 3)}, elsewhere hint p50 x${f(pct(r.hintElsewhere, 50) / simAdd, 3)}`,
+      );
     }
     for (const r of results.filter((x) => x.mode === 'paced')) {
       const p99 = pct(r.eventDecision, 99);
@@ -375,7 +528,9 @@ export const hotplugBench: BenchModule = {
       // With fewer than 100 samples the 99th percentile is the slowest sample.
       const n = r.eventDecision.length;
       const few = n < 100 ? ` (${n} samples: p99 = the maximum)` : ` (${n} samples)`;
-      ctx.log(`  target p99 < 2 ms at ${PACED_RATE}/s, x${r.burst}: event->decision ${f(p99, 3)} ms ${p99 < 2 ? 'MET' : 'MISSED'}${few}; daemon's own hint->decision ${f(own, 3)} ms ${own < 2 ? 'met' : 'missed'}; from the pacing schedule's due time ${f(pct(r.dueDecision, 99), 3)} ms`);
+      ctx.log(
+        `  target p99 < 2 ms at ${PACED_RATE}/s, x${r.burst}: event->decision ${f(p99, 3)} ms ${p99 < 2 ? 'MET' : 'MISSED'}${few}; daemon's own hint->decision ${f(own, 3)} ms ${own < 2 ? 'met' : 'missed'}; from the pacing schedule's due time ${f(pct(r.dueDecision, 99), 3)} ms`,
+      );
     }
   },
 };

@@ -1,9 +1,9 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { scanBench } from './scan-bench.js';
 import { deriveBench } from './derive.js';
 import { hotplugBench } from './hotplug.js';
+import { scanBench } from './scan-bench.js';
 
 // `npm run bench`: runs each benchmark module in turn. A module exports { name, description, run(ctx) };
 // add new ones (group derivation, hotplug ...) to BENCHES. Options: --only NAME[,NAME], --sizes 100,1000,10000,
@@ -51,11 +51,19 @@ const printTable = (headers: string[], rows: (string | number)[][]): void => {
 
 const main = async (): Promise<void> => {
   const only = arg('--only')?.split(',');
-  const sizes = (arg('--sizes') ?? '100,1000,10000').split(',').map((s) => parseInt(s, 10)).filter((n) => n > 0);
+  const sizes = (arg('--sizes') ?? '100,1000,10000')
+    .split(',')
+    .map((s) => parseInt(s, 10))
+    .filter((n) => n > 0);
   const keep = process.argv.includes('--keep');
   const modules = BENCHES.filter((b) => !only || only.includes(b.name));
   if (modules.length === 0) throw new Error(`no benchmark named ${only?.join(',')}; have ${BENCHES.map((b) => b.name).join(', ')}`);
-  console.log(`isogroup bench: node ${process.version}, ${os.cpus().length} cpu(s) ${os.cpus()[0]?.model ?? ''}, load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(
+    `isogroup bench: node ${process.version}, ${os.cpus().length} cpu(s) ${os.cpus()[0]?.model ?? ''}, load ${os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')}`,
+  );
   for (const mod of modules) {
     const workDir = fs.mkdtempSync(path.join(scratchBase(), `isogroup-bench-${mod.name}-`));
     console.log(`\n== ${mod.name}: ${mod.description}\n   (roots in ${workDir})`);
@@ -68,6 +76,6 @@ const main = async (): Promise<void> => {
 };
 
 main().catch((error: unknown) => {
-  console.error(error instanceof Error ? error.stack ?? error.message : error);
+  console.error(error instanceof Error ? (error.stack ?? error.message) : error);
   process.exitCode = 1;
 });

@@ -1,12 +1,12 @@
 import * as path from 'node:path';
 import { execaSync } from 'execa';
-import type { BenchContext, BenchModule } from './run.js';
-import { generateHost } from './generate.js';
 import { writeFixtureRoot } from '../capture/fixture-writer.js';
 import { loadPciIds } from '../os/pci-ids.js';
+import { PCI_BUS } from '../sysfs/paths.js';
 import { NodeSysfsPort } from '../sysfs/port.js';
 import { PARALLEL_MIN_DEVICES, scanHost } from '../sysfs/scan.js';
-import { PCI_BUS } from '../sysfs/paths.js';
+import { generateHost } from './generate.js';
+import type { BenchContext, BenchModule } from './run.js';
 
 // scanHost vs `lspci -A linux-sysfs -O sysfs.path=ROOT/sys/bus/pci -nnDvmm` on the same synthetic root.
 
@@ -96,13 +96,20 @@ export const scanBench: BenchModule = {
         ((scanMs / spec.devices.length) * 1000).toFixed(1),
       ]);
     }
-    ctx.log('ms are medians of wall time, scan and lspci runs alternating; cpu ms is user+system time per run, all threads (the host may be shared, so wall time includes waiting); threads: scan threads (2 from ' + PARALLEL_MIN_DEVICES + ' devices on; lspci uses 1)');
+    ctx.log(
+      'ms are medians of wall time, scan and lspci runs alternating; cpu ms is user+system time per run, all threads (the host may be shared, so wall time includes waiting); threads: scan threads (2 from ' +
+        PARALLEL_MIN_DEVICES +
+        ' devices on; lspci uses 1)',
+    );
     ctx.table(['devices', 'threads', 'write ms', 'scan ms', 'lspci ms', 'isogroup/lspci', 'scan cpu ms', 'lspci cpu ms', 'scan us/device'], rows);
     const a = perSize.get(1000);
     const b = perSize.get(10_000);
     if (a && b) {
-      ctx.log(`growth 1k -> 10k: scan x${(b.scan / a.scan).toFixed(1)}${a.lspci && b.lspci ? `, lspci x${(b.lspci / a.lspci).toFixed(1)}` : ''} (linear = x10)`);
-      if (b.lspci !== null) ctx.log(`at 10k: isogroup ${b.scan < b.lspci ? 'faster' : 'SLOWER'} than lspci (${b.scan.toFixed(0)} ms vs ${b.lspci.toFixed(0)} ms)`);
+      ctx.log(
+        `growth 1k -> 10k: scan x${(b.scan / a.scan).toFixed(1)}${a.lspci && b.lspci ? `, lspci x${(b.lspci / a.lspci).toFixed(1)}` : ''} (linear = x10)`,
+      );
+      if (b.lspci !== null)
+        ctx.log(`at 10k: isogroup ${b.scan < b.lspci ? 'faster' : 'SLOWER'} than lspci (${b.scan.toFixed(0)} ms vs ${b.lspci.toFixed(0)} ms)`);
     }
   },
 };

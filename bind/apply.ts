@@ -1,10 +1,10 @@
 import * as path from 'node:path';
 import { IsogroupError, isIsogroupError } from '../errors.js';
 import type { Bdf } from '../model/bdf.js';
-import type { SysfsPort } from '../sysfs/port.js';
-import { type JournalEntry, type JournalMember, dropEntry, journalPath, putEntry } from '../state/journal.js';
-import { type AssignPlan, type PlanStep, assignStepsFor, restoreStepsFor, stepBind } from './plan.js';
+import { dropEntry, type JournalEntry, type JournalMember, journalPath, putEntry } from '../state/journal.js';
 import { pciDevice, pciDeviceFile } from '../sysfs/paths.js';
+import type { SysfsPort } from '../sysfs/port.js';
+import { type AssignPlan, assignStepsFor, type PlanStep, restoreStepsFor, stepBind } from './plan.js';
 
 // Executes plans against a SysfsPort (the live /sys, or the fixture kernel). The journal is written
 // before the first write and after the last; any failure undoes what was done, device by device in
@@ -60,7 +60,9 @@ export const currentOverride = (port: SysfsPort, bdf: Bdf): string | null => {
 export const devicePresent = (port: SysfsPort, bdf: Bdf): boolean => port.exists(pciDevice(bdf));
 
 const errorOf = (error: unknown): { code: string; message: string } =>
-  isIsogroupError(error) ? { code: error.code, message: error.message } : { code: 'E_INTERNAL', message: error instanceof Error ? error.message : String(error) };
+  isIsogroupError(error)
+    ? { code: error.code, message: error.message }
+    : { code: 'E_INTERNAL', message: error instanceof Error ? error.message : String(error) };
 
 /** Run one step; a verify that finds the wrong driver throws E_BIND_FAILED. */
 export const runStep = (port: SysfsPort, step: PlanStep, log: StepRecord[]): void => {
@@ -74,7 +76,11 @@ export const runStep = (port: SysfsPort, step: PlanStep, log: StepRecord[]): voi
         now = currentDriver(port, step.bdf);
       }
       if (now !== (step.expect ?? null)) {
-        throw new IsogroupError('E_BIND_FAILED', `${step.bdf} is on ${now ?? 'no driver'} after the write, expected ${step.expect ?? 'no driver'} (sysfs reported success)`, { bdf: step.bdf, driver: now, expected: step.expect ?? null });
+        throw new IsogroupError(
+          'E_BIND_FAILED',
+          `${step.bdf} is on ${now ?? 'no driver'} after the write, expected ${step.expect ?? 'no driver'} (sysfs reported success)`,
+          { bdf: step.bdf, driver: now, expected: step.expect ?? null },
+        );
       }
     } else {
       port.writeText(step.file!, step.value!);
@@ -82,7 +88,8 @@ export const runStep = (port: SysfsPort, step: PlanStep, log: StepRecord[]): voi
     log.push({ ...step, ok: true });
   } catch (error) {
     // A nested explicit bind already logged its own failure.
-    if (!(step.kind === 'verify' && log.at(-1)?.kind === 'bind' && log.at(-1)?.ok === false && log.at(-1)?.bdf === step.bdf)) log.push({ ...step, ok: false, error: errorOf(error) });
+    if (!(step.kind === 'verify' && log.at(-1)?.kind === 'bind' && log.at(-1)?.ok === false && log.at(-1)?.bdf === step.bdf))
+      log.push({ ...step, ok: false, error: errorOf(error) });
     throw error;
   }
 };
@@ -147,7 +154,12 @@ export const applyPlan = (port: SysfsPort, plan: AssignPlan, ctx: ApplyContext):
     }
     dropEntry(ctx.stateDir, plan.groupId);
     if (isIsogroupError(error)) {
-      throw new IsogroupError(error.code, `assigning group ${plan.groupId} failed and was undone: ${error.message}`, { ...error.details, group: plan.groupId, done, undone }, { cause: error });
+      throw new IsogroupError(
+        error.code,
+        `assigning group ${plan.groupId} failed and was undone: ${error.message}`,
+        { ...error.details, group: plan.groupId, done, undone },
+        { cause: error },
+      );
     }
     throw error;
   }
@@ -180,11 +192,15 @@ export const applyRelease = (port: SysfsPort, entry: JournalEntry, ctx: ApplyCon
     }
     putEntry(ctx.stateDir, entry);
     if (isIsogroupError(error)) {
-      throw new IsogroupError(error.code, `releasing group ${entry.groupId} failed; it stays assigned to ${entry.owner}: ${error.message}`, { ...error.details, group: entry.groupId, done, undone }, { cause: error });
+      throw new IsogroupError(
+        error.code,
+        `releasing group ${entry.groupId} failed; it stays assigned to ${entry.owner}: ${error.message}`,
+        { ...error.details, group: entry.groupId, done, undone },
+        { cause: error },
+      );
     }
     throw error;
   }
   dropEntry(ctx.stateDir, entry.groupId);
   return { groupId: entry.groupId, owner: entry.owner, devices, done, undone, notes: [] };
 };
-

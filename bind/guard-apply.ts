@@ -1,10 +1,10 @@
-import { type StepRecord, currentDriver, currentOverride, runStep } from './apply.js';
-import type { GuardAction } from './guard.js';
-import { type PlanStep, assignStepsFor, stepOverride } from './plan.js';
-import { VFIO_DRIVER } from '../model/drivers.js';
-import type { SysfsPort } from '../sysfs/port.js';
 import { isIsogroupError } from '../errors.js';
+import { VFIO_DRIVER } from '../model/drivers.js';
 import { pciDeviceFile } from '../sysfs/paths.js';
+import type { SysfsPort } from '../sysfs/port.js';
+import { currentDriver, currentOverride, runStep, type StepRecord } from './apply.js';
+import type { GuardAction } from './guard.js';
+import { assignStepsFor, type PlanStep, stepOverride } from './plan.js';
 
 // Carry out one guard decision through the same steps the bind engine uses, reading the
 // current state first (the decision may be a few milliseconds old) and the driver link after.

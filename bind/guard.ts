@@ -1,6 +1,6 @@
+import { deviceBlocker, onVfio } from '../groups/viability.js';
 import { type Bdf, compareBdf } from '../model/bdf.js';
 import type { GuardDeviceState, HostSnapshot } from '../model/device.js';
-import { deviceBlocker, onVfio } from '../groups/viability.js';
 
 // The hotplug guard's decision, pure: given a fresh snapshot and the groups that are handed out,
 // say what must be done so that no host driver can DMA from inside an assigned group.
@@ -51,12 +51,18 @@ export const decideDevice = (d: GuardDeviceState, a: Pick<GuardAssignment, 'grou
   if (d.isBridge) {
     if (blocker !== null && d.driver !== null) {
       actions.push({ ...base, kind: 'unbind-bridge', driver: d.driver, reason: `bridge ${bdf} on ${d.driver} makes group ${a.groupId} non-viable` });
-      events.push({ type: 'violation', ...base, driver: d.driver, message: `bridge ${bdf} bound to ${d.driver} inside assigned group ${a.groupId} (${a.owner})` });
+      events.push({
+        type: 'violation',
+        ...base,
+        driver: d.driver,
+        message: `bridge ${bdf} bound to ${d.driver} inside assigned group ${a.groupId} (${a.owner})`,
+      });
     }
     return { actions, events };
   }
   if (onVfio(d)) {
-    if (d.driverOverride === null) actions.push({ ...base, kind: 'set-override', reason: `${bdf} is on ${d.driver} without driver_override; a reprobe could pick a host driver` });
+    if (d.driverOverride === null)
+      actions.push({ ...base, kind: 'set-override', reason: `${bdf} is on ${d.driver} without driver_override; a reprobe could pick a host driver` });
   } else if (d.driver === null) {
     actions.push({ ...base, kind: 'claim', reason: wasMember ? `${bdf} lost its driver` : `${bdf} appeared in group ${a.groupId} without a driver` });
   } else if (blocker === null) {
@@ -64,7 +70,12 @@ export const decideDevice = (d: GuardDeviceState, a: Pick<GuardAssignment, 'grou
     actions.push({ ...base, kind: 'repair', driver: d.driver, reason: `${bdf} on ${d.driver}, which manages DMA itself; moving it to vfio-pci` });
   } else {
     actions.push({ ...base, kind: 'repair', driver: d.driver, reason: `host driver ${d.driver} bound to ${bdf} inside assigned group ${a.groupId}` });
-    events.push({ type: 'violation', ...base, driver: d.driver, message: `host driver ${d.driver} bound to ${bdf} inside group ${a.groupId} assigned to ${a.owner}` });
+    events.push({
+      type: 'violation',
+      ...base,
+      driver: d.driver,
+      message: `host driver ${d.driver} bound to ${bdf} inside group ${a.groupId} assigned to ${a.owner}`,
+    });
   }
   if (d.sriov && d.sriov.totalVfs > 0 && d.sriov.driversAutoprobe !== false) {
     actions.push({ ...base, kind: 'sriov-autoprobe-off', reason: `PF ${bdf} is assigned; new VFs must not autoprobe host drivers` });

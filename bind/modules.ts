@@ -15,10 +15,17 @@ export const driverLoaded = (port: SysfsPort, driver: string): boolean => port.e
 export const ensureDriver = (port: SysfsPort, driver: string, module: string, loader: ModuleLoader | null): void => {
   if (driverLoaded(port, driver)) return;
   if (!loader) {
-    throw new IsogroupError('E_MODULE_MISSING', `module ${module} (driver ${driver}) is not loaded under ${port.root} and cannot be loaded there; load it with \`modprobe ${module}\``, { module, driver, root: port.root });
+    throw new IsogroupError(
+      'E_MODULE_MISSING',
+      `module ${module} (driver ${driver}) is not loaded under ${port.root} and cannot be loaded there; load it with \`modprobe ${module}\``,
+      { module, driver, root: port.root },
+    );
   }
   loader.load(module);
   if (!driverLoaded(port, driver)) {
-    throw new IsogroupError('E_MODULE_MISSING', `module ${module} loaded but driver ${driver} did not register under ${port.root}/${PCI_DRIVERS}`, { module, driver });
+    throw new IsogroupError('E_MODULE_MISSING', `module ${module} loaded but driver ${driver} did not register under ${port.root}/${PCI_DRIVERS}`, {
+      module,
+      driver,
+    });
   }
 };

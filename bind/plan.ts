@@ -1,15 +1,14 @@
 import { IsogroupError } from '../errors.js';
-import { type Bdf, compareBdf } from '../model/bdf.js';
-import type { HostUse } from '../sysfs/host-use.js';
-import type { HostSnapshot, PciDevice } from '../model/device.js';
-import type { JournalEntry, JournalMember } from '../state/journal.js';
-import { PCI_DRIVERS_PROBE, pciDeviceFile, pciDriverFile } from '../sysfs/paths.js';
-import { VFIO_DRIVER } from '../model/drivers.js';
 import { deviceBlocker } from '../groups/viability.js';
+import { type Bdf, compareBdf } from '../model/bdf.js';
+import type { HostSnapshot, PciDevice } from '../model/device.js';
+import { VFIO_DRIVER } from '../model/drivers.js';
+import type { JournalEntry, JournalMember } from '../state/journal.js';
+import type { HostUse } from '../sysfs/host-use.js';
+import { PCI_DRIVERS_PROBE, pciDeviceFile, pciDriverFile } from '../sysfs/paths.js';
 
 // Pure planning: data in, ordered steps out. Binding is by address only (driver_override), never
 // new_id, which would capture every identical card on the host.
-
 
 export type StepKind = 'override' | 'unbind' | 'probe' | 'bind' | 'verify';
 
@@ -52,13 +51,31 @@ export interface ReleasePlan {
   notes: string[];
 }
 
-
-export const stepOverride = (bdf: Bdf, value: string | null, why: string): PlanStep => ({ kind: 'override', bdf, file: pciDeviceFile(bdf, 'driver_override'), value: value ?? '\n', why });
-export const stepUnbind = (bdf: Bdf, driver: string, why: string): PlanStep => ({ kind: 'unbind', bdf, file: pciDriverFile(driver, 'unbind'), value: bdf, why });
+export const stepOverride = (bdf: Bdf, value: string | null, why: string): PlanStep => ({
+  kind: 'override',
+  bdf,
+  file: pciDeviceFile(bdf, 'driver_override'),
+  value: value ?? '\n',
+  why,
+});
+export const stepUnbind = (bdf: Bdf, driver: string, why: string): PlanStep => ({
+  kind: 'unbind',
+  bdf,
+  file: pciDriverFile(driver, 'unbind'),
+  value: bdf,
+  why,
+});
 export const stepProbe = (bdf: Bdf, why: string): PlanStep => ({ kind: 'probe', bdf, file: PCI_DRIVERS_PROBE, value: bdf, why });
 export const stepBind = (bdf: Bdf, driver: string, why: string): PlanStep => ({ kind: 'bind', bdf, file: pciDriverFile(driver, 'bind'), value: bdf, why });
-export const stepVerify = (bdf: Bdf, expect: string | null, why: string, bindIfMissing: string | null = null): PlanStep => ({ kind: 'verify', bdf, file: null, value: null, expect, bindIfMissing, why });
-
+export const stepVerify = (bdf: Bdf, expect: string | null, why: string, bindIfMissing: string | null = null): PlanStep => ({
+  kind: 'verify',
+  bdf,
+  file: null,
+  value: null,
+  expect,
+  bindIfMissing,
+  why,
+});
 
 /** Steps that take one device from the host to vfio-pci. */
 export const assignStepsFor = (m: { bdf: Bdf; role: JournalMember['role']; driver: string | null; override: string | null }): PlanStep[] => {
@@ -89,7 +106,8 @@ export const restoreStepsFor = (m: JournalMember, current: { driver: string | nu
   if (m.role === 'bridge-kept') return [];
   const steps: PlanStep[] = [];
   const driverOk = current.driver === m.originalDriver;
-  if (current.override !== m.originalOverride) steps.push(stepOverride(bdf, m.originalOverride, m.originalOverride === null ? 'clear driver_override' : `restore driver_override ${m.originalOverride}`));
+  if (current.override !== m.originalOverride)
+    steps.push(stepOverride(bdf, m.originalOverride, m.originalOverride === null ? 'clear driver_override' : `restore driver_override ${m.originalOverride}`));
   if (driverOk) return steps;
   if (current.driver !== null) steps.push(stepUnbind(bdf, current.driver, `take ${bdf} from ${current.driver}`));
   if (m.originalDriver !== null) {
@@ -117,28 +135,41 @@ const useText = (u: HostUse): string => `${u.bdf}: ${u.what} (would lose ${u.los
 export const planAssign = (snap: HostSnapshot, groupId: string, options: PlanAssignOptions): AssignPlan => {
   const group = snap.kernelGroups.get(groupId);
   if (!group || group.devices.length === 0) {
-    throw new IsogroupError('E_NOT_FOUND', `no IOMMU group ${groupId} under ${snap.root}${snap.iommuEnabled ? '' : ' (no IOMMU is active there)'}`, { group: groupId });
+    throw new IsogroupError('E_NOT_FOUND', `no IOMMU group ${groupId} under ${snap.root}${snap.iommuEnabled ? '' : ' (no IOMMU is active there)'}`, {
+      group: groupId,
+    });
   }
   const uses = options.hostUse ?? [];
   const unforceable = uses.filter((u) => !u.forceable);
   if (unforceable.length) {
-    throw new IsogroupError('E_HOST_IN_USE', `refusing group ${groupId}, even with --force: ${unforceable.map(useText).join('; ')}`, { group: groupId, uses: unforceable });
+    throw new IsogroupError('E_HOST_IN_USE', `refusing group ${groupId}, even with --force: ${unforceable.map(useText).join('; ')}`, {
+      group: groupId,
+      uses: unforceable,
+    });
   }
   if (uses.length && !options.force) {
-    throw new IsogroupError('E_HOST_IN_USE', `refusing group ${groupId}: the host uses it: ${uses.map(useText).join('; ')}. Use --force to take it anyway`, { group: groupId, uses });
+    throw new IsogroupError('E_HOST_IN_USE', `refusing group ${groupId}: the host uses it: ${uses.map(useText).join('; ')}. Use --force to take it anyway`, {
+      group: groupId,
+      uses,
+    });
   }
   const members: PlanMember[] = [];
   const notes: string[] = [];
   const devices = group.devices.map((b) => snap.devices.get(b)).filter((d): d is PciDevice => d !== undefined);
   // Endpoints first (by address), bridges after: unbinding a hotplug bridge is the last thing done.
-  const ordered = [...devices.filter((d) => !d.isBridge).sort((a, b) => compareBdf(a.bdf, b.bdf)), ...devices.filter((d) => d.isBridge).sort((a, b) => compareBdf(a.bdf, b.bdf))];
+  const ordered = [
+    ...devices.filter((d) => !d.isBridge).sort((a, b) => compareBdf(a.bdf, b.bdf)),
+    ...devices.filter((d) => d.isBridge).sort((a, b) => compareBdf(a.bdf, b.bdf)),
+  ];
   const steps: PlanStep[] = [];
   for (const d of ordered) {
     const role: JournalMember['role'] = d.isBridge ? (deviceBlocker(d) === null ? 'bridge-kept' : 'bridge-unbind') : 'endpoint';
     members.push({ bdf: d.bdf, role, isBridge: d.isBridge, originalDriver: d.driver, originalOverride: d.driverOverride });
     if (role === 'bridge-kept') notes.push(`bridge ${d.bdf} stays on ${d.driver ?? 'no driver'} (DMA-managed, does not break viability)`);
     if (role === 'bridge-unbind') {
-      notes.push(`bridge ${d.bdf} is bound to ${d.driver}, which makes the group non-viable: it is unbound; hotplug behind it then needs \`echo 1 > /sys/bus/pci/rescan\` until release`);
+      notes.push(
+        `bridge ${d.bdf} is bound to ${d.driver}, which makes the group non-viable: it is unbound; hotplug behind it then needs \`echo 1 > /sys/bus/pci/rescan\` until release`,
+      );
     }
     steps.push(...assignStepsFor({ bdf: d.bdf, role, driver: d.driver, override: d.driverOverride }));
   }

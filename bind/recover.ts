@@ -1,8 +1,8 @@
 import { IsogroupError, isIsogroupError } from '../errors.js';
 import type { Bdf } from '../model/bdf.js';
+import { dropEntry, type JournalEntry, journalPath, putEntry, readJournal } from '../state/journal.js';
 import type { SysfsPort } from '../sysfs/port.js';
-import { type StepRecord, restoreMembers } from './apply.js';
-import { type JournalEntry, dropEntry, journalPath, putEntry, readJournal } from '../state/journal.js';
+import { restoreMembers, type StepRecord } from './apply.js';
 
 // After a crash (kill -9, power loss) the journal says which transaction did not finish. Whatever
 // it was (assigning, releasing, undoing), recovery brings its devices back to the drivers and
@@ -49,5 +49,10 @@ export const recoverJournal = (port: SysfsPort, stateDir: string): RecoverResult
       { recovered, journal: journalPath(stateDir) },
     );
   }
-  return { recovered, assigned: readJournal(stateDir).entries.filter((e) => e.state === 'assigned').map((e) => e.groupId) };
+  return {
+    recovered,
+    assigned: readJournal(stateDir)
+      .entries.filter((e) => e.state === 'assigned')
+      .map((e) => e.groupId),
+  };
 };

@@ -1,9 +1,28 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { type Bdf, parseBdf, splitBdf } from '../model/bdf.js';
-import { parseConfigSpace, hex } from '../model/config-space.js';
 import { IsogroupError } from '../errors.js';
-import { PCI_BUS, PCI_DEVICES, PCI_DRIVERS, PCI_DRIVERS_AUTOPROBE, PCI_DRIVERS_PROBE, PCI_RESCAN, PCI_SLOTS, SYS_DEVICES, iommuGroup, iommuGroupDevice, iommuGroupFile, iommuUnit, meta, pciDevice, pciDriver, pciDriverDevice, virtualIommu, virtualIommuDevice } from '../sysfs/paths.js';
+import { type Bdf, parseBdf, splitBdf } from '../model/bdf.js';
+import { hex, parseConfigSpace } from '../model/config-space.js';
+import {
+  iommuGroup,
+  iommuGroupDevice,
+  iommuGroupFile,
+  iommuUnit,
+  meta,
+  PCI_BUS,
+  PCI_DEVICES,
+  PCI_DRIVERS,
+  PCI_DRIVERS_AUTOPROBE,
+  PCI_DRIVERS_PROBE,
+  PCI_RESCAN,
+  PCI_SLOTS,
+  pciDevice,
+  pciDriver,
+  pciDriverDevice,
+  SYS_DEVICES,
+  virtualIommu,
+  virtualIommuDevice,
+} from '../sysfs/paths.js';
 
 // Writes a fixture root with the layout of a real sysfs capture (oracle/captures): real device
 // directories under sys/devices/pciDDDD:BB/..., relative symlinks exactly where the kernel has them.
@@ -92,7 +111,8 @@ export const devicePaths = (devices: FixtureDeviceSpec[]): Map<Bdf, string> => {
     let dir: string;
     if (spec.parent) {
       const parent = parseBdf(spec.parent, `parent of ${bdf}`);
-      if (!byBdf.has(parent)) throw new IsogroupError('E_INVALID_INPUT', `fixture device ${bdf} names parent ${parent}, which is not in the fixture`, { bdf, parent });
+      if (!byBdf.has(parent))
+        throw new IsogroupError('E_INVALID_INPUT', `fixture device ${bdf} names parent ${parent}, which is not in the fixture`, { bdf, parent });
       dir = `${resolve(parent, depth + 1)}/${bdf}`;
     } else {
       const p = splitBdf(bdf)!;
@@ -137,7 +157,20 @@ export const writeFixtureRoot = (root: string, spec: FixtureSpec): void => {
       a('revision', `${hex(cs.revision, 2)}\n`);
       a('subsystem_vendor', `${hex(cs.subsystemVendorId ?? 0, 4)}\n`);
       a('subsystem_device', `${hex(cs.subsystemDeviceId ?? 0, 4)}\n`);
-      a('modalias', `pci:v0000${hex(cs.vendorId, 4).slice(2).toUpperCase()}d0000${hex(cs.deviceId, 4).slice(2).toUpperCase()}sv0000${hex(cs.subsystemVendorId ?? 0, 4).slice(2).toUpperCase()}sd0000${hex(cs.subsystemDeviceId ?? 0, 4).slice(2).toUpperCase()}bc${hex(cs.classCode >> 16, 2).slice(2).toUpperCase()}sc${hex((cs.classCode >> 8) & 0xff, 2).slice(2).toUpperCase()}i${hex(cs.classCode & 0xff, 2).slice(2).toUpperCase()}\n`);
+      a(
+        'modalias',
+        `pci:v0000${hex(cs.vendorId, 4).slice(2).toUpperCase()}d0000${hex(cs.deviceId, 4).slice(2).toUpperCase()}sv0000${hex(cs.subsystemVendorId ?? 0, 4)
+          .slice(2)
+          .toUpperCase()}sd0000${hex(cs.subsystemDeviceId ?? 0, 4)
+          .slice(2)
+          .toUpperCase()}bc${hex(cs.classCode >> 16, 2)
+          .slice(2)
+          .toUpperCase()}sc${hex((cs.classCode >> 8) & 0xff, 2)
+          .slice(2)
+          .toUpperCase()}i${hex(cs.classCode & 0xff, 2)
+          .slice(2)
+          .toUpperCase()}\n`,
+      );
     }
     if (cs.layout === 'bridge' && cs.secondaryBus !== null) {
       a('secondary_bus_number', `${cs.secondaryBus}\n`);

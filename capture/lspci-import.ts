@@ -1,10 +1,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { type Bdf, compareBdf, formatBdf, splitBdf } from '../model/bdf.js';
-import { PCI_CFG_SPACE_EXP_SIZE, PCI_CFG_SPACE_SIZE, ACS_BITS, parseConfigSpace } from '../model/config-space.js';
-import { type FixtureDeviceSpec, type FixtureSpec, writeFixtureRoot } from './fixture-writer.js';
 import { IsogroupError } from '../errors.js';
-import { putU16, putU32 } from '../model/config-space.js';
+import { type Bdf, compareBdf, formatBdf, splitBdf } from '../model/bdf.js';
+import { ACS_BITS, PCI_CFG_SPACE_EXP_SIZE, PCI_CFG_SPACE_SIZE, parseConfigSpace, putU16, putU32 } from '../model/config-space.js';
+import { type FixtureDeviceSpec, type FixtureSpec, writeFixtureRoot } from './fixture-writer.js';
 
 // Turn lspci text (`lspci -nnDvvvxxxx`, `-xxx`, or the pciutils `-xxxx` test dumps) into a fixture root.
 // Config space comes from the hex dump byte for byte; where the dump stops at 256 bytes the extended
@@ -45,8 +44,7 @@ const EXT_CAP_RE = /^\tCapabilities: \[([0-9a-fA-F]{3}) v(\d+)\] (.*)$/;
 // A driver name becomes a directory name in the fixture: nothing that could climb or hide.
 const DRIVER_RE = /^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$/;
 
-const invalid = (file: string, line: number, what: string): IsogroupError =>
-  new IsogroupError('E_INVALID_INPUT', `${file}:${line}: ${what}`, { file, line });
+const invalid = (file: string, line: number, what: string): IsogroupError => new IsogroupError('E_INVALID_INPUT', `${file}:${line}: ${what}`, { file, line });
 
 /** Parse lspci output into devices; malformed input throws E_INVALID_INPUT naming the file and line. */
 export const parseLspci = (text: string, file = 'lspci output'): LspciDevice[] => {
@@ -77,7 +75,11 @@ export const parseLspci = (text: string, file = 'lspci output'): LspciDevice[] =
       if (cur.hexDone) throw invalid(file, n, `second hex dump for ${cur.bdf}`);
       const offset = parseInt(hexRow[1]!, 16);
       if (offset !== cur.bytes.length) {
-        throw invalid(file, n, `hex row at offset 0x${offset.toString(16)} for ${cur.bdf}, expected 0x${cur.bytes.length.toString(16)} (rows must be contiguous from 00)`);
+        throw invalid(
+          file,
+          n,
+          `hex row at offset 0x${offset.toString(16)} for ${cur.bdf}, expected 0x${cur.bytes.length.toString(16)} (rows must be contiguous from 00)`,
+        );
       }
       const values = hexRow[2]!.trim().split(' ');
       if (values.length !== 16) throw invalid(file, n, `hex row has ${values.length} bytes, expected 16`);
@@ -128,7 +130,18 @@ export const parseLspci = (text: string, file = 'lspci output'): LspciDevice[] =
     const bdf = formatBdf({ domain: header[1] ? parseInt(header[1], 16) : 0, bus: parseInt(header[2]!, 16), device, fn: parseInt(header[4]!, 10) });
     if (seen.has(bdf)) throw invalid(file, n, `device ${bdf} appears twice`);
     seen.add(bdf);
-    cur = { bdf, line: n, description: header[5]!, config: new Uint8Array(0), driver: null, group: null, numaNode: null, extCaps: [], bytes: [], hexDone: false };
+    cur = {
+      bdf,
+      line: n,
+      description: header[5]!,
+      config: new Uint8Array(0),
+      driver: null,
+      group: null,
+      numaNode: null,
+      extCaps: [],
+      bytes: [],
+      hexDone: false,
+    };
   }
   finish();
   if (devices.length === 0) throw invalid(file, lines.length, 'no PCI devices found (expected `lspci -nnDvvvxxxx` output)');
@@ -198,8 +211,7 @@ export const extCapIdForName = (name: string): number | null => {
 };
 
 // "SrcValid+ TransBlk- ..." -> the flags marked '+'.
-const plusFlags = (text: string | undefined): Set<string> =>
-  new Set([...(text ?? '').matchAll(/([A-Za-z0-9]+)\+/g)].map((m) => m[1]!));
+const plusFlags = (text: string | undefined): Set<string> => new Set([...(text ?? '').matchAll(/([A-Za-z0-9]+)\+/g)].map((m) => m[1]!));
 
 const ACS_WORDS: [string, number][] = [
   ['SrcValid', ACS_BITS.SV],
@@ -257,7 +269,15 @@ export const synthesizeExtended = (base: Uint8Array, caps: DecodedExtCap[]): Syn
       put16(out, o + 6, (ctlFlags.has('MFVC') ? 1 : 0) | (ctlFlags.has('ACS') ? 2 : 0) | ((group ? parseInt(group[1]!, 10) & 0x7 : 0) << 4));
     } else if (id === 0x10) {
       const ctl = plusFlags(f.get('IOVCtl'));
-      put16(out, o + 0x08, (ctl.has('Enable') ? 1 : 0) | (ctl.has('Migration') ? 2 : 0) | (ctl.has('Interrupt') ? 4 : 0) | (ctl.has('MSE') ? 8 : 0) | (ctl.has('ARIHierarchy') ? 0x10 : 0));
+      put16(
+        out,
+        o + 0x08,
+        (ctl.has('Enable') ? 1 : 0) |
+          (ctl.has('Migration') ? 2 : 0) |
+          (ctl.has('Interrupt') ? 4 : 0) |
+          (ctl.has('MSE') ? 8 : 0) |
+          (ctl.has('ARIHierarchy') ? 0x10 : 0),
+      );
       put16(out, o + 0x0c, num(f, 'Initial VFs') ?? 0);
       put16(out, o + 0x0e, num(f, 'Total VFs') ?? 0);
       put16(out, o + 0x10, num(f, 'Number of VFs') ?? 0);
@@ -278,7 +298,15 @@ const VMD_IDS = new Set([0x201d, 0x28c0, 0x467f, 0x4c3d, 0x7d0b, 0x9a0b, 0xa77f,
 export interface ImportResult {
   root: string;
   source: string;
-  devices: { bdf: string; parent: string | null; rootBusUnder: string | null; driver: string | null; group: string | null; configSize: number; synthesizedExtended: boolean }[];
+  devices: {
+    bdf: string;
+    parent: string | null;
+    rootBusUnder: string | null;
+    driver: string | null;
+    group: string | null;
+    configSize: number;
+    synthesizedExtended: boolean;
+  }[];
   groups: Record<string, string[]>;
   iommuUnit: string | null;
   problems: ImportProblem[];
@@ -303,13 +331,24 @@ export const planImport = (devices: LspciDevice[], source: string): Plan => {
     if (cs.secondaryBus === null || d.config.length < 0x1b) continue;
     const p = splitBdf(d.bdf)!;
     if (cs.secondaryBus <= p.bus) {
-      if (cs.secondaryBus !== 0) problems.push({ code: 'bridge-bus-order', bdf: d.bdf, line: d.line, message: `bridge ${d.bdf} has secondary bus ${cs.secondaryBus} not above its own bus ${p.bus}; it parents nothing` });
+      if (cs.secondaryBus !== 0)
+        problems.push({
+          code: 'bridge-bus-order',
+          bdf: d.bdf,
+          line: d.line,
+          message: `bridge ${d.bdf} has secondary bus ${cs.secondaryBus} not above its own bus ${p.bus}; it parents nothing`,
+        });
       continue;
     }
     const key = `${p.domain}:${cs.secondaryBus}`;
     const other = bridgeFor.get(key);
     if (other) {
-      problems.push({ code: 'bridge-bus-conflict', bdf: d.bdf, line: d.line, message: `bridges ${other} and ${d.bdf} both claim secondary bus ${cs.secondaryBus.toString(16)}; kept ${other}` });
+      problems.push({
+        code: 'bridge-bus-conflict',
+        bdf: d.bdf,
+        line: d.line,
+        message: `bridges ${other} and ${d.bdf} both claim secondary bus ${cs.secondaryBus.toString(16)}; kept ${other}`,
+      });
       continue;
     }
     bridgeFor.set(key, d.bdf);
@@ -323,9 +362,12 @@ export const planImport = (devices: LspciDevice[], source: string): Plan => {
   const hostOf = new Map<number, Bdf>();
   if (vmdDomains.length > 0) {
     if (vmdDomains.length <= vmds.length && vmdDomains.every((dom, i) => dom === 0x10000 + i)) {
-      vmdDomains.forEach((dom, i) => hostOf.set(dom, vmds[i]!));
+      for (const [i, dom] of vmdDomains.entries()) hostOf.set(dom, vmds[i]!);
     } else {
-      problems.push({ code: 'vmd-unmatched', message: `domains ${vmdDomains.map((x) => x.toString(16)).join(', ')} look like VMD domains, but the ${vmds.length} VMD endpoint(s) cannot be matched to them; they are placed as top-level root buses` });
+      problems.push({
+        code: 'vmd-unmatched',
+        message: `domains ${vmdDomains.map((x) => x.toString(16)).join(', ')} look like VMD domains, but the ${vmds.length} VMD endpoint(s) cannot be matched to them; they are placed as top-level root buses`,
+      });
     }
   }
 
@@ -336,7 +378,7 @@ export const planImport = (devices: LspciDevice[], source: string): Plan => {
   for (const d of devices) {
     const p = splitBdf(d.bdf)!;
     const parent = bridgeFor.get(`${p.domain}:${p.bus}`) ?? null;
-    const rootBusUnder = parent === null ? hostOf.get(p.domain) ?? null : null;
+    const rootBusUnder = parent === null ? (hostOf.get(p.domain) ?? null) : null;
     let config = d.config;
     let synth = false;
     if (config.length === PCI_CFG_SPACE_SIZE && d.extCaps.length > 0) {
@@ -344,9 +386,15 @@ export const planImport = (devices: LspciDevice[], source: string): Plan => {
       config = s.config;
       synth = true;
       synthesized.push({ bdf: d.bdf, written: s.written, skipped: s.skipped });
-      for (const sk of s.skipped) problems.push({ code: 'unknown-ext-cap', bdf: d.bdf, message: `${d.bdf}: extended capability [${sk.offset.toString(16)}] ${JSON.stringify(sk.name)} has no known ID; written as a Null (ID 0) capability to keep the list whole` });
+      for (const sk of s.skipped)
+        problems.push({
+          code: 'unknown-ext-cap',
+          bdf: d.bdf,
+          message: `${d.bdf}: extended capability [${sk.offset.toString(16)}] ${JSON.stringify(sk.name)} has no known ID; written as a Null (ID 0) capability to keep the list whole`,
+        });
     }
-    if (config.length < 64) problems.push({ code: 'short-config', bdf: d.bdf, line: d.line, message: `${d.bdf}: the hex dump has only ${config.length} bytes` });
+    if (config.length < 64)
+      problems.push({ code: 'short-config', bdf: d.bdf, line: d.line, message: `${d.bdf}: the hex dump has only ${config.length} bytes` });
     specs.push({ bdf: d.bdf, parent, rootBusUnder, config, driver: d.driver, group: d.group, ...(d.numaNode !== null ? { numaNode: d.numaNode } : {}) });
     if (d.group !== null) (groups[d.group] ??= []).push(d.bdf);
     outDevices.push({ bdf: d.bdf, parent, rootBusUnder, driver: d.driver, group: d.group, configSize: config.length, synthesizedExtended: synth });
@@ -377,7 +425,8 @@ export const planImport = (devices: LspciDevice[], source: string): Plan => {
   else if (amdIommus.length === 1) {
     iommuUnit = 'ivhd0';
     iommuReason = `one AMD IOMMU function (${amdIommus[0]!.bdf}): the kernel names its only AMD-Vi unit ivhd0`;
-  } else if (amdIommus.length > 1) iommuReason = `${amdIommus.length} AMD IOMMU functions: their ivhdN numbering follows the IVRS table, which the dump does not show; no unit`;
+  } else if (amdIommus.length > 1)
+    iommuReason = `${amdIommus.length} AMD IOMMU functions: their ivhdN numbering follows the IVRS table, which the dump does not show; no unit`;
   else iommuReason = 'Intel (or other) IOMMU: DMAR units are not PCI devices and their device scopes are not in the dump; no unit';
   if (iommuUnit) for (const s of specs) if (s.group !== null && s.group !== undefined) s.iommu = iommuUnit;
 

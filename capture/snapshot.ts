@@ -4,10 +4,25 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { execaSync } from 'execa';
 import { Header, Pax } from 'tar';
-import { type SysfsPort, linkTargetRel, resolveUnder } from '../sysfs/port.js';
+import { errnoOf, IsogroupError } from '../errors.js';
+import {
+  IOMMU_CLASS,
+  IOMMU_GROUPS,
+  iommuGroup,
+  iommuUnit,
+  isModulePath,
+  meta,
+  moduleParameters,
+  PCI_BUS,
+  PCI_DEVICES,
+  PCI_DRIVERS,
+  PCI_SLOTS,
+  pciDriver,
+  SYS_DEVICES,
+  sysClass,
+} from '../sysfs/paths.js';
+import { linkTargetRel, resolveUnder, type SysfsPort } from '../sysfs/port.js';
 import { scanHost } from '../sysfs/scan.js';
-import { IsogroupError, errnoOf } from '../errors.js';
-import { IOMMU_CLASS, IOMMU_GROUPS, PCI_BUS, PCI_DEVICES, PCI_DRIVERS, PCI_SLOTS, SYS_DEVICES, iommuGroup, iommuUnit, isModulePath, meta, moduleParameters, pciDriver, sysClass } from '../sysfs/paths.js';
 
 // Capture the PCI/IOMMU part of a sysfs into a .tar.gz with the layout of the oracle captures
 // (shared/oracle/guest/capture_sysfs.py): the same members, symlinks stored as the kernel has them
@@ -197,7 +212,7 @@ class Capture {
     let cur = rel;
     for (let hop = 0; hop < 8; hop++) {
       const st = this.fsx.lstat(cur);
-      if (!st || st.kind !== 'link') return cur;
+      if (st?.kind !== 'link') return cur;
       let t: string;
       try {
         t = this.fsx.readlink(cur);
@@ -230,7 +245,9 @@ class Capture {
     // 3. IOMMU groups, in numeric order.
     if (this.isDir(IOMMU_GROUPS)) {
       this.addDir(IOMMU_GROUPS);
-      const ids = this.list(IOMMU_GROUPS).filter((n) => /^\d+$/.test(n)).sort((a, b) => Number(a) - Number(b));
+      const ids = this.list(IOMMU_GROUPS)
+        .filter((n) => /^\d+$/.test(n))
+        .sort((a, b) => Number(a) - Number(b));
       for (const n of ids) this.addFlatDir(iommuGroup(n), new Set(['devices']));
     }
     // 4. The IOMMU class and the IOMMU devices it links to.
@@ -265,8 +282,19 @@ export const encodeTar = (members: Member[]): Buffer => {
   const chunks: Buffer[] = [];
   const epoch = new Date(0);
   for (const m of members) {
-    const size = m.type === 'File' ? m.data?.length ?? 0 : 0;
-    const data = { path: m.name, mode: m.mode, uid: 0, gid: 0, size, mtime: epoch, type: m.type, uname: m.uname ?? 'root', gname: m.uname ?? 'root', ...(m.linkpath !== undefined ? { linkpath: m.linkpath } : {}) };
+    const size = m.type === 'File' ? (m.data?.length ?? 0) : 0;
+    const data = {
+      path: m.name,
+      mode: m.mode,
+      uid: 0,
+      gid: 0,
+      size,
+      mtime: epoch,
+      type: m.type,
+      uname: m.uname ?? 'root',
+      gname: m.uname ?? 'root',
+      ...(m.linkpath !== undefined ? { linkpath: m.linkpath } : {}),
+    };
     const header = new Header(data);
     header.encode();
     if (header.needPax) {
@@ -306,11 +334,18 @@ const metaFiles = (root: string, errors: string[]): Map<string, Buffer> => {
   }
   if (root !== '/') return out;
   out.set('uname', Buffer.from(`${os.type()} ${os.hostname()} ${os.release()} ${os.version()} ${os.machine()}\n`));
-  for (const [name, file] of [['cmdline', '/proc/cmdline'], ['modules', '/proc/modules']] as const) {
+  for (const [name, file] of [
+    ['cmdline', '/proc/cmdline'],
+    ['modules', '/proc/modules'],
+  ] as const) {
     const t = tryText(file);
     if (t !== null) out.set(name, Buffer.from(t));
   }
-  for (const [name, args] of [['lspci-nn.txt', ['-nn']], ['lspci-tv.txt', ['-tv']], ['lspci-vvv.txt', ['-vvv']]] as const) {
+  for (const [name, args] of [
+    ['lspci-nn.txt', ['-nn']],
+    ['lspci-tv.txt', ['-tv']],
+    ['lspci-vvv.txt', ['-vvv']],
+  ] as const) {
     try {
       const r = execaSync('lspci', [...args], { timeout: 20_000, reject: false, all: true });
       if (r.exitCode === 0) out.set(name, Buffer.from(`${r.all ?? ''}\n`));

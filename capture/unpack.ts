@@ -18,9 +18,18 @@ export const unpackCapture = (tarball: string, into: string | null, cacheDir?: s
   try {
     stat = fs.statSync(tarball);
   } catch (error) {
-    throw new IsogroupError('E_INVALID_INPUT', `capture ${tarball} cannot be read: ${(error as NodeJS.ErrnoException).code ?? error}`, { file: tarball }, { cause: error });
+    throw new IsogroupError(
+      'E_INVALID_INPUT',
+      `capture ${tarball} cannot be read: ${(error as NodeJS.ErrnoException).code ?? error}`,
+      { file: tarball },
+      { cause: error },
+    );
   }
-  const key = crypto.createHash('sha256').update(`${path.resolve(tarball)}:${stat.size}:${stat.mtimeMs}`).digest('hex').slice(0, 16);
+  const key = crypto
+    .createHash('sha256')
+    .update(`${path.resolve(tarball)}:${stat.size}:${stat.mtimeMs}`)
+    .digest('hex')
+    .slice(0, 16);
   if (into === null && cacheDir === undefined) throw new IsogroupError('E_INTERNAL', 'unpackCapture needs a directory or a cache', { file: tarball });
   const dest = into ?? path.join(cacheDir!, `${path.basename(tarball).replace(/\.(tar\.gz|tgz|tar)$/, '')}-${key}`);
   if (!into && fs.existsSync(path.join(dest, '.complete'))) return dest;
@@ -31,7 +40,12 @@ export const unpackCapture = (tarball: string, into: string | null, cacheDir?: s
     tar.x({ file: tarball, cwd: tmp, sync: true, preservePaths: false, strict: true });
   } catch (error) {
     fs.rmSync(tmp, { recursive: true, force: true });
-    throw new IsogroupError('E_INVALID_INPUT', `capture ${tarball} is not a readable tar archive: ${(error as Error).message}`, { file: tarball }, { cause: error });
+    throw new IsogroupError(
+      'E_INVALID_INPUT',
+      `capture ${tarball} is not a readable tar archive: ${(error as Error).message}`,
+      { file: tarball },
+      { cause: error },
+    );
   }
   if (!fs.existsSync(path.join(tmp, 'sys'))) {
     fs.rmSync(tmp, { recursive: true, force: true });

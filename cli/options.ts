@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { type Session, type SessionOptions, openSession } from '../api/session.js';
+import { openSession, type Session, type SessionOptions } from '../api/session.js';
 import { DaemonClient } from '../daemon/client.js';
 import { IsogroupError } from '../errors.js';
 
@@ -38,7 +38,11 @@ export const usage = (message: string): IsogroupError => new IsogroupError('E_US
  * One writer: when a daemon answers on the session's socket, ask it (it runs the same API); otherwise
  * act directly (and the caller may warn that nobody holds the group).
  */
-export const viaDaemonOr = async <T>(s: Session, direct: () => T | Promise<T>, remote: (client: DaemonClient) => Promise<T>): Promise<{ result: T; via: 'daemon' | 'direct' }> => {
+export const viaDaemonOr = async <T>(
+  s: Session,
+  direct: () => T | Promise<T>,
+  remote: (client: DaemonClient) => Promise<T>,
+): Promise<{ result: T; via: 'daemon' | 'direct' }> => {
   if (s.socket !== null) {
     const client = new DaemonClient(s.socket);
     if (await client.isRunning()) return { result: await remote(client), via: 'daemon' };

@@ -120,7 +120,11 @@ export class WorkerActionRunner implements ActionRunner {
   readonly transactions: TransactionRunner;
 
   // `port` serves requests on this thread once the worker is gone.
-  constructor(session: SessionWire, private readonly port: SysfsPort, onDeath: (error: Error) => void) {
+  constructor(
+    session: SessionWire,
+    private readonly port: SysfsPort,
+    onDeath: (error: Error) => void,
+  ) {
     this.transactions = transactionsVia((job) => this.submit(job));
     this.worker = new Worker(workerScript('./action-worker.js', import.meta.url), { workerData: session });
     this.worker.unref();
@@ -133,7 +137,11 @@ export class WorkerActionRunner implements ActionRunner {
         // A guard action is decided again from fresh state, so it can run here; a transaction cut
         // short is not repeated: its journal entry says what recover must undo.
         if (w.job.kind === 'guard') void runJob(port, w.job).then((result) => this.settle({ id, result }));
-        else this.settle({ id, error: { code: 'E_INTERNAL', message: `the action thread died during the ${w.job.kind} (${error.message}); run \`isogroup recover\`` } });
+        else
+          this.settle({
+            id,
+            error: { code: 'E_INTERNAL', message: `the action thread died during the ${w.job.kind} (${error.message}); run \`isogroup recover\`` },
+          });
       }
     };
     this.worker.on('error', die);

@@ -29,7 +29,7 @@ export class SseParser {
   push(chunk: string): SseEvent[] {
     this.pending += chunk;
     const out: SseEvent[] = [];
-    let nl;
+    let nl: number;
     while ((nl = this.pending.search(/\r\n|\n|\r/)) >= 0) {
       const line = this.pending.slice(0, nl);
       this.pending = this.pending.slice(nl + (this.pending.startsWith('\r\n', nl) ? 2 : 1));
@@ -69,7 +69,10 @@ const errorFromBody = (status: number, text: string, where: string): IsogroupErr
 export class DaemonClient {
   private readonly timeoutMs: number;
 
-  constructor(readonly socketPath: string, options: ClientOptions = {}) {
+  constructor(
+    readonly socketPath: string,
+    options: ClientOptions = {},
+  ) {
     this.timeoutMs = options.timeoutMs ?? 60_000;
   }
 
@@ -89,7 +92,12 @@ export class DaemonClient {
   private connectError(error: NodeJS.ErrnoException, where: string): IsogroupError {
     const errno = error.code;
     if (errno === 'EACCES' || errno === 'EPERM') {
-      return new IsogroupError('E_PERMISSION', `${where}: no permission to use the daemon socket ${this.socketPath}`, { socket: this.socketPath, errno }, { cause: error });
+      return new IsogroupError(
+        'E_PERMISSION',
+        `${where}: no permission to use the daemon socket ${this.socketPath}`,
+        { socket: this.socketPath, errno },
+        { cause: error },
+      );
     }
     if (errno === 'ENOENT' || errno === 'ECONNREFUSED') {
       return new IsogroupError('E_DAEMON', `${where}: no daemon listening on ${this.socketPath}`, { socket: this.socketPath, errno }, { cause: error });
@@ -126,7 +134,9 @@ export class DaemonClient {
           });
         },
       );
-      req.on('timeout', () => req.destroy(new IsogroupError('E_DAEMON', `${where}: no answer from the daemon within ${this.timeoutMs} ms`, { socket: this.socketPath })));
+      req.on('timeout', () =>
+        req.destroy(new IsogroupError('E_DAEMON', `${where}: no answer from the daemon within ${this.timeoutMs} ms`, { socket: this.socketPath })),
+      );
       req.on('error', (e: NodeJS.ErrnoException) => reject(e instanceof IsogroupError ? e : this.connectError(e, where)));
       req.end(payload ?? undefined);
     });

@@ -2,14 +2,14 @@
 // socket (daemon/routes.ts). It is the same API: a socket client's assign runs the one assign pipeline,
 // with the daemon's writes on its action thread and its holds taken as the pipeline goes.
 
-import type { PipelineEnv } from '../api/runner.js';
 import { runRecover } from '../api/release.js';
-import { type Session, type SessionOptions, openSession } from '../api/session.js';
+import type { PipelineEnv } from '../api/runner.js';
+import { openSession, type Session, type SessionOptions } from '../api/session.js';
 import { type StatusResult, status as statusOf } from '../api/status.js';
 import { IsogroupError } from '../errors.js';
 import type { Policy } from '../groups/policy.js';
 import type { Subject } from '../model/owner.js';
-import { type HotplugSource, IntervalSource, combineSources, openLiveHotplugSource } from '../os/uevent.js';
+import { combineSources, type HotplugSource, IntervalSource, openLiveHotplugSource } from '../os/uevent.js';
 import type { VfioBackend } from '../os/vfio.js';
 import { FixtureWatchSource } from '../sim/watch.js';
 import { AuditLog } from '../state/audit.js';
@@ -17,13 +17,13 @@ import { readJournal } from '../state/journal.js';
 import { prepareStateDir } from '../state/lock.js';
 import { PolicyStore } from '../state/policy-store.js';
 import type { SysfsPort } from '../sysfs/port.js';
-import { type ActionRunner, InlineActionRunner, WorkerActionRunner, settlesWithin } from './action-runner.js';
+import { type ActionRunner, InlineActionRunner, settlesWithin, WorkerActionRunner } from './action-runner.js';
 import { EventHub } from './events.js';
 import { type DaemonStats, Guard } from './guard.js';
 import { Handoffs } from './handoff.js';
 import { Holds } from './holds.js';
-import { UnixHttpServer, removeStaleSocket } from './http-unix.js';
-import { silentLogger, type Logger } from './log.js';
+import { removeStaleSocket, UnixHttpServer } from './http-unix.js';
+import { type Logger, silentLogger } from './log.js';
 import { routes } from './routes.js';
 
 export type { DaemonStats } from './guard.js';
@@ -81,7 +81,11 @@ export class GuardDaemon {
     const s = this.session;
     if (options.port && !options.vfio) throw new IsogroupError('E_USAGE', 'a daemon given its own port needs its own VFIO backend', {});
     if (!s.writable) {
-      throw new IsogroupError('E_USAGE', `${s.rootArg} is not the live host: nothing there can hold a group. Use --simulate to run the guard on the fixture kernel`, { root: s.rootArg });
+      throw new IsogroupError(
+        'E_USAGE',
+        `${s.rootArg} is not the live host: nothing there can hold a group. Use --simulate to run the guard on the fixture kernel`,
+        { root: s.rootArg },
+      );
     }
     this.port = s.port();
     this.root = s.root;
@@ -102,7 +106,16 @@ export class GuardDaemon {
             this.logger.error('action thread died; actions run on the main thread from now on', { error: error.message });
           });
     this.handoffs = new Handoffs(s, this.stateDir, this.holds, vfio, this.hub, this.logger);
-    this.guard = new Guard({ port: this.port, root: this.root, stateDir: this.stateDir, holds: this.holds, handoffs: this.handoffs, hub: this.hub, logger: this.logger, actions: this.actions });
+    this.guard = new Guard({
+      port: this.port,
+      root: this.root,
+      stateDir: this.stateDir,
+      holds: this.holds,
+      handoffs: this.handoffs,
+      hub: this.hub,
+      logger: this.logger,
+      actions: this.actions,
+    });
   }
 
   /** Start: recover unfinished transactions, hold every assigned group, repair, then serve. */
@@ -141,7 +154,14 @@ export class GuardDaemon {
       await this.server.listen(socketPath, { mode: options.socketMode ?? 0o660, ...(options.socketGid !== undefined ? { gid: options.socketGid } : {}) });
       this.socketPath = socketPath;
     }
-    this.logger.info('guard started', { root: this.root, simulate: this.simulate, stateDir: this.stateDir, socket: this.socketPath, policy: this.policyStore.policy.source, held: [...this.heldGroups()] });
+    this.logger.info('guard started', {
+      root: this.root,
+      simulate: this.simulate,
+      stateDir: this.stateDir,
+      socket: this.socketPath,
+      policy: this.policyStore.policy.source,
+      held: [...this.heldGroups()],
+    });
   }
 
   private defaultSources(rescanMs: number | undefined, engine: 'fs-watch' | 'chokidar' = 'fs-watch'): HotplugSource[] {
@@ -260,7 +280,18 @@ export class GuardDaemon {
         ...(this.holds.errors.has(g.id) ? { holdError: this.holds.errors.get(g.id) } : {}),
         ...(this.handoffs.has(g.id) ? { handoff: this.handoffs.get(g.id) } : {}),
       })),
-      daemon: { pid: process.pid, root: this.root, simulate: this.simulate, stateDir: this.stateDir, socket: this.socketPath, policy: this.policyStore.policy.source, stats: this.stats, subscribers: this.hub.subscriberCount, actions: this.actions.kind, pendingActions: this.actions.pending },
+      daemon: {
+        pid: process.pid,
+        root: this.root,
+        simulate: this.simulate,
+        stateDir: this.stateDir,
+        socket: this.socketPath,
+        policy: this.policyStore.policy.source,
+        stats: this.stats,
+        subscribers: this.hub.subscriberCount,
+        actions: this.actions.kind,
+        pendingActions: this.actions.pending,
+      },
     };
   }
 

@@ -8,8 +8,8 @@
 // Memory per subscriber is therefore bounded by the socket buffers + the high-water mark + maxQueue
 // events, whatever the client does.
 import type { ServerResponse } from 'node:http';
-import { STREAMED, toJson, type Handler, type RequestContext } from './http-unix.js';
-import { silentLogger, type Logger } from './log.js';
+import { type Handler, type RequestContext, STREAMED, toJson } from './http-unix.js';
+import { type Logger, silentLogger } from './log.js';
 
 export interface DaemonEvent {
   /** Increasing from 1 for the life of the hub (the SSE id). */
@@ -236,7 +236,14 @@ export class EventHub {
   handler(filterFor?: (ctx: RequestContext) => ((event: DaemonEvent) => boolean) | null): Handler {
     return (ctx) => {
       const types = ctx.query.get('types');
-      const wanted = types ? new Set(types.split(',').map((t) => t.trim()).filter(Boolean)) : null;
+      const wanted = types
+        ? new Set(
+            types
+              .split(',')
+              .map((t) => t.trim())
+              .filter(Boolean),
+          )
+        : null;
       const own = filterFor?.(ctx) ?? null;
       const lastRaw = (ctx.req.headers['last-event-id'] as string | undefined) ?? ctx.query.get('after') ?? undefined;
       const last = lastRaw !== undefined && /^\d+$/.test(lastRaw) ? Number(lastRaw) : undefined;

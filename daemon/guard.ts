@@ -105,7 +105,12 @@ export class Guard {
     if (this.closed) return;
     const t0 = performance.now();
     this.stats.hints++;
-    this.p.hub.publish('hotplug', { source: hint.source, action: hint.action, ...(hint.bdf ? { bdf: hint.bdf } : {}), ...(hint.driver ? { driver: hint.driver } : {}) });
+    this.p.hub.publish('hotplug', {
+      source: hint.source,
+      action: hint.action,
+      ...(hint.bdf ? { bdf: hint.bdf } : {}),
+      ...(hint.driver ? { driver: hint.driver } : {}),
+    });
     // A hint that names a device is decided on its own, at once; the full pass (membership, the
     // journal, anything missed) follows later and never sits between a hint and its decision.
     if (hint.bdf && isBdf(hint.bdf) && hint.action !== 'remove') {
@@ -151,10 +156,20 @@ export class Guard {
     if (!entry || this.suspended.has(groupId)) return;
     const device = readGuardState(this.p.port, bdf);
     if (!device) return;
-    const decision = decideDevice(device, entry, entry.members.some((m) => m.bdf === bdf));
+    const decision = decideDevice(
+      device,
+      entry,
+      entry.members.some((m) => m.bdf === bdf),
+    );
     this.stats.fastDecisions++;
     this.recordLatency(performance.now() - t0);
-    this.p.hub.publish('decision', { bdf, group: groupId, owner: entry.owner, via: 'hint', actions: decision.actions.map((a) => ({ kind: a.kind, reason: a.reason })) });
+    this.p.hub.publish('decision', {
+      bdf,
+      group: groupId,
+      owner: entry.owner,
+      via: 'hint',
+      actions: decision.actions.map((a) => ({ kind: a.kind, reason: a.reason })),
+    });
     void this.carryOut(decision.actions, decision.events);
     if (!entry.members.some((m) => m.bdf === bdf)) this.scheduleSoon('membership');
   }
@@ -163,20 +178,37 @@ export class Guard {
   private async carryOut(actions: GuardAction[], events: GuardEvent[]): Promise<GuardActionResult[]> {
     for (const ev of events) {
       if (ev.type === 'violation') this.stats.violations++;
-      this.p.hub.publish(ev.type, { group: ev.groupId, owner: ev.owner, ...(ev.bdf ? { bdf: ev.bdf } : {}), ...(ev.driver ? { driver: ev.driver } : {}), ...(ev.added ? { added: ev.added, removed: ev.removed } : {}), message: ev.message });
+      this.p.hub.publish(ev.type, {
+        group: ev.groupId,
+        owner: ev.owner,
+        ...(ev.bdf ? { bdf: ev.bdf } : {}),
+        ...(ev.driver ? { driver: ev.driver } : {}),
+        ...(ev.added ? { added: ev.added, removed: ev.removed } : {}),
+        message: ev.message,
+      });
       this.p.logger[ev.type === 'violation' ? 'warn' : 'info'](ev.message, { event: ev.type, group: ev.groupId, bdf: ev.bdf, driver: ev.driver });
     }
     if (actions.length === 0) return [];
     const results = await Promise.all(
       // A decision about a group whose release began meanwhile is dropped: its devices are leaving.
-      actions.filter((a) => !this.suspended.has(a.groupId)).map(async (action) => {
-        const r = await this.p.actions.run(action);
-        this.stats.actions++;
-        if (!r.ok) this.stats.failedActions++;
-        this.p.hub.publish('action', { kind: action.kind, bdf: action.bdf, group: action.groupId, owner: action.owner, ok: r.ok, driverAfter: r.driverAfter, ...(r.error ? { error: r.error } : {}) });
-        if (!r.ok) this.p.logger.error('guard action failed', { kind: action.kind, bdf: action.bdf, error: r.error });
-        return r;
-      }),
+      actions
+        .filter((a) => !this.suspended.has(a.groupId))
+        .map(async (action) => {
+          const r = await this.p.actions.run(action);
+          this.stats.actions++;
+          if (!r.ok) this.stats.failedActions++;
+          this.p.hub.publish('action', {
+            kind: action.kind,
+            bdf: action.bdf,
+            group: action.groupId,
+            owner: action.owner,
+            ok: r.ok,
+            driverAfter: r.driverAfter,
+            ...(r.error ? { error: r.error } : {}),
+          });
+          if (!r.ok) this.p.logger.error('guard action failed', { kind: action.kind, bdf: action.bdf, error: r.error });
+          return r;
+        }),
     );
     // A repaired group may be viable again: hold what is not held yet.
     if (!this.closed && results.some((r) => r.ok)) this.holdAll();
@@ -247,7 +279,8 @@ export class Guard {
       snap,
       guarded.map((e) => ({ groupId: e.groupId, owner: e.owner, devices: e.members.map((m) => m.bdf as Bdf) })),
     );
-    if (decision.actions.length || decision.events.length) this.p.logger.debug('reconcile', { reason, actions: decision.actions.length, events: decision.events.length });
+    if (decision.actions.length || decision.events.length)
+      this.p.logger.debug('reconcile', { reason, actions: decision.actions.length, events: decision.events.length });
     await this.carryOut(decision.actions, decision.events);
     const changed = new Map<string, readonly Bdf[]>();
     for (const ev of decision.events) if (ev.type === 'membership-changed') changed.set(ev.groupId, snap.kernelGroups.get(ev.groupId)?.devices ?? []);

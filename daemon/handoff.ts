@@ -47,9 +47,11 @@ export class Handoffs {
   /** Give the owner /dev/vfio/N itself: drop our hold, chown it to the owner, mode 0660. */
   give(entry: JournalEntry, owner: string): Handoff {
     const groupId = entry.groupId;
-    if (entry.owner !== owner) throw new IsogroupError('E_CONTEXT', `group ${groupId} belongs to ${entry.owner}, not ${owner}`, { group: groupId, owner: entry.owner });
+    if (entry.owner !== owner)
+      throw new IsogroupError('E_CONTEXT', `group ${groupId} belongs to ${entry.owner}, not ${owner}`, { group: groupId, owner: entry.owner });
     const who = this.session.subjectForOwner(owner);
-    if (who.uid < 0) throw new IsogroupError('E_INVALID_INPUT', `owner ${owner} is not a user of this host (no passwd entry): cannot give it /dev/vfio/${groupId}`, { owner });
+    if (who.uid < 0)
+      throw new IsogroupError('E_INVALID_INPUT', `owner ${owner} is not a user of this host (no passwd entry): cannot give it /dev/vfio/${groupId}`, { owner });
     const node = this.node(groupId);
     const gid = who.gids[0] ?? who.uid;
     this.holds.unhold(groupId);
@@ -58,7 +60,12 @@ export class Handoffs {
       fs.chmodSync(node, 0o660);
     } catch (error) {
       this.holds.hold(entry);
-      throw new IsogroupError('E_PERMISSION', `cannot give ${node} to ${owner}: ${(error as NodeJS.ErrnoException).code ?? error}`, { node, owner }, { cause: error });
+      throw new IsogroupError(
+        'E_PERMISSION',
+        `cannot give ${node} to ${owner}: ${(error as NodeJS.ErrnoException).code ?? error}`,
+        { node, owner },
+        { cause: error },
+      );
     }
     const h: Handoff = { owner, uid: who.uid, gid, opened: false };
     this.byGroup.set(groupId, h);

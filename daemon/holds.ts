@@ -131,7 +131,7 @@ export class Holds {
   /** The kernel's own IOVA ranges for an owner's container (VFIO_IOMMU_GET_INFO), compared with the computed ones. */
   kernelIova(owner: string, computed: { start: string; end: string }[]): Record<string, unknown> | null {
     const h = this.byOwner.get(owner);
-    if (!h || !h.iommuSet) return null;
+    if (!h?.iommuSet) return null;
     try {
       const kernel = h.container.iovaRanges();
       const diff = compareIovaRanges(
@@ -144,7 +144,14 @@ export class Holds {
         match: diff.equal,
         ...(diff.equal
           ? {}
-          : { error: { code: 'E_IOVA_MISMATCH', message: `the kernel's usable IOVA ranges for ${owner}'s container differ from the computed ones`, onlyComputed: rangesToJson(diff.onlyComputed), onlyKernel: rangesToJson(diff.onlyKernel) } }),
+          : {
+              error: {
+                code: 'E_IOVA_MISMATCH',
+                message: `the kernel's usable IOVA ranges for ${owner}'s container differ from the computed ones`,
+                onlyComputed: rangesToJson(diff.onlyComputed),
+                onlyKernel: rangesToJson(diff.onlyKernel),
+              },
+            }),
       };
     } catch (error) {
       return { error: { code: isIsogroupError(error) ? error.code : 'E_INTERNAL', message: (error as Error).message } };

@@ -13,11 +13,11 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { IsogroupError, isErrorCode, isIsogroupError, httpStatusFor, type ErrorCode } from '../errors.js';
+import { type ErrorCode, httpStatusFor, IsogroupError, isErrorCode, isIsogroupError } from '../errors.js';
 import { parseBdf } from '../model/bdf.js';
 import { dupCloexec, sysClose } from '../os/libc.js';
-import { peerCredentials, sendFds, type PeerCredentials } from '../os/unix-rights.js';
-import { silentLogger, type Logger } from './log.js';
+import { type PeerCredentials, peerCredentials, sendFds } from '../os/unix-rights.js';
+import { type Logger, silentLogger } from './log.js';
 
 export interface RequestContext {
   method: string;
@@ -173,7 +173,12 @@ export class UnixHttpServer {
       return { route, params };
     }
     if (allowed.length > 0) {
-      throw new IsogroupError('E_NO_ROUTE', `${method} is not allowed on ${pathname} (allowed: ${allowed.join(', ')})`, { method, path: pathname, allow: allowed, status: 405 });
+      throw new IsogroupError('E_NO_ROUTE', `${method} is not allowed on ${pathname} (allowed: ${allowed.join(', ')})`, {
+        method,
+        path: pathname,
+        allow: allowed,
+        status: 405,
+      });
     }
     throw new IsogroupError('E_NO_ROUTE', `no API route ${method} ${pathname}`, { method, path: pathname });
   }
@@ -307,7 +312,14 @@ export class UnixHttpServer {
     await removeStaleSocket(socketPath);
     await new Promise<void>((resolve, reject) => {
       const onError = (error: NodeJS.ErrnoException) => {
-        reject(new IsogroupError(error.code === 'EACCES' ? 'E_PERMISSION' : 'E_DAEMON', `cannot listen on ${socketPath}: ${error.code ?? error.message}`, { socket: socketPath, errno: error.code }, { cause: error }));
+        reject(
+          new IsogroupError(
+            error.code === 'EACCES' ? 'E_PERMISSION' : 'E_DAEMON',
+            `cannot listen on ${socketPath}: ${error.code ?? error.message}`,
+            { socket: socketPath, errno: error.code },
+            { cause: error },
+          ),
+        );
       };
       this.server.once('error', onError);
       this.server.listen(socketPath, () => {

@@ -34,7 +34,8 @@ const requireBody = (body: unknown): Body => {
 
 /** A body naming a GROUP|BDF target (validated before anything runs). */
 const requireTarget = (body: unknown): { target: string; body: Body } => {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new IsogroupError('E_USAGE', 'request body must be a JSON object with "target" (a group number or a PCI address)', {});
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw new IsogroupError('E_USAGE', 'request body must be a JSON object with "target" (a group number or a PCI address)', {});
   const b = body as Body;
   if (typeof b.target !== 'string' && typeof b.target !== 'number') throw new IsogroupError('E_USAGE', '"target" must be a group number or a PCI address', {});
   const target = String(b.target);
@@ -70,7 +71,8 @@ export const routes = (server: UnixHttpServer, daemon: GuardDaemon): UnixHttpSer
     .route('GET', '/devices', (ctx) => listDevices(session(ctx, { view: true })))
     .route('GET', '/groups', (ctx) => {
       const source = ctx.query.get('source') ?? 'auto';
-      if (source !== 'auto' && source !== 'kernel' && source !== 'derived') throw new IsogroupError('E_USAGE', `source must be kernel, derived or auto, got ${JSON.stringify(source)}`, { source });
+      if (source !== 'auto' && source !== 'kernel' && source !== 'derived')
+        throw new IsogroupError('E_USAGE', `source must be kernel, derived or auto, got ${JSON.stringify(source)}`, { source });
       return listGroups({ session: session(ctx, { view: true }), pciIds: null, source });
     })
     .route('POST', '/assign', (ctx) => {
@@ -122,7 +124,7 @@ export const routes = (server: UnixHttpServer, daemon: GuardDaemon): UnixHttpSer
     .route('POST', '/contexts/:owner/handoff', (ctx) => {
       const { target } = requireTarget(ctx.body);
       const owner = ctx.params.owner!;
-      requireSelfOrRoot(subjectOf(daemon, ctx), owner, "take the device node of a group of");
+      requireSelfOrRoot(subjectOf(daemon, ctx), owner, 'take the device node of a group of');
       const t = parseTarget(target);
       if (!('groupId' in t)) throw new IsogroupError('E_USAGE', 'handoff takes a group number', {});
       return { group: t.groupId, ...daemon.handoff(t.groupId, owner) };
@@ -130,13 +132,17 @@ export const routes = (server: UnixHttpServer, daemon: GuardDaemon): UnixHttpSer
     .fdRoute('POST', '/contexts/:owner/fds', (ctx) => {
       const owner = ctx.params.owner!;
       const subject = subjectOf(daemon, ctx);
-      requireSelfOrRoot(subject, owner, "receive the file descriptors of the context of");
+      requireSelfOrRoot(subject, owner, 'receive the file descriptors of the context of');
       const snap = scanHost(daemon.port, { pciIds: null });
       const c = contextOf(contextTableOf(daemon.stateDir, snap), owner);
       if (!c) throw new IsogroupError('E_NOT_FOUND', `${owner} has no context`, { owner });
       const devices = c.devices.map((d) => snap.devices.get(d.bdf)).filter((d): d is NonNullable<typeof d> => d !== undefined);
       const { decision } = decideAndAudit(daemon.audit, daemon.policy, subject, { action: 'fd-handoff', owner, context: c.id, devices });
-      if (!decision.allowed) throw new IsogroupError('E_POLICY_DENIED', `policy denies ${subject.name} the devices of ${owner}'s context: ${decision.reason}`, { owner, subject: subject.name });
+      if (!decision.allowed)
+        throw new IsogroupError('E_POLICY_DENIED', `policy denies ${subject.name} the devices of ${owner}'s context: ${decision.reason}`, {
+          owner,
+          subject: subject.name,
+        });
       const { container, groups } = daemon.holds.handlesOf(owner);
       const ids = groups.map(([id]) => id);
       daemon.hub.publish('fd-handoff', { owner, to: subject.name, groups: ids });
@@ -145,7 +151,13 @@ export const routes = (server: UnixHttpServer, daemon: GuardDaemon): UnixHttpSer
       // Fixture kernel: its handles have no kernel fd; pass the device nodes of the fixture root instead.
       const temp = [fs.openSync(path.join(daemon.root, VFIO_CONTAINER), 'r'), ...ids.map((g) => fs.openSync(path.join(daemon.root, vfioGroup(g)), 'r'))];
       // The kernel duplicates the fds into the peer; our temporary ones close once the hand-off is over.
-      return { fds: temp, body, release: () => temp.forEach((fd) => fs.closeSync(fd)) };
+      return {
+        fds: temp,
+        body,
+        release: () => {
+          for (const fd of temp) fs.closeSync(fd);
+        },
+      };
     })
     .route('POST', '/recover', (ctx) =>
       daemon.serialize(async () => {

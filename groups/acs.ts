@@ -1,10 +1,17 @@
 import type { Bdf } from '../model/bdf.js';
 import { shortBdf } from '../model/bdf.js';
 import {
-  ACS_QUIRKS, CAVIUM_RP_RANGES, INTEL_PCH_ACS_IDS, INTEL_SPT_PCH_RANGES, WANGXUN_NIC_RANGES, ZHAOXIN_PORT_RANGES,
-  inRanges, quirkPresent, type AcsQuirk,
+  ACS_QUIRKS,
+  type AcsQuirk,
+  CAVIUM_RP_RANGES,
+  INTEL_PCH_ACS_IDS,
+  INTEL_SPT_PCH_RANGES,
+  inRanges,
+  quirkPresent,
+  WANGXUN_NIC_RANGES,
+  ZHAOXIN_PORT_RANGES,
 } from './quirks.js';
-import type { Topology, TopoDevice } from './topology.js';
+import type { TopoDevice, Topology } from './topology.js';
 
 // ACS predicates of drivers/pci/pci.c (pci_acs_enabled, pci_acs_flags_enabled, pci_acs_path_enabled)
 // and the quirk dispatch of drivers/pci/quirks.c (pci_dev_specific_acs_enabled). Each answer says
@@ -39,8 +46,8 @@ export interface AcsOptions {
 
 const bitNames = (flags: number): string =>
   (Object.keys(ACS) as (keyof typeof ACS)[]).filter((k) => flags & ACS[k]).join('|') +
-  (flags & ACS_DSP_MT_RR ? (flags & 0x7f ? '|' : '') + 'DSP_MT_RR' : '') +
-  (flags & ACS_USP_MT_RR ? (flags & (0x7f | ACS_DSP_MT_RR) ? '|' : '') + 'USP_MT_RR' : '');
+  (flags & ACS_DSP_MT_RR ? `${flags & 0x7f ? '|' : ''}DSP_MT_RR` : '') +
+  (flags & ACS_USP_MT_RR ? `${flags & (0x7f | ACS_DSP_MT_RR) ? '|' : ''}USP_MT_RR` : '');
 
 const ctrlEnabled = (req: number, ena: number): boolean => (req & ena) === req;
 

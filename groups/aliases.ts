@@ -1,6 +1,6 @@
 import type { Bdf } from '../model/bdf.js';
-import { DMA_ALIAS_QUIRKS, quirkPresent, type DmaAliasQuirk } from './quirks.js';
-import type { Topology, TopoDevice } from './topology.js';
+import { DMA_ALIAS_QUIRKS, type DmaAliasQuirk, quirkPresent } from './quirks.js';
+import type { TopoDevice, Topology } from './topology.js';
 
 // DMA aliases (drivers/pci/search.c: pci_for_each_dma_alias, drivers/pci/pci.c:
 // pci_devs_are_dma_aliases, pci_real_dma_dev) and the quirks that set them up.
@@ -51,7 +51,8 @@ export const aliasInfo = (topo: Topology, t: TopoDevice): AliasInfo => {
         break;
       case 'pcie-bridge-alias': {
         const up = t.busSelf ? topo.devices.get(t.busSelf) : undefined;
-        if (!t.onRootBus && t.dev.headerLayout === 'bridge' && t.pcie === false && up && up.pcie === true && up.type !== 'pcie-to-pci-bridge') info.pcieBridgeAlias = true;
+        if (!t.onRootBus && t.dev.headerLayout === 'bridge' && t.pcie === false && up && up.pcie === true && up.type !== 'pcie-to-pci-bridge')
+          info.pcieBridgeAlias = true;
         else applied = false;
         break;
       }

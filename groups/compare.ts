@@ -65,9 +65,7 @@ export const compareGroupings = (kernel: Iterable<KernelGroup>, derived: Derived
     for (const k of ks) seenK.add(k);
     const kRefs = [...ks].map((id) => kById.get(id)!);
     const dRefs = [...ds].map((id) => ({ id, devices: dGroups.get(id)!.devices }));
-    const same =
-      kRefs.length === 1 && dRefs.length === 1 &&
-      kRefs[0]!.devices.length === dRefs[0]!.devices.filter((d) => kOf.has(d)).length;
+    const same = kRefs.length === 1 && dRefs.length === 1 && kRefs[0]!.devices.length === dRefs[0]!.devices.filter((d) => kOf.has(d)).length;
     if (same) {
       matching++;
       continue;

@@ -14,11 +14,10 @@
 // index is never reused, so a number an owner was given never silently names another device.
 // A context lives until destroyed, even when empty, so its counter survives detach/attach cycles.
 
+import { IsogroupError } from '../errors.js';
 import { type Bdf, compareBdf } from '../model/bdf.js';
 import type { HostSnapshot, PciDevice, ReservedRegion } from '../model/device.js';
-import { IsogroupError } from '../errors.js';
 import { isOwnerName, OWNER_NAME_RULE } from '../model/owner.js';
-import { checkViability } from './viability.js';
 import {
   contextAperture,
   defaultUnitCaps,
@@ -28,9 +27,10 @@ import {
   normalizeRanges,
   rangesToJson,
   rangeToJson,
-  usableIova,
   type UsableIovaOptions,
+  usableIova,
 } from './iova.js';
+import { checkViability } from './viability.js';
 
 export interface ContextGroup {
   /** Kernel group id (as /sys/kernel/iommu_groups/N). */
@@ -105,7 +105,8 @@ const fail = (code: IsogroupError['code'], message: string, details: Record<stri
 export const emptyContextTable = (): ContextTable => ({ version: 1, nextId: 1, contexts: [] });
 
 export const checkOwnerName = (owner: unknown, where = 'owner'): string => {
-  if (!isOwnerName(owner)) throw new IsogroupError('E_INVALID_INPUT', `${where}: ${JSON.stringify(owner)} is not an owner name (${OWNER_NAME_RULE})`, { where, value: owner });
+  if (!isOwnerName(owner))
+    throw new IsogroupError('E_INVALID_INPUT', `${where}: ${JSON.stringify(owner)} is not an owner name (${OWNER_NAME_RULE})`, { where, value: owner });
   return owner;
 };
 
@@ -194,17 +195,19 @@ export const checkCompatibility = (
   }
   const groupKind = kindOf(group.units);
   for (const k of memberKinds) {
-    if (groupKind !== null && k !== groupKind) problems.push(`group ${group.id} is behind a ${groupKind} IOMMU, the context's groups behind ${k}: different IOMMU drivers cannot share a domain`);
+    if (groupKind !== null && k !== groupKind)
+      problems.push(`group ${group.id} is behind a ${groupKind} IOMMU, the context's groups behind ${k}: different IOMMU drivers cannot share a domain`);
   }
   const memberUnits = new Set(members.flatMap((m) => m.units));
   const newUnits = group.units.map((u) => u.name).filter((u) => !memberUnits.has(u));
   if (members.length > 0 && newUnits.length > 0 && !mixed) {
     notes.push({
       code: 'separate-domain',
-      message: `group ${group.id} is behind IOMMU unit ${newUnits.join(', ')}, not ${[...memberUnits].join(', ') || 'the context\'s'}: allowed in one container, but as a separate IOMMU domain (mappings replayed per domain, page sizes narrow to what all support)`,
+      message: `group ${group.id} is behind IOMMU unit ${newUnits.join(', ')}, not ${[...memberUnits].join(', ') || "the context's"}: allowed in one container, but as a separate IOMMU domain (mappings replayed per domain, page sizes narrow to what all support)`,
     });
   }
-  if (group.units.length > 1) notes.push({ code: 'multi-unit-group', message: `group ${group.id} spans IOMMU units ${group.units.map((u) => u.name).join(', ')}` });
+  if (group.units.length > 1)
+    notes.push({ code: 'multi-unit-group', message: `group ${group.id} spans IOMMU units ${group.units.map((u) => u.name).join(', ')}` });
   const caps = options.caps;
   if (caps) {
     const sc = new Set<boolean>();
@@ -212,17 +215,24 @@ export const checkCompatibility = (
       const c = caps.get(name);
       if (c?.intel) sc.add(c.intel.snoopControl);
     }
-    if (sc.size > 1) notes.push({ code: 'coherency-split', message: 'the units differ in snoop control (enforce_cache_coherency): the kernel keeps separate domains' });
+    if (sc.size > 1)
+      notes.push({ code: 'coherency-split', message: 'the units differ in snoop control (enforce_cache_coherency): the kernel keeps separate domains' });
     for (const u of group.units) {
       const c = caps.get(u.name);
       if (c?.intel && !c.intel.interruptRemapping) {
-        notes.push({ code: 'no-interrupt-remapping', message: `IOMMU unit ${u.name} has no interrupt remapping: attach needs vfio_iommu_type1 allow_unsafe_interrupts=1 (EPERM otherwise)` });
+        notes.push({
+          code: 'no-interrupt-remapping',
+          message: `IOMMU unit ${u.name} has no interrupt remapping: attach needs vfio_iommu_type1 allow_unsafe_interrupts=1 (EPERM otherwise)`,
+        });
       }
     }
   }
   for (const r of group.reservedRegions) {
     if (r.type === 'direct') {
-      notes.push({ code: 'direct-region', message: `group ${group.id} has a direct-mapped (RMRR/IVMD) region 0x${r.start.toString(16)}-0x${r.end.toString(16)}: firmware may DMA there; a known hazard for assignment` });
+      notes.push({
+        code: 'direct-region',
+        message: `group ${group.id} has a direct-mapped (RMRR/IVMD) region 0x${r.start.toString(16)}-0x${r.end.toString(16)}: firmware may DMA there; a known hazard for assignment`,
+      });
     }
   }
   if (!group.noiommu && !mixed) {
@@ -235,7 +245,8 @@ export const checkCompatibility = (
     }
     if (aperture) {
       const all = [...members.flatMap((m) => m.reservedRegions), ...group.reservedRegions];
-      if (usableIova(aperture, all, options.iova).ranges.length === 0) problems.push(`no usable IOVA would be left once group ${group.id} joins: its reserved regions cover the whole aperture`);
+      if (usableIova(aperture, all, options.iova).ranges.length === 0)
+        problems.push(`no usable IOVA would be left once group ${group.id} joins: its reserved regions cover the whole aperture`);
     }
   }
   return { compatible: problems.length === 0, problems, notes };
@@ -274,7 +285,12 @@ export interface AttachOptions {
 }
 
 /** Attach a whole group to the owner's context (created on first attach), numbering its devices. */
-export const attachGroup = (table: ContextTable, owner: string, group: GroupFacts, options: AttachOptions = {}): ContextResult<{ indices: ContextDevice[] }> => {
+export const attachGroup = (
+  table: ContextTable,
+  owner: string,
+  group: GroupFacts,
+  options: AttachOptions = {},
+): ContextResult<{ indices: ContextDevice[] }> => {
   try {
     checkOwnerName(owner);
     checkGroupFacts(group);
@@ -285,17 +301,29 @@ export const attachGroup = (table: ContextTable, owner: string, group: GroupFact
   if (holder) {
     return holder.owner === owner
       ? fail('E_CONTEXT', `group ${group.id} is already in ${owner}'s context ${holder.id}`, { group: group.id, owner, context: holder.id })
-      : fail('E_CONTEXT', `group ${group.id} belongs to ${holder.owner}'s context ${holder.id}: a group is in at most one context`, { group: group.id, owner: holder.owner, context: holder.id });
+      : fail('E_CONTEXT', `group ${group.id} belongs to ${holder.owner}'s context ${holder.id}: a group is in at most one context`, {
+          group: group.id,
+          owner: holder.owner,
+          context: holder.id,
+        });
   }
   const wanted = new Set<string>(group.devices);
   for (const c of table.contexts) {
     const taken = c.devices.find((d) => wanted.has(d.bdf));
     if (!taken) continue;
     const bdf = taken.bdf;
-    return fail('E_CONTEXT', `device ${bdf} of group ${group.id} is already in ${c.owner}'s context ${c.id}`, { group: group.id, device: bdf, owner: c.owner, context: c.id });
+    return fail('E_CONTEXT', `device ${bdf} of group ${group.id} is already in ${c.owner}'s context ${c.id}`, {
+      group: group.id,
+      device: bdf,
+      owner: c.owner,
+      context: c.id,
+    });
   }
   if (!group.viable) {
-    return fail('E_NOT_VIABLE', `group ${group.id} is not viable: ${group.blockers.join('; ') || 'a device is bound to a host driver'}`, { group: group.id, blockers: group.blockers });
+    return fail('E_NOT_VIABLE', `group ${group.id} is not viable: ${group.blockers.join('; ') || 'a device is bound to a host driver'}`, {
+      group: group.id,
+      blockers: group.blockers,
+    });
   }
   let next = table;
   let context = contextOf(table, owner);
@@ -337,12 +365,16 @@ export const detachGroup = (table: ContextTable, owner: string, groupId: string)
   if (!context) return fail('E_CONTEXT', `${owner} has no context`, { owner, group: groupId });
   if (!context.groups.some((g) => g.id === groupId)) {
     const other = contextOfGroup(table, groupId);
-    return fail('E_CONTEXT', other ? `group ${groupId} is in ${other.owner}'s context ${other.id}, not ${owner}'s` : `group ${groupId} is not in ${owner}'s context ${context.id}`, {
-      owner,
-      group: groupId,
-      context: context.id,
-      ...(other ? { holder: other.owner } : {}),
-    });
+    return fail(
+      'E_CONTEXT',
+      other ? `group ${groupId} is in ${other.owner}'s context ${other.id}, not ${owner}'s` : `group ${groupId} is not in ${owner}'s context ${context.id}`,
+      {
+        owner,
+        group: groupId,
+        context: context.id,
+        ...(other ? { holder: other.owner } : {}),
+      },
+    );
   }
   const out = cloneTable(table, [context.id]);
   const ctx = out.contexts.find((c) => c.id === context.id)!;
@@ -420,11 +452,15 @@ export const destroyContext = (table: ContextTable, owner: string, options: { fo
   const context = contextOf(table, owner);
   if (!context) return fail('E_CONTEXT', `${owner} has no context`, { owner });
   if (context.groups.length > 0 && !options.force) {
-    return fail('E_CONTEXT', `${owner}'s context ${context.id} still holds group(s) ${context.groups.map((g) => g.id).join(', ')}: detach them first (or force)`, {
-      owner,
-      context: context.id,
-      groups: context.groups.map((g) => g.id),
-    });
+    return fail(
+      'E_CONTEXT',
+      `${owner}'s context ${context.id} still holds group(s) ${context.groups.map((g) => g.id).join(', ')}: detach them first (or force)`,
+      {
+        owner,
+        context: context.id,
+        groups: context.groups.map((g) => g.id),
+      },
+    );
   }
   const out = cloneTable(table);
   out.contexts = out.contexts.filter((c) => c.id !== context.id);
@@ -435,13 +471,20 @@ export const destroyContext = (table: ContextTable, owner: string, options: { fo
  * Bring a held group's device list up to date (hot-added functions, new VFs, removed devices):
  * new devices get fresh indices, vanished ones leave holes.
  */
-export const syncGroupDevices = (table: ContextTable, groupId: string, devices: readonly Bdf[]): ContextResult<{ added: ContextDevice[]; removed: ContextDevice[] }> => {
+export const syncGroupDevices = (
+  table: ContextTable,
+  groupId: string,
+  devices: readonly Bdf[],
+): ContextResult<{ added: ContextDevice[]; removed: ContextDevice[] }> => {
   const context = contextOfGroup(table, groupId);
   if (!context) return fail('E_CONTEXT', `group ${groupId} is in no context`, { group: groupId });
   for (const bdf of devices) {
     const c = contextOfDevice(table, bdf);
     if (c && !c.devices.some((d) => d.bdf === bdf && d.group === groupId)) {
-      return fail('E_CONTEXT', `device ${bdf} is already in group ${c.devices.find((d) => d.bdf === bdf)!.group} of ${c.owner}'s context ${c.id}`, { group: groupId, device: bdf });
+      return fail('E_CONTEXT', `device ${bdf} is already in group ${c.devices.find((d) => d.bdf === bdf)!.group} of ${c.owner}'s context ${c.id}`, {
+        group: groupId,
+        device: bdf,
+      });
     }
   }
   const out = cloneTable(table, [context.id]);
@@ -451,7 +494,10 @@ export const syncGroupDevices = (table: ContextTable, groupId: string, devices: 
   const removed = ctx.devices.filter((d) => d.group === groupId && !want.has(d.bdf));
   ctx.devices = ctx.devices.filter((d) => !removed.includes(d));
   const have = new Set(ctx.devices.filter((d) => d.group === groupId).map((d) => d.bdf));
-  const added = [...want].filter((b) => !have.has(b)).sort(compareBdf).map((bdf) => ({ index: ctx.nextIndex++, bdf, group: groupId }));
+  const added = [...want]
+    .filter((b) => !have.has(b))
+    .sort(compareBdf)
+    .map((bdf) => ({ index: ctx.nextIndex++, bdf, group: groupId }));
   ctx.devices.push(...added);
   group.devices = [...want].sort(compareBdf);
   return { ok: true, table: out, context: ctx, notes: [], added, removed };
@@ -479,13 +525,18 @@ export const validateContextTable = (table: ContextTable): string[] => {
     for (const g of c.groups) {
       if (groups.has(g.id)) problems.push(`group ${g.id} is in two contexts (${groups.get(g.id)} and ${c.id})`);
       groups.set(g.id, c.id);
-      const listed = c.devices.filter((d) => d.group === g.id).map((d) => d.bdf).sort(compareBdf);
+      const listed = c.devices
+        .filter((d) => d.group === g.id)
+        .map((d) => d.bdf)
+        .sort(compareBdf);
       const members = [...g.devices].sort(compareBdf);
-      if (listed.join(',') !== members.join(',')) problems.push(`context ${c.id}: group ${g.id} lists devices ${members.join(' ')} but the namespace numbers ${listed.join(' ') || 'none'}`);
+      if (listed.join(',') !== members.join(','))
+        problems.push(`context ${c.id}: group ${g.id} lists devices ${members.join(' ')} but the namespace numbers ${listed.join(' ') || 'none'}`);
     }
     const indices = new Set<number>();
     for (const d of c.devices) {
-      if (!Number.isInteger(d.index) || d.index < 0 || d.index >= c.nextIndex) problems.push(`context ${c.id}: device ${d.bdf} has index ${d.index}, outside 0..${c.nextIndex - 1}`);
+      if (!Number.isInteger(d.index) || d.index < 0 || d.index >= c.nextIndex)
+        problems.push(`context ${c.id}: device ${d.bdf} has index ${d.index}, outside 0..${c.nextIndex - 1}`);
       if (indices.has(d.index)) problems.push(`context ${c.id}: index ${d.index} is used twice`);
       indices.add(d.index);
       if (devices.has(d.bdf)) problems.push(`device ${d.bdf} is in two places (${devices.get(d.bdf)} and ${c.id})`);
@@ -510,16 +561,26 @@ export interface AssignedGroup {
  * owner's, each held group's device list follows the snapshot (hot-added functions, VFs), and groups no
  * longer assigned leave their context.
  */
-export const syncContextTable = (table: ContextTable, assigned: readonly AssignedGroup[], snapshot: HostSnapshot, options: AttachOptions = {}): ContextTable => {
+export const syncContextTable = (
+  table: ContextTable,
+  assigned: readonly AssignedGroup[],
+  snapshot: HostSnapshot,
+  options: AttachOptions = {},
+): ContextTable => {
   let t = table;
   for (const a of assigned) {
     if (ownerOfGroup(t, a.groupId) === null) {
       const facts = snapshot.kernelGroups.has(a.groupId) ? groupFacts(snapshot, a.groupId, { viable: true, blockers: [] }) : null;
-      const r = attachGroup(t, a.owner, facts && facts.devices.length ? facts : { id: a.groupId, devices: [...a.members], viable: true, blockers: [], units: [], noiommu: false, reservedRegions: [] }, options);
+      const r = attachGroup(
+        t,
+        a.owner,
+        facts?.devices.length ? facts : { id: a.groupId, devices: [...a.members], viable: true, blockers: [], units: [], noiommu: false, reservedRegions: [] },
+        options,
+      );
       if (r.ok) t = r.table;
     }
     const members = snapshot.kernelGroups.get(a.groupId)?.devices;
-    if (members && members.length) {
+    if (members?.length) {
       const r = syncGroupDevices(t, a.groupId, members);
       if (r.ok) t = r.table;
     }
@@ -608,17 +669,27 @@ export const contextView = (table: ContextTable, owner: string, snapshot: HostSn
     return live.reservedRegions;
   };
   const unitNames = [...new Set(c.groups.flatMap((g) => g.units))].sort();
-  const caps = unitNames.map((n) => options.caps?.get(n) ?? defaultUnitCaps(n, snapshot?.iommuUnits.get(n)?.kind ?? c.groups.find((g) => g.units.includes(n))?.unitKind ?? 'other'));
-  if (unitNames.length > 1) notes.push({ code: 'separate-domain', message: `the context spans IOMMU units ${unitNames.join(', ')}: one container, separate IOMMU domains` });
-  for (const u of caps) if (u.source === 'default') notes.push({ code: 'default-aperture', message: `IOMMU unit ${u.unit}: address width unknown, assumed ${u.addressWidth} bits` });
+  const caps = unitNames.map(
+    (n) => options.caps?.get(n) ?? defaultUnitCaps(n, snapshot?.iommuUnits.get(n)?.kind ?? c.groups.find((g) => g.units.includes(n))?.unitKind ?? 'other'),
+  );
+  if (unitNames.length > 1)
+    notes.push({ code: 'separate-domain', message: `the context spans IOMMU units ${unitNames.join(', ')}: one container, separate IOMMU domains` });
+  for (const u of caps)
+    if (u.source === 'default')
+      notes.push({ code: 'default-aperture', message: `IOMMU unit ${u.unit}: address width unknown, assumed ${u.addressWidth} bits` });
   const aperture = contextAperture(caps);
   const all = c.groups.flatMap(regionsOf);
   const usable = usableIova(aperture, all, options.iova);
   for (const r of usable.notExcluded) {
-    notes.push({ code: 'direct-relaxable', message: `region 0x${r.start.toString(16)}-0x${r.end.toString(16)} (${r.type}) stays mappable: VFIO does not exclude direct-relaxable regions` });
+    notes.push({
+      code: 'direct-relaxable',
+      message: `region 0x${r.start.toString(16)}-0x${r.end.toString(16)} (${r.type}) stays mappable: VFIO does not exclude direct-relaxable regions`,
+    });
   }
   for (const g of c.groups) {
-    for (const r of regionsOf(g)) if (r.type === 'direct') notes.push({ code: 'direct-region', message: `group ${g.id}: direct-mapped region 0x${r.start.toString(16)}-0x${r.end.toString(16)}` });
+    for (const r of regionsOf(g))
+      if (r.type === 'direct')
+        notes.push({ code: 'direct-region', message: `group ${g.id}: direct-mapped region 0x${r.start.toString(16)}-0x${r.end.toString(16)}` });
     if (g.noiommu) notes.push({ code: 'noiommu', message: `group ${g.id} is a no-IOMMU group: no DMA isolation` });
   }
   const devices = [...c.devices]
@@ -694,7 +765,12 @@ export const snapshotForOwner = (snapshot: HostSnapshot, table: ContextTable, ow
  * Filter any list (status entries, events) to what the owner may see: items keyed by a group id
  * or a BDF the owner's context holds.
  */
-export const filterForOwner = <T>(items: readonly T[], table: ContextTable, owner: string, keyOf: (item: T) => { group?: string | null; bdf?: string | null }): T[] => {
+export const filterForOwner = <T>(
+  items: readonly T[],
+  table: ContextTable,
+  owner: string,
+  keyOf: (item: T) => { group?: string | null; bdf?: string | null },
+): T[] => {
   const c = contextOf(table, owner);
   if (!c) return [];
   const groups = new Set(c.groups.map((g) => g.id));

@@ -1,9 +1,9 @@
 import { type Bdf, shortBdf } from '../model/bdf.js';
 import type { HostSnapshot } from '../model/device.js';
-import { ACS_DSP_MT_RR, ACS_USP_MT_RR, REQ_ACS_FLAGS, acsEnabled, acsPathEnabled, type AcsOptions, type AcsPathVerdict, type AcsVerdict } from './acs.js';
-import { aliasInfo, devsAreDmaAliases, dmaAliasWalk, realDmaDev, type AliasInfo, type AliasStep } from './aliases.js';
+import { ACS_DSP_MT_RR, ACS_USP_MT_RR, type AcsOptions, type AcsPathVerdict, type AcsVerdict, acsEnabled, acsPathEnabled, REQ_ACS_FLAGS } from './acs.js';
+import { type AliasInfo, type AliasStep, aliasInfo, devsAreDmaAliases, dmaAliasWalk, realDmaDev } from './aliases.js';
 import { QUIRK_TABLE_SOURCE } from './quirks.js';
-import { buildTopology, type Topology, type TopoDevice } from './topology.js';
+import { buildTopology, type TopoDevice, type Topology } from './topology.js';
 
 // IOMMU groups as the kernel forms them: drivers/iommu/iommu.c pci_device_group() and helpers
 // (mainline), or the 2025 "Fix incorrect iommu_groups with PCIe ACS" series (acs-rework).
@@ -117,9 +117,15 @@ const alloc = (st: State, device: Bdf, rule: string, message: string, nonIsolate
 
 const describe = (t: TopoDevice): string => {
   const kind: Record<string, string> = {
-    'root-port': 'root port', 'downstream-port': 'switch downstream port', 'upstream-port': 'switch upstream port',
-    'pcie-to-pci-bridge': 'PCIe-to-PCI bridge', 'pci-to-pcie-bridge': 'PCI-to-PCIe bridge', rciep: 'integrated endpoint (RCiEP)',
-    endpoint: 'endpoint', 'legacy-endpoint': 'legacy endpoint', conventional: t.dev.isBridge ? 'conventional PCI bridge' : 'conventional PCI device',
+    'root-port': 'root port',
+    'downstream-port': 'switch downstream port',
+    'upstream-port': 'switch upstream port',
+    'pcie-to-pci-bridge': 'PCIe-to-PCI bridge',
+    'pci-to-pcie-bridge': 'PCI-to-PCIe bridge',
+    rciep: 'integrated endpoint (RCiEP)',
+    endpoint: 'endpoint',
+    'legacy-endpoint': 'legacy endpoint',
+    conventional: t.dev.isBridge ? 'conventional PCI bridge' : 'conventional PCI device',
     unknown: `${t.dev.isBridge ? 'bridge' : 'device'} of unknown type (config space ${t.dev.configSize} bytes)`,
   };
   return `${kind[t.type] ?? t.type} ${s(t.bdf)}`;
@@ -148,7 +154,7 @@ const aliasStepMessage = (d: Bdf, step: AliasStep, topo: Topology): string => {
 const aliasCandidates = (st: State, p: TopoDevice): TopoDevice[] => {
   const mates = st.topo.byBus.get(p.busKey) ?? [];
   const mask = st.aliases.get(p.bdf)?.mask;
-  return mates.filter((o) => o !== p && ((st.aliases.get(o.bdf)?.mask.size ?? 0) > 0 || (mask !== undefined && mask.has(o.devfn))));
+  return mates.filter((o) => o !== p && ((st.aliases.get(o.bdf)?.mask.size ?? 0) > 0 || mask?.has(o.devfn)));
 };
 
 const slotMatesOf = (st: State, p: TopoDevice): TopoDevice[] => {
@@ -211,7 +217,9 @@ const isolatedMessage = (st: State, d: TopoDevice): string => {
   // Explanation only: not recorded as an ACS evaluation the grouping depended on.
   const v = acsEnabled(st.topo, d, REQ_ACS_FLAGS, st.acs);
   if (d.multifunction) {
-    parts.push(v.enabled ? `multifunction but isolated: ${v.why}` : `first function probed in its multifunction slot (${v.why}); functions without ACS join it`);
+    parts.push(
+      v.enabled ? `multifunction but isolated: ${v.why}` : `first function probed in its multifunction slot (${v.why}); functions without ACS join it`,
+    );
   } else if (v.source === 'quirk' || v.source === 'assumed') parts.push(v.why);
   return `${d.bdf} has a group of its own: ${parts.join('; ')}`;
 };
@@ -315,7 +323,11 @@ const deriveRework = (st: State, d: TopoDevice): void => {
   if (real !== d) {
     const g = st.groupOf.get(real.bdf);
     if (g !== undefined) {
-      join(st, d.bdf, g, { joined: real.bdf, rule: RULES.realDmaDev, message: `${d.bdf} is behind VMD ${real.bdf}: its DMA carries the VMD endpoint's requester ID` });
+      join(st, d.bdf, g, {
+        joined: real.bdf,
+        rule: RULES.realDmaDev,
+        message: `${d.bdf} is behind VMD ${real.bdf}: its DMA carries the VMD endpoint's requester ID`,
+      });
       return;
     }
   }
@@ -327,7 +339,11 @@ const deriveRework = (st: State, d: TopoDevice): void => {
   if (!pf.onRootBus && pf.busSelf !== null) {
     const g = st.groupOf.get(pf.busSelf);
     if (g !== undefined && st.groups.get(g)!.nonIsolated) {
-      join(st, d.bdf, g, { joined: pf.busSelf, rule: RULES.reworkUpstream, message: `${d.bdf} joined ${pf.busSelf}: everything below a non-isolated bus shares one group` });
+      join(st, d.bdf, g, {
+        joined: pf.busSelf,
+        rule: RULES.reworkUpstream,
+        message: `${d.bdf} joined ${pf.busSelf}: everything below a non-isolated bus shares one group`,
+      });
       return;
     }
   }
@@ -351,11 +367,22 @@ const deriveRework = (st: State, d: TopoDevice): void => {
       for (const o of [...set].sort((x, y) => x.devfn - y.devfn)) {
         const g = st.groupOf.get(o.bdf);
         if (g !== undefined) {
-          join(st, d.bdf, g, { joined: o.bdf, rule: RULES.reworkFunction, message: `${d.bdf} joined ${o.bdf}: same multifunction device without ACS isolation, or DMA aliases (${iso.why})` });
+          join(st, d.bdf, g, {
+            joined: o.bdf,
+            rule: RULES.reworkFunction,
+            message: `${d.bdf} joined ${o.bdf}: same multifunction device without ACS isolation, or DMA aliases (${iso.why})`,
+          });
           return;
         }
       }
-      if (set.size > 0) alloc(st, d.bdf, RULES.reworkFunction, `${d.bdf} starts a group for its functions/aliases ${[...set].map((x) => s(x.bdf)).join(' ')} (${iso.why})`, true);
+      if (set.size > 0)
+        alloc(
+          st,
+          d.bdf,
+          RULES.reworkFunction,
+          `${d.bdf} starts a group for its functions/aliases ${[...set].map((x) => s(x.bdf)).join(' ')} (${iso.why})`,
+          true,
+        );
       else alloc(st, d.bdf, RULES.isolated, `${d.bdf} has a group of its own: ${iso.why}`);
       return;
     }
@@ -375,7 +402,11 @@ const deriveRework = (st: State, d: TopoDevice): void => {
         const g = st.groupOf.get(o.bdf);
         if (g !== undefined) {
           st.groups.get(g)!.nonIsolated = true;
-          join(st, d.bdf, g, { joined: o.bdf, rule: RULES.reworkSharedBus, message: `${d.bdf} joined ${o.bdf}: devices on one non-isolated bus share a group (${iso.why})` });
+          join(st, d.bdf, g, {
+            joined: o.bdf,
+            rule: RULES.reworkSharedBus,
+            message: `${d.bdf} joined ${o.bdf}: devices on one non-isolated bus share a group (${iso.why})`,
+          });
           return;
         }
       }
@@ -411,7 +442,9 @@ export const deriveGroups = (snap: HostSnapshot, options: DeriveOptions = {}): D
     if (rules === 'acs-rework') deriveRework(st, d);
     else deriveMainline(st, d);
   }
-  notes.push(`rules: ${rules}; ACS and DMA-alias quirks from ${QUIRK_TABLE_SOURCE}${topo.kernel ? `, entries up to kernel ${topo.kernel.join('.')}` : ' (kernel unknown: newest table)'}`);
+  notes.push(
+    `rules: ${rules}; ACS and DMA-alias quirks from ${QUIRK_TABLE_SOURCE}${topo.kernel ? `, entries up to kernel ${topo.kernel.join('.')}` : ' (kernel unknown: newest table)'}`,
+  );
   if (translated) {
     const skipped = [...topo.devices.keys()].filter((b) => !translated.has(b));
     if (skipped.length) notes.push(`not translated by the IOMMU (no group, as the kernel left them): ${skipped.join(' ')}`);
@@ -421,16 +454,24 @@ export const deriveGroups = (snap: HostSnapshot, options: DeriveOptions = {}): D
     notes.push('AMD southbridge ACS quirk applied assuming the firmware has an IVRS table (AMD-Vi)');
   }
   if ([...st.acsCache.values(), ...st.pathCache.values()].some((v) => ('verdict' in v ? v.verdict : v).quirk?.kind === 'intel-pch')) {
-    notes.push('Intel PCH root port ACS quirk assumed to be enabled (the kernel logs "Intel PCH root port ACS workaround enabled"; if it logged "Failed to enable Intel PCH ACS quirk", these ports are not isolated)');
+    notes.push(
+      'Intel PCH root port ACS quirk assumed to be enabled (the kernel logs "Intel PCH root port ACS workaround enabled"; if it logged "Failed to enable Intel PCH ACS quirk", these ports are not isolated)',
+    );
   }
-  if (st.acs.assumeAcs && st.acs.assumeAcs.size) notes.push(`what-if: ACS assumed on ${[...st.acs.assumeAcs].join(' ')}`);
+  if (st.acs.assumeAcs?.size) notes.push(`what-if: ACS assumed on ${[...st.acs.assumeAcs].join(' ')}`);
   const underivable: string[] = [];
   const blind = [...topo.devices.values()].filter((t) => t.pcie === null && (!translated || translated.has(t.bdf)));
   if (blind.length) {
-    underivable.push(`${blind.length} of ${topo.devices.size} devices have no usable config space (${[...new Set(blind.map((t) => `${t.dev.configSize} bytes`))].join(', ')}): PCIe port type, multifunction and ACS are unknown (${blind.slice(0, 4).map((t) => t.bdf).join(' ')}${blind.length > 4 ? ' ...' : ''})`);
+    underivable.push(
+      `${blind.length} of ${topo.devices.size} devices have no usable config space (${[...new Set(blind.map((t) => `${t.dev.configSize} bytes`))].join(', ')}): PCIe port type, multifunction and ACS are unknown (${blind
+        .slice(0, 4)
+        .map((t) => t.bdf)
+        .join(' ')}${blind.length > 4 ? ' ...' : ''})`,
+    );
   }
   const unknownAcs = [...st.unknown.keys()].filter((b) => topo.devices.get(b)!.pcie !== null);
-  if (unknownAcs.length) underivable.push(`ACS registers of ${unknownAcs.join(' ')} are not in the input (config space stops at 256 bytes) and the grouping depends on them`);
+  if (unknownAcs.length)
+    underivable.push(`ACS registers of ${unknownAcs.join(' ')} are not in the input (config space stops at 256 bytes) and the grouping depends on them`);
   for (const g of st.groups.values()) {
     if (g.devices.length < 2) continue;
     for (const r of g.reasons) if (r.joined === null) r.message = r.message.replace('has a group of its own', 'starts this group');

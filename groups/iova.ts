@@ -43,7 +43,7 @@ const checkRange = (r: IovaRange, where: string): void => {
 
 /** Sort and merge overlapping and adjacent ranges ([0,9] + [10,19] = [0,19]). */
 export const normalizeRanges = (ranges: readonly IovaRange[]): IovaRange[] => {
-  ranges.forEach((r, i) => checkRange(r, `range ${i}`));
+  for (const [i, r] of ranges.entries()) checkRange(r, `range ${i}`);
   const sorted = [...ranges].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : a.end < b.end ? -1 : a.end > b.end ? 1 : 0));
   const out: IovaRange[] = [];
   for (const r of sorted) {
@@ -104,8 +104,7 @@ export const intersectRanges = (a: readonly IovaRange[], b: readonly IovaRange[]
 };
 
 /** Number of addresses covered (sum of lengths). */
-export const rangesSize = (ranges: readonly IovaRange[]): bigint =>
-  normalizeRanges(ranges).reduce((n, r) => n + (r.end - r.start + 1n), 0n);
+export const rangesSize = (ranges: readonly IovaRange[]): bigint => normalizeRanges(ranges).reduce((n, r) => n + (r.end - r.start + 1n), 0n);
 
 export type ReservedKind = 'msi' | 'direct' | 'direct-relaxable' | 'reserved';
 
@@ -133,7 +132,7 @@ export interface UsableIova {
 export const usableIova = (aperture: IovaRange, regions: readonly ReservedRegion[], options: UsableIovaOptions = {}): UsableIova => {
   checkRange(aperture, 'aperture');
   const mode = options.mode ?? 'vfio-type1';
-  regions.forEach((r, i) => checkRange(r, `reserved region ${i} (${r.type})`));
+  for (const [i, r] of regions.entries()) checkRange(r, `reserved region ${i} (${r.type})`);
   const excludedRegions = regions.filter((r) => mode === 'strict' || r.type !== 'direct-relaxable');
   const notExcluded = regions.filter((r) => !excludedRegions.includes(r));
   const excluded = normalizeRanges(excludedRegions);

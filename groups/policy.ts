@@ -15,9 +15,9 @@
 // evaluation is data in, decision out.
 
 import { z } from 'zod';
+import { IsogroupError } from '../errors.js';
 import { splitBdf } from '../model/bdf.js';
 import { isOwnerName, OWNER_NAME_RULE, type Subject } from '../model/owner.js';
-import { IsogroupError } from '../errors.js';
 
 const HEX4 = /^(0x)?[0-9a-fA-F]{4}$/;
 const CLASS = /^(0x)?([0-9a-fA-F]{2}|[0-9a-fA-F]{4}|[0-9a-fA-F]{6})$/;
@@ -49,7 +49,10 @@ const selectorSchema = z
     class: z.string().regex(CLASS, 'expected 2, 4 or 6 hex digits (class, class+subclass, or class+subclass+prog-if)').optional(),
     classMask: z.string().regex(HEX6, 'expected 6 hex digits').optional(),
     group: z.union([z.string().regex(/^[0-9]+$/, 'expected a group number'), z.number().int().min(0)]).optional(),
-    iommu: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'expected an IOMMU unit name (e.g. dmar0)').optional(),
+    iommu: z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'expected an IOMMU unit name (e.g. dmar0)')
+      .optional(),
   })
   .superRefine((s, ctx) => {
     const fields = Object.entries(s).filter(([k, v]) => v !== undefined && k !== 'classMask');
@@ -214,7 +217,8 @@ export const evaluateDevice = (policy: Policy, subject: Subject, device: DeviceF
     const r = policy.rules[allowAt]!;
     return { bdf: device.bdf, allowed: true, rule: allowAt, effect: 'allow', reason: `${ruleText(r, allowAt)} allows ${who(subject)} device ${device.bdf}` };
   }
-  if (subject.uid === 0) return { bdf: device.bdf, allowed: true, rule: null, effect: 'default-allow', reason: `no rule matches; root may claim any device (${device.bdf})` };
+  if (subject.uid === 0)
+    return { bdf: device.bdf, allowed: true, rule: null, effect: 'default-allow', reason: `no rule matches; root may claim any device (${device.bdf})` };
   return { bdf: device.bdf, allowed: false, rule: null, effect: 'default-deny', reason: `no rule allows ${who(subject)} device ${device.bdf} (default deny)` };
 };
 
@@ -227,7 +231,13 @@ export const evaluateGroup = (policy: Policy, subject: Subject, devices: readonl
   const refused = each.find((d) => !d.allowed);
   if (refused) {
     const n = each.filter((d) => !d.allowed).length;
-    return { allowed: false, rule: refused.rule, effect: refused.effect, reason: `${refused.reason}${n > 1 ? ` (and ${n - 1} more device(s) refused)` : ''}; a group is allowed only when every device is`, devices: each };
+    return {
+      allowed: false,
+      rule: refused.rule,
+      effect: refused.effect,
+      reason: `${refused.reason}${n > 1 ? ` (and ${n - 1} more device(s) refused)` : ''}; a group is allowed only when every device is`,
+      devices: each,
+    };
   }
   const first = each[0]!;
   const rules = [...new Set(each.map((d) => d.rule))];
@@ -235,7 +245,10 @@ export const evaluateGroup = (policy: Policy, subject: Subject, devices: readonl
     allowed: true,
     rule: first.rule,
     effect: first.effect,
-    reason: rules.length === 1 ? `${first.reason}${each.length > 1 ? ` and the other ${each.length - 1} device(s) of the group` : ''}` : `every device allowed (rules ${rules.map((r) => (r === null ? 'default' : r)).join(', ')})`,
+    reason:
+      rules.length === 1
+        ? `${first.reason}${each.length > 1 ? ` and the other ${each.length - 1} device(s) of the group` : ''}`
+        : `every device allowed (rules ${rules.map((r) => (r === null ? 'default' : r)).join(', ')})`,
     devices: each,
   };
 };

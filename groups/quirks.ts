@@ -44,10 +44,29 @@ export interface AcsQuirk {
 }
 
 const V = {
-  ATI: 0x1002, AMD: 0x1022, SOLARFLARE: 0x1924, INTEL: 0x8086, QCOM: 0x17cb, HXT: 0x1dbf, CAVIUM: 0x177d,
-  AMCC: 0x10e8, AMPERE: 0x1def, BROADCOM: 0x14e4, LOONGSON: 0x0014, ANNAPURNA: 0x1c36, ZHAOXIN: 0x1d17,
-  NXP: 0x1957, WANGXUN: 0x8088, RICOH: 0x1180, GLENFLY: 0x6766, MARVELL_EXT: 0x1b4b, TTI: 0x1103,
-  JMICRON: 0x197b, ADAPTEC2: 0x9005, ASMEDIA: 0x1b21, ASPEED: 0x1a03,
+  ATI: 0x1002,
+  AMD: 0x1022,
+  SOLARFLARE: 0x1924,
+  INTEL: 0x8086,
+  QCOM: 0x17cb,
+  HXT: 0x1dbf,
+  CAVIUM: 0x177d,
+  AMCC: 0x10e8,
+  AMPERE: 0x1def,
+  BROADCOM: 0x14e4,
+  LOONGSON: 0x0014,
+  ANNAPURNA: 0x1c36,
+  ZHAOXIN: 0x1d17,
+  NXP: 0x1957,
+  WANGXUN: 0x8088,
+  RICOH: 0x1180,
+  GLENFLY: 0x6766,
+  MARVELL_EXT: 0x1b4b,
+  TTI: 0x1103,
+  JMICRON: 0x197b,
+  ADAPTEC2: 0x9005,
+  ASMEDIA: 0x1b21,
+  ASPEED: 0x1a03,
 } as const;
 
 const q = (vendor: number, device: number | null, kind: AcsQuirkKind, name: string, since: string): AcsQuirk => ({ vendor, device, kind, name, since });
@@ -59,7 +78,16 @@ export const ACS_QUIRKS: readonly AcsQuirk[] = [
   ...many(V.ATI, [0x4385, 0x439c, 0x4383, 0x439d, 0x4384, 0x4399], 'amd-southbridge', 'AMD/ATI SBx00 southbridge function', '3.7'),
   ...many(V.AMD, [0x780f, 0x7809], 'amd-southbridge', 'AMD FCH function', '3.17'),
   ...many(V.SOLARFLARE, [0x0903, 0x0923, 0x0a03], 'mf-endpoint', 'Solarflare multifunction NIC', '3.10'),
-  ...many(V.INTEL, [0x10c6, 0x10db, 0x10dd, 0x10e1, 0x10f1, 0x10f7, 0x10f8, 0x10f9, 0x10fa, 0x10fb, 0x10fc, 0x1507, 0x1514, 0x151c, 0x1529, 0x152a, 0x154d, 0x154f, 0x1551, 0x1558], 'mf-endpoint', 'Intel 82598/82599/X520/X540 multifunction NIC', '3.12'),
+  ...many(
+    V.INTEL,
+    [
+      0x10c6, 0x10db, 0x10dd, 0x10e1, 0x10f1, 0x10f7, 0x10f8, 0x10f9, 0x10fa, 0x10fb, 0x10fc, 0x1507, 0x1514, 0x151c, 0x1529, 0x152a, 0x154d, 0x154f, 0x1551,
+      0x1558,
+    ],
+    'mf-endpoint',
+    'Intel 82598/82599/X520/X540 multifunction NIC',
+    '3.12',
+  ),
   ...many(V.INTEL, [0x1509, 0x150e, 0x150f, 0x1510, 0x1511, 0x1516, 0x1527], 'mf-endpoint', 'Intel 82580 multifunction NIC', '3.15'),
   ...many(V.INTEL, [0x10c9, 0x10e6, 0x10e7, 0x10e8, 0x150a, 0x150d, 0x1518, 0x1526], 'mf-endpoint', 'Intel 82576 multifunction NIC', '3.15'),
   ...many(V.INTEL, [0x10a7, 0x10a9, 0x10d6], 'mf-endpoint', 'Intel 82575 multifunction NIC', '3.15'),
@@ -86,7 +114,16 @@ export const ACS_QUIRKS: readonly AcsQuirk[] = [
   ...many(V.LOONGSON, [0x3c09, 0x3c19, 0x3c29, 0x7a09, 0x7a19, 0x7a29, 0x7a39, 0x7a49, 0x7a59, 0x7a69], 'isolated-rp', 'Loongson root port', '6.1'),
   q(V.ANNAPURNA, 0x0031, 'annapurna', 'Amazon Annapurna root port', '5.6'),
   ...many(V.ZHAOXIN, [0x3038, 0x3104, 0x9083], 'mf-endpoint', 'Zhaoxin multifunction device', '5.8'),
-  ...many(V.NXP, [0x8d81, 0x8da1, 0x8d83, 0x8d80, 0x8da0, 0x8d82, 0x8d90, 0x8db0, 0x8d92, 0x8d91, 0x8db1, 0x8d93, 0x8d89, 0x8da9, 0x8d8b, 0x8d88, 0x8da8, 0x8d8a, 0x8d98, 0x8db8, 0x8d9a, 0x8d99, 0x8db9, 0x8d9b], 'isolated-rp', 'NXP LX2xx0 root port', '5.6'),
+  ...many(
+    V.NXP,
+    [
+      0x8d81, 0x8da1, 0x8d83, 0x8d80, 0x8da0, 0x8d82, 0x8d90, 0x8db0, 0x8d92, 0x8d91, 0x8db1, 0x8d93, 0x8d89, 0x8da9, 0x8d8b, 0x8d88, 0x8da8, 0x8d8a, 0x8d98,
+      0x8db8, 0x8d9a, 0x8d99, 0x8db9, 0x8d9b,
+    ],
+    'isolated-rp',
+    'NXP LX2xx0 root port',
+    '5.6',
+  ),
   q(V.ZHAOXIN, null, 'zhaoxin-ports', 'Zhaoxin root/downstream port', '5.8'),
   q(V.WANGXUN, null, 'wangxun', 'Wangxun NIC', '6.1'),
 ];
@@ -115,15 +152,37 @@ export const INTEL_PCH_ACS_IDS: ReadonlySet<number> = new Set([
 
 /** pci_quirk_intel_spt_pch_acs_match(): Sunrise Point, Union Point, 7th/8th gen mobile root ports. */
 export const INTEL_SPT_PCH_RANGES: readonly [number, number][] = [
-  [0xa110, 0xa11f], [0xa167, 0xa16a], [0xa290, 0xa29f], [0xa2e7, 0xa2ee], [0x9d10, 0x9d1b],
+  [0xa110, 0xa11f],
+  [0xa167, 0xa16a],
+  [0xa290, 0xa29f],
+  [0xa2e7, 0xa2ee],
+  [0x9d10, 0x9d1b],
 ];
 
 /** pci_quirk_cavium_acs_match(). */
-export const CAVIUM_RP_RANGES: readonly [number, number][] = [[0xa000, 0xa7ff], [0xaf84, 0xaf84], [0xb884, 0xb884]];
+export const CAVIUM_RP_RANGES: readonly [number, number][] = [
+  [0xa000, 0xa7ff],
+  [0xaf84, 0xaf84],
+  [0xb884, 0xb884],
+];
 /** pci_quirk_zhaoxin_pcie_ports_acs(). */
-export const ZHAOXIN_PORT_RANGES: readonly [number, number][] = [[0x0710, 0x071e], [0x0721, 0x0721], [0x0723, 0x0752]];
+export const ZHAOXIN_PORT_RANGES: readonly [number, number][] = [
+  [0x0710, 0x071e],
+  [0x0721, 0x0721],
+  [0x0723, 0x0752],
+];
 /** pci_quirk_wangxun_nic_acs(). */
-export const WANGXUN_NIC_RANGES: readonly [number, number][] = [[0x0100, 0x010f], [0x1001, 0x1001], [0x2001, 0x2001], [0x5010, 0x5010], [0x5025, 0x5025], [0x5040, 0x5040], [0x5110, 0x5110], [0x5125, 0x5125], [0x5140, 0x5140]];
+export const WANGXUN_NIC_RANGES: readonly [number, number][] = [
+  [0x0100, 0x010f],
+  [0x1001, 0x1001],
+  [0x2001, 0x2001],
+  [0x5010, 0x5010],
+  [0x5025, 0x5025],
+  [0x5040, 0x5040],
+  [0x5110, 0x5110],
+  [0x5125, 0x5125],
+  [0x5140, 0x5140],
+];
 
 export const inRanges = (id: number, ranges: readonly [number, number][]): boolean => ranges.some(([a, b]) => id >= a && id <= b);
 
@@ -156,7 +215,14 @@ export interface DmaAliasQuirk {
   devfn?: number;
 }
 
-const a = (vendor: number, device: number, kind: DmaAliasKind, name: string, since: string, extra: Partial<DmaAliasQuirk> = {}): DmaAliasQuirk => ({ vendor, device, kind, name, since, ...extra });
+const a = (vendor: number, device: number, kind: DmaAliasKind, name: string, since: string, extra: Partial<DmaAliasQuirk> = {}): DmaAliasQuirk => ({
+  vendor,
+  device,
+  kind,
+  name,
+  since,
+  ...extra,
+});
 
 export const DMA_ALIAS_QUIRKS: readonly DmaAliasQuirk[] = [
   a(V.RICOH, 0xe832, 'func0', 'Ricoh card reader uses function 0 as requester ID', '3.17'),
@@ -164,7 +230,8 @@ export const DMA_ALIAS_QUIRKS: readonly DmaAliasQuirk[] = [
   a(V.GLENFLY, 0x3d40, 'func0', 'Glenfly uses function 0 as requester ID', '6.3'),
   a(V.GLENFLY, 0x3d41, 'func0', 'Glenfly uses function 0 as requester ID', '6.3'),
   ...[0x9120, 0x9123, 0x9125, 0x9128, 0x9130, 0x9170, 0x9172, 0x917a, 0x9182, 0x9183, 0x91a0, 0x9215, 0x9220, 0x9230, 0x9235].map((d) =>
-    a(V.MARVELL_EXT, d, 'func1', `Marvell 88SE${d.toString(16)} DMAs as phantom function 1`, '3.17')),
+    a(V.MARVELL_EXT, d, 'func1', `Marvell 88SE${d.toString(16)} DMAs as phantom function 1`, '3.17'),
+  ),
   a(V.TTI, 0x0642, 'func1', 'HighPoint/TTI DMAs as function 1', '4.0'),
   a(V.TTI, 0x0645, 'func1', 'HighPoint/TTI DMAs as function 1', '4.15'),
   a(V.JMICRON, 0x2393, 'func1', 'JMicron JMB388 ESD DMAs as function 1', '3.17'),

@@ -50,11 +50,10 @@ export interface Topology {
 }
 
 const u16 = (b: Uint8Array, o: number): number | null => (o + 1 < b.length ? b[o]! | (b[o + 1]! << 8) : null);
-const u32 = (b: Uint8Array, o: number): number | null =>
-  o + 3 < b.length ? (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0 : null;
+const u32 = (b: Uint8Array, o: number): number | null => (o + 3 < b.length ? (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0 : null);
 
 const hexId = (s: string | null): number | null => {
-  if (!s || !s.startsWith('0x')) return null;
+  if (!s?.startsWith('0x')) return null;
   const n = parseInt(s, 16);
   return Number.isNaN(n) ? null : n;
 };
@@ -101,8 +100,7 @@ export const buildTopology = (snap: HostSnapshot, kernelRelease: string | null =
       busSelf: null,
       chain: [],
       onRootBus: false,
-      secondaryBusKey:
-        d.secondaryBus !== null ? `${d.domain.toString(16).padStart(4, '0')}:${d.secondaryBus.toString(16).padStart(2, '0')}` : null,
+      secondaryBusKey: d.secondaryBus !== null ? `${d.domain.toString(16).padStart(4, '0')}:${d.secondaryBus.toString(16).padStart(2, '0')}` : null,
       hasMmioBar,
     });
   }
@@ -142,10 +140,11 @@ export const buildTopology = (snap: HostSnapshot, kernelRelease: string | null =
   }
   const addBus = (list: TopoDevice[]): void => {
     const sorted = [...list].sort((x, y) => x.order - y.order);
-    for (const t of sorted) if (!placed.has(t.bdf)) {
-      placed.add(t.bdf);
-      probeOrder.push(t.bdf);
-    }
+    for (const t of sorted)
+      if (!placed.has(t.bdf)) {
+        placed.add(t.bdf);
+        probeOrder.push(t.bdf);
+      }
     for (const t of sorted) {
       const kids = children.get(t.bdf);
       if (kids) addBus(kids);

@@ -32,7 +32,11 @@ export const deviceBlocker = (d: ViabilityFacts): Blocker | null => {
   // pcieport manages DMA only as the port driver of a bridge.
   if (isDmaManagedDriver(d.driver) && (d.driver !== 'pcieport' || d.isBridge)) return null;
   if (d.isBridge && d.driver === 'shpchp') {
-    return { bdf: d.bdf, driver: d.driver, reason: `bridge ${d.bdf} is bound to shpchp, a host driver that owns DMA; unbinding it makes the group viable, but hotplug behind it then needs a rescan` };
+    return {
+      bdf: d.bdf,
+      driver: d.driver,
+      reason: `bridge ${d.bdf} is bound to shpchp, a host driver that owns DMA; unbinding it makes the group viable, but hotplug behind it then needs a rescan`,
+    };
   }
   return { bdf: d.bdf, driver: d.driver, reason: `${d.bdf} is bound to host driver ${d.driver}; it must be unbound or moved to vfio-pci` };
 };

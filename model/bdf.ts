@@ -53,9 +53,7 @@ export const splitBdf = (text: string): BdfParts | null => {
 export const isBdf = (text: unknown): text is Bdf => typeof text === 'string' && (shortFormKey(text) >= 0 || splitBdf(text) !== null);
 
 export const formatBdf = ({ domain, bus, device, fn }: BdfParts): Bdf =>
-  `${domain.toString(16).padStart(4, '0')}:${bus.toString(16).padStart(2, '0')}:${device
-    .toString(16)
-    .padStart(2, '0')}.${fn}` as Bdf;
+  `${domain.toString(16).padStart(4, '0')}:${bus.toString(16).padStart(2, '0')}:${device.toString(16).padStart(2, '0')}.${fn}` as Bdf;
 
 // Validates user input; never let anything else become a path component.
 export const parseBdf = (text: string, where = 'argument'): Bdf => {
@@ -89,8 +87,7 @@ export const compareBdf = (a: string, b: string): number => {
 };
 
 // "0000:05" for a BDF's bus.
-export const busIdOf = (p: BdfParts): string =>
-  `${p.domain.toString(16).padStart(4, '0')}:${p.bus.toString(16).padStart(2, '0')}`;
+export const busIdOf = (p: BdfParts): string => `${p.domain.toString(16).padStart(4, '0')}:${p.bus.toString(16).padStart(2, '0')}`;
 
 export const shortBdf = (bdf: string): string => (bdf.startsWith('0000:') ? bdf.slice(5) : bdf);
 
@@ -103,7 +100,9 @@ export const parseTarget = (text: unknown): GroupTarget => {
   if (/^\d{1,9}$/.test(t)) return { groupId: String(Number(t)) };
   if (isBdf(t)) return { bdf: parseBdf(t, 'group or device') };
   if (/^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$/.test(t) && isBdf(`0000:${t}`)) return { bdf: parseBdf(`0000:${t}`, 'group or device') };
-  throw new IsogroupError('E_INVALID_BDF', `${JSON.stringify(text)} is neither an IOMMU group number nor a PCI address (DDDD:BB:DD.F or BB:DD.F)`, { value: text });
+  throw new IsogroupError('E_INVALID_BDF', `${JSON.stringify(text)} is neither an IOMMU group number nor a PCI address (DDDD:BB:DD.F or BB:DD.F)`, {
+    value: text,
+  });
 };
 
 export const describeTarget = (target: GroupTarget): string => ('groupId' in target ? `group ${target.groupId}` : `device ${target.bdf}`);

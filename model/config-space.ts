@@ -10,28 +10,82 @@ export const ACS_BITS = { SV: 0x01, TB: 0x02, RR: 0x04, CR: 0x08, UF: 0x10, EC: 
 export type AcsBit = keyof typeof ACS_BITS;
 
 export const CAP_NAMES: Record<number, string> = {
-  0x01: 'Power Management', 0x02: 'AGP', 0x03: 'Vital Product Data', 0x04: 'Slot Identification', 0x05: 'MSI',
-  0x06: 'CompactPCI Hot Swap', 0x07: 'PCI-X', 0x08: 'HyperTransport', 0x09: 'Vendor Specific', 0x0a: 'Debug Port',
-  0x0b: 'CompactPCI Central Resource Control', 0x0c: 'PCI Standard Hot-Plug Controller', 0x0d: 'Bridge Subsystem Vendor ID',
-  0x0e: 'AGP 8x', 0x0f: 'Secure Device', 0x10: 'PCI Express', 0x11: 'MSI-X', 0x12: 'SATA Configuration',
-  0x13: 'Advanced Features', 0x14: 'Enhanced Allocation', 0x15: 'Flattening Portal Bridge',
+  1: 'Power Management',
+  2: 'AGP',
+  3: 'Vital Product Data',
+  4: 'Slot Identification',
+  5: 'MSI',
+  6: 'CompactPCI Hot Swap',
+  7: 'PCI-X',
+  8: 'HyperTransport',
+  9: 'Vendor Specific',
+  10: 'Debug Port',
+  11: 'CompactPCI Central Resource Control',
+  12: 'PCI Standard Hot-Plug Controller',
+  13: 'Bridge Subsystem Vendor ID',
+  14: 'AGP 8x',
+  15: 'Secure Device',
+  16: 'PCI Express',
+  17: 'MSI-X',
+  18: 'SATA Configuration',
+  19: 'Advanced Features',
+  20: 'Enhanced Allocation',
+  21: 'Flattening Portal Bridge',
 };
 
 export const EXT_CAP_NAMES: Record<number, string> = {
-  0x01: 'Advanced Error Reporting', 0x02: 'Virtual Channel', 0x03: 'Device Serial Number', 0x04: 'Power Budgeting',
-  0x05: 'Root Complex Link Declaration', 0x06: 'Root Complex Internal Link Control', 0x07: 'Root Complex Event Collector Endpoint Association',
-  0x08: 'Multi-Function Virtual Channel', 0x09: 'Virtual Channel (MFVC)', 0x0a: 'Root Complex Register Block', 0x0b: 'Vendor-Specific Extended',
-  0x0c: 'Configuration Access Correlation', 0x0d: 'Access Control Services', 0x0e: 'Alternative Routing-ID Interpretation',
-  0x0f: 'Address Translation Services', 0x10: 'Single Root I/O Virtualization', 0x11: 'Multi-Root I/O Virtualization',
-  0x12: 'Multicast', 0x13: 'Page Request Interface', 0x14: 'AMD Reserved', 0x15: 'Resizable BAR', 0x16: 'Dynamic Power Allocation',
-  0x17: 'TPH Requester', 0x18: 'Latency Tolerance Reporting', 0x19: 'Secondary PCI Express', 0x1a: 'Protocol Multiplexing',
-  0x1b: 'Process Address Space ID', 0x1c: 'LN Requester', 0x1d: 'Downstream Port Containment', 0x1e: 'L1 PM Substates',
-  0x1f: 'Precision Time Measurement', 0x20: 'M-PCIe', 0x21: 'FRS Queueing', 0x22: 'Readiness Time Reporting',
-  0x23: 'Designated Vendor-Specific', 0x24: 'VF Resizable BAR', 0x25: 'Data Link Feature', 0x26: 'Physical Layer 16.0 GT/s',
-  0x27: 'Lane Margining at the Receiver', 0x28: 'Hierarchy ID', 0x29: 'Native PCIe Enclosure Management',
-  0x2a: 'Physical Layer 32.0 GT/s', 0x2b: 'Alternate Protocol', 0x2c: 'System Firmware Intermediary',
-  0x2d: 'Shadow Functions', 0x2e: 'Data Object Exchange', 0x2f: 'Device 3', 0x30: 'Integrity and Data Encryption',
-  0x31: 'Physical Layer 64.0 GT/s', 0x32: 'Flit Logging', 0x33: 'Flit Performance Measurement', 0x34: 'Flit Error Injection',
+  1: 'Advanced Error Reporting',
+  2: 'Virtual Channel',
+  3: 'Device Serial Number',
+  4: 'Power Budgeting',
+  5: 'Root Complex Link Declaration',
+  6: 'Root Complex Internal Link Control',
+  7: 'Root Complex Event Collector Endpoint Association',
+  8: 'Multi-Function Virtual Channel',
+  9: 'Virtual Channel (MFVC)',
+  10: 'Root Complex Register Block',
+  11: 'Vendor-Specific Extended',
+  12: 'Configuration Access Correlation',
+  13: 'Access Control Services',
+  14: 'Alternative Routing-ID Interpretation',
+  15: 'Address Translation Services',
+  16: 'Single Root I/O Virtualization',
+  17: 'Multi-Root I/O Virtualization',
+  18: 'Multicast',
+  19: 'Page Request Interface',
+  20: 'AMD Reserved',
+  21: 'Resizable BAR',
+  22: 'Dynamic Power Allocation',
+  23: 'TPH Requester',
+  24: 'Latency Tolerance Reporting',
+  25: 'Secondary PCI Express',
+  26: 'Protocol Multiplexing',
+  27: 'Process Address Space ID',
+  28: 'LN Requester',
+  29: 'Downstream Port Containment',
+  30: 'L1 PM Substates',
+  31: 'Precision Time Measurement',
+  32: 'M-PCIe',
+  33: 'FRS Queueing',
+  34: 'Readiness Time Reporting',
+  35: 'Designated Vendor-Specific',
+  36: 'VF Resizable BAR',
+  37: 'Data Link Feature',
+  38: 'Physical Layer 16.0 GT/s',
+  39: 'Lane Margining at the Receiver',
+  40: 'Hierarchy ID',
+  41: 'Native PCIe Enclosure Management',
+  42: 'Physical Layer 32.0 GT/s',
+  43: 'Alternate Protocol',
+  44: 'System Firmware Intermediary',
+  45: 'Shadow Functions',
+  46: 'Data Object Exchange',
+  47: 'Device 3',
+  48: 'Integrity and Data Encryption',
+  49: 'Physical Layer 64.0 GT/s',
+  50: 'Flit Logging',
+  51: 'Flit Performance Measurement',
+  52: 'Flit Error Injection',
 };
 
 export type PortType =
@@ -48,8 +102,15 @@ export type PortType =
   | 'unknown';
 
 const PORT_TYPES: Record<number, PortType> = {
-  0x0: 'endpoint', 0x1: 'legacy-endpoint', 0x4: 'root-port', 0x5: 'upstream-port', 0x6: 'downstream-port',
-  0x7: 'pcie-to-pci-bridge', 0x8: 'pci-to-pcie-bridge', 0x9: 'rciep', 0xa: 'rc-event-collector',
+  0: 'endpoint',
+  1: 'legacy-endpoint',
+  4: 'root-port',
+  5: 'upstream-port',
+  6: 'downstream-port',
+  7: 'pcie-to-pci-bridge',
+  8: 'pci-to-pcie-bridge',
+  9: 'rciep',
+  10: 'rc-event-collector',
 };
 
 export type HeaderLayout = 'normal' | 'bridge' | 'cardbus' | 'unknown';
@@ -125,8 +186,7 @@ export interface ConfigSpace {
 }
 
 const u16 = (b: Uint8Array, o: number): number => (o + 1 < b.length ? b[o]! | (b[o + 1]! << 8) : -1);
-const u32 = (b: Uint8Array, o: number): number =>
-  o + 3 < b.length ? (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0 : -1;
+const u32 = (b: Uint8Array, o: number): number => (o + 3 < b.length ? (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0 : -1);
 
 /** Little-endian stores into config bytes (the fixture writers, the lspci importer, crafted test bytes). */
 export const putU16 = (b: Uint8Array, o: number, v: number): void => {
@@ -140,8 +200,7 @@ export const putU32 = (b: Uint8Array, o: number, v: number): void => {
 
 export const hex = (n: number, width: number): string => `0x${n.toString(16).padStart(width, '0')}`;
 
-export const acsBitNames = (value: number): AcsBit[] =>
-  (Object.keys(ACS_BITS) as AcsBit[]).filter((name) => (value & ACS_BITS[name]) !== 0);
+export const acsBitNames = (value: number): AcsBit[] => (Object.keys(ACS_BITS) as AcsBit[]).filter((name) => (value & ACS_BITS[name]) !== 0);
 
 /** Bytes up to the end of the type-0 subsystem ids (0x2c-0x2f): what the standard header gives. */
 export const HEADER_BYTES = 0x30;
@@ -166,7 +225,10 @@ export const parseConfigSpace = (bytes: Uint8Array): ConfigSpace => {
   const capsReadable = size > 64;
   const extendedReadable = size > PCI_CFG_SPACE_SIZE;
   if (size > 0 && size <= 64) {
-    problems.push({ code: 'short-config', message: `config space is ${size} bytes (unprivileged read?): capabilities, PCIe port type and ACS cannot be known` });
+    problems.push({
+      code: 'short-config',
+      message: `config space is ${size} bytes (unprivileged read?): capabilities, PCIe port type and ACS cannot be known`,
+    });
   }
 
   const cs: ConfigSpace = {
@@ -251,7 +313,10 @@ export const parseConfigSpace = (bytes: Uint8Array): ConfigSpace => {
   }
 
   if (cs.pcie && !extendedReadable && size > 64) {
-    problems.push({ code: 'short-config', message: `PCIe device but only ${size} bytes of config space were read: extended capabilities (ACS, ARI, SR-IOV) cannot be known` });
+    problems.push({
+      code: 'short-config',
+      message: `PCIe device but only ${size} bytes of config space were read: extended capabilities (ACS, ARI, SR-IOV) cannot be known`,
+    });
   }
 
   // Extended capabilities: only PCIe devices (and only when the read went past 256 bytes).

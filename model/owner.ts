@@ -16,8 +16,8 @@ export const OWNER_NAME_RULE = '1-64 of A-Z a-z 0-9 _ . @ -, not starting with .
 
 export const isOwnerName = (value: unknown): value is string => typeof value === 'string' && OWNER_NAME.test(value);
 
-
 /** The one permission rule: root acts for anyone, any other subject only for itself (E_PERMISSION). */
 export const requireSelfOrRoot = (subject: Subject, owner: string, what: string): void => {
-  if (subject.uid !== 0 && subject.name !== owner) throw new IsogroupError('E_PERMISSION', `${subject.name} (uid ${subject.uid}) may not ${what} ${owner}`, { subject: subject.name, owner });
+  if (subject.uid !== 0 && subject.name !== owner)
+    throw new IsogroupError('E_PERMISSION', `${subject.name} (uid ${subject.uid}) may not ${what} ${owner}`, { subject: subject.name, owner });
 };

@@ -1,4 +1,3 @@
-
 // The pci.ids database (https://pci-ids.ucw.cz) as shipped by hwdata/pciutils; never bundled. Pure:
 // parsing and lookup (os/pci-ids.ts reads the host's file).
 export interface PciIds {
@@ -63,11 +62,11 @@ export const lookupNames = (
   const d = v?.devices.get(parseInt(device, 16));
   const c = parseInt(klass, 16);
   const cls = ids.classes.get((c >> 16) & 0xff);
-  const sub = subVendor && subDevice ? d?.subsystems.get(`${subVendor.slice(2)}:${subDevice.slice(2)}`) ?? null : null;
+  const sub = subVendor && subDevice ? (d?.subsystems.get(`${subVendor.slice(2)}:${subDevice.slice(2)}`) ?? null) : null;
   return {
     vendor: v?.name ?? null,
     device: d?.name ?? null,
-    className: cls ? cls.subclasses.get((c >> 8) & 0xff) ?? cls.name : null,
+    className: cls ? (cls.subclasses.get((c >> 8) & 0xff) ?? cls.name) : null,
     subsystem: sub,
   };
 };

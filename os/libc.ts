@@ -13,7 +13,7 @@
 //   the LP64 glibc/musl ones, checked against <sys/socket.h> with a C compiler on x86_64.
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
-import { codeForErrno, IsogroupError, type ErrorCode } from '../errors.js';
+import { codeForErrno, type ErrorCode, IsogroupError } from '../errors.js';
 
 /** Constants from the Linux uapi / glibc headers (identical on x86_64 and aarch64). */
 export const C = {
@@ -272,13 +272,7 @@ export const sysGetsockopt = (fd: number, level: number, name: number, size: num
 };
 
 /** recvfrom(2) with the sender's address; null when nothing is queued (EAGAIN). */
-export const sysRecvFrom = (
-  fd: number,
-  buf: Buffer,
-  flags: number,
-  addrSize: number,
-  ctx: CallContext = {},
-): { bytes: number; addr: Buffer } | null => {
+export const sysRecvFrom = (fd: number, buf: Buffer, flags: number, addrSize: number, ctx: CallContext = {}): { bytes: number; addr: Buffer } | null => {
   const addr = Buffer.alloc(addrSize);
   const addrLen = [addrSize];
   const [r, e] = call(() => libc().recvfrom(fd, buf, buf.length, flags, addr, addrLen));
@@ -312,13 +306,7 @@ const buildMsghdr = (iov: Buffer[], control: Buffer | null, name: Buffer | null 
 };
 
 /** sendmsg(2) with optional ancillary data and destination address; null when the socket buffer is full (EAGAIN). */
-export const sysSendMsg = (
-  fd: number,
-  iov: Buffer[],
-  control: Buffer | null,
-  flags: number,
-  ctx: CallContext & { to?: Buffer } = {},
-): number | null => {
+export const sysSendMsg = (fd: number, iov: Buffer[], control: Buffer | null, flags: number, ctx: CallContext & { to?: Buffer } = {}): number | null => {
   const { msg, keep } = buildMsghdr(iov, control, ctx.to ?? null);
   const [r, e] = call(() => libc().sendmsg(fd, msg, flags));
   keep.length = 0;

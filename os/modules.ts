@@ -14,7 +14,12 @@ export const modprobeLoader: ModuleLoader = {
       execaSync('modprobe', [module], { timeout: 60_000 });
     } catch (error) {
       const e = error as { stderr?: string; shortMessage?: string; code?: string };
-      throw new IsogroupError('E_MODULE_MISSING', `modprobe ${module} failed: ${(e.stderr || e.shortMessage || String(error)).trim()}`, { module }, { cause: error });
+      throw new IsogroupError(
+        'E_MODULE_MISSING',
+        `modprobe ${module} failed: ${(e.stderr || e.shortMessage || String(error)).trim()}`,
+        { module },
+        { cause: error },
+      );
     }
   },
 };

@@ -19,10 +19,7 @@ export const loadPciIds = (paths: readonly string[] = DEFAULT_PCI_IDS_PATHS): Pc
       const raw = fs.readFileSync(p);
       const text = p.endsWith('.gz') ? zlib.gunzipSync(raw).toString('utf8') : raw.toString('utf8');
       return parsePciIds(text, p);
-    } catch {
-      continue;
-    }
+    } catch {}
   }
   return null;
 };
-

@@ -7,11 +7,12 @@
 //   where netlink is unavailable (no koffi, a sandbox without AF_NETLINK).
 // - the fixture kernel's watch on a fixture root (sim/watch.ts) implements the same interface.
 // - IntervalSource: a periodic "rescan" hint, the backstop for whatever the others miss.
-import { execa, type ResultPromise } from 'execa';
+
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { isIsogroupError, IsogroupError } from '../errors.js';
-import { isBdf, type Bdf } from '../model/bdf.js';
+import { execa, type ResultPromise } from 'execa';
+import { IsogroupError, isIsogroupError } from '../errors.js';
+import { type Bdf, isBdf } from '../model/bdf.js';
 import { C, setsockoptInt, sysBind, sysClose, sysRecvFrom, sysSocket } from './libc.js';
 
 /** One kernel uevent, as lib/kobject_uevent.c sends it. */
@@ -131,7 +132,10 @@ export class NetlinkUeventSource implements HotplugSource {
   /** Messages received and accepted / dropped (not from the kernel, unparsable, other subsystem). */
   readonly counts = { polls: 0, received: 0, hinted: 0, ignored: 0, overflows: 0 };
 
-  private constructor(fd: number, private readonly options: NetlinkOptions) {
+  private constructor(
+    fd: number,
+    private readonly options: NetlinkOptions,
+  ) {
     this.fd = fd;
   }
 
@@ -180,7 +184,7 @@ export class NetlinkUeventSource implements HotplugSource {
     let n = 0;
     this.counts.polls += 1;
     while (this.fd !== null && n < 1000) {
-      let got;
+      let got: ReturnType<typeof sysRecvFrom>;
       try {
         got = sysRecvFrom(this.fd, this.buf, C.MSG_DONTWAIT, SOCKADDR_NL);
       } catch (error) {
@@ -228,7 +232,7 @@ export class UdevadmMonitorParser {
   push(chunk: string): Uevent[] {
     this.pending += chunk;
     const out: Uevent[] = [];
-    let nl;
+    let nl: number;
     while ((nl = this.pending.indexOf('\n')) >= 0) {
       const line = this.pending.slice(0, nl).replace(/\r$/, '');
       this.pending = this.pending.slice(nl + 1);

@@ -64,7 +64,9 @@ export const encodeRights = (fds: number[]): Buffer => {
   buf.writeBigUInt64LE(BigInt(H.size + 4 * fds.length), H.len); // CMSG_LEN
   buf.writeInt32LE(C.SOL_SOCKET, H.level);
   buf.writeInt32LE(C.SCM_RIGHTS, H.type);
-  fds.forEach((fd, i) => buf.writeInt32LE(fd, H.size + 4 * i));
+  fds.forEach((fd, i) => {
+    buf.writeInt32LE(fd, H.size + 4 * i);
+  });
   return buf;
 };
 
@@ -186,7 +188,7 @@ export const receiveFds = async (socket: net.Socket, options: TransferOptions & 
     if (options.signal?.aborted) fail(new IsogroupError('E_DAEMON', 'receiving fds aborted', {}));
     const want = need < 0 ? 4 - have : need + 4 - have;
     const buf = Buffer.alloc(Math.max(1, want));
-    let got;
+    let got: ReturnType<typeof sysRecvMsg>;
     try {
       got = sysRecvMsg(fd, buf, controlSize, C.MSG_DONTWAIT | C.MSG_CMSG_CLOEXEC, { code: 'E_DAEMON', what: 'receiving fds' });
     } catch (error) {

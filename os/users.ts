@@ -41,7 +41,13 @@ export const subjectForIds = (uid: number, gid: number, db: UserDatabase): Subje
   const gids = new Set<number>([gid]);
   for (const f of lines(db.group)) {
     if (!/^\d+$/.test(f[2] ?? '')) continue;
-    if ((f[3] ?? '').split(',').map((m) => m.trim()).includes(name)) gids.add(Number(f[2]));
+    if (
+      (f[3] ?? '')
+        .split(',')
+        .map((m) => m.trim())
+        .includes(name)
+    )
+      gids.add(Number(f[2]));
   }
   return { name, uid, gids: [...gids].sort((a, b) => a - b) };
 };

@@ -19,9 +19,17 @@
 // and arm; powerpc/mips/sparc differ, and libc.ts refuses those architectures anyway.)
 //
 // Importing this module does nothing: libc is loaded on the first open.
-import { IsogroupError, type ErrorCode } from '../errors.js';
+import { type ErrorCode, IsogroupError } from '../errors.js';
 import { C, ioctlBuffer, ioctlValue, sysClose, sysOpen } from './libc.js';
-import { VFIO_TYPE1_IOMMU, VFIO_TYPE1v2_IOMMU, type IovaRange, type VfioBackend, type VfioContainerHandle, type VfioGroupHandle, type VfioGroupStatus } from './vfio.js';
+import {
+  type IovaRange,
+  VFIO_TYPE1_IOMMU,
+  VFIO_TYPE1v2_IOMMU,
+  type VfioBackend,
+  type VfioContainerHandle,
+  type VfioGroupHandle,
+  type VfioGroupStatus,
+} from './vfio.js';
 
 // asm-generic/ioctl.h
 export const IOC_NRSHIFT = 0;
@@ -107,7 +115,8 @@ export const parseIovaRangeCap = (buf: Buffer, offset: number): IovaRange[] => {
  * the capability chain (bounds-checked, loop-checked: the buffer is treated as untrusted input).
  */
 export const parseIommuInfo = (buf: Buffer): IommuInfo => {
-  if (buf.length < TYPE1_INFO.size) throw malformed(`info buffer of ${buf.length} bytes is shorter than the ${TYPE1_INFO.size}-byte header`, { size: buf.length });
+  if (buf.length < TYPE1_INFO.size)
+    throw malformed(`info buffer of ${buf.length} bytes is shorter than the ${TYPE1_INFO.size}-byte header`, { size: buf.length });
   const flags = buf.readUInt32LE(TYPE1_INFO.flags);
   const iovaPgsizes = flags & VFIO_IOMMU_INFO_PGSIZES ? buf.readBigUInt64LE(TYPE1_INFO.iovaPgsizes) : null;
   const capabilities: InfoCapability[] = [];
@@ -118,7 +127,8 @@ export const parseIommuInfo = (buf: Buffer): IommuInfo => {
     if (seen.has(offset)) throw malformed(`capability at offset ${offset} loops back`, { offset });
     seen.add(offset);
     if (offset < TYPE1_INFO.size) throw malformed(`capability offset ${offset} points into the info header`, { offset });
-    if (offset + CAP_HEADER.size > buf.length) throw malformed(`capability offset ${offset} runs past the ${buf.length}-byte buffer`, { offset, size: buf.length });
+    if (offset + CAP_HEADER.size > buf.length)
+      throw malformed(`capability offset ${offset} runs past the ${buf.length}-byte buffer`, { offset, size: buf.length });
     const id = buf.readUInt16LE(offset + CAP_HEADER.id);
     const version = buf.readUInt16LE(offset + CAP_HEADER.version);
     capabilities.push({ id, version, offset });
@@ -226,7 +236,10 @@ class KernelContainer implements VfioContainerHandle {
 
 class KernelGroup implements VfioGroupHandle {
   private open: boolean;
-  constructor(readonly groupId: string, readonly fd: number) {
+  constructor(
+    readonly groupId: string,
+    readonly fd: number,
+  ) {
     this.open = true;
   }
 

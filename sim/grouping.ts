@@ -1,6 +1,6 @@
+import { deriveGroups } from '../groups/derive.js';
 import type { Bdf } from '../model/bdf.js';
 import type { HostSnapshot } from '../model/device.js';
-import { deriveGroups } from '../groups/derive.js';
 
 // Which existing devices a newly added device shares an IOMMU group with. The kernel decides this in
 // pci_device_group() when the device is added; we ask the same question of a snapshot that already
@@ -25,7 +25,7 @@ export const topologyPeers: PeerFinder = (snap, bdf) => {
 
 /** The kernel's own rules (groups/derive.ts): the group the new device derives into. */
 export const derivedPeers: PeerFinder = (snap, bdf) => {
-  let derived;
+  let derived: ReturnType<typeof deriveGroups>;
   try {
     derived = deriveGroups(snap);
   } catch {

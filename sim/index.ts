@@ -1,14 +1,23 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { IsogroupError } from '../errors.js';
 import { isTarball, unpackCapture } from '../capture/unpack.js';
-import { SimKernel, type SimKernelOptions, SimulatedSysfsPort } from './kernel.js';
+import { IsogroupError } from '../errors.js';
+import { SimKernel, type SimKernelOptions, type SimulatedSysfsPort } from './kernel.js';
 import { SimulatedVfioBackend } from './vfio.js';
 
-export { SimKernel, SimulatedSysfsPort, crashHooks, isSimulatedPort, type CrashPoints, type AddDeviceOptions, type AddDeviceResult, type SimHooks } from './kernel.js';
-export { SimulatedVfioBackend, simGroupViable } from './vfio.js';
+export { type PeerFinder, setPeerFinder, topologyPeers } from './grouping.js';
+export {
+  type AddDeviceOptions,
+  type AddDeviceResult,
+  type CrashPoints,
+  crashHooks,
+  isSimulatedPort,
+  type SimHooks,
+  SimKernel,
+  SimulatedSysfsPort,
+} from './kernel.js';
 export { SIM_DIR, type SimState } from './state.js';
-export { setPeerFinder, topologyPeers, type PeerFinder } from './grouping.js';
+export { SimulatedVfioBackend, simGroupViable } from './vfio.js';
 
 export interface SimulatedRoot {
   kernel: SimKernel;
@@ -19,7 +28,9 @@ export interface SimulatedRoot {
 /** Open the fixture kernel over a writable fixture root (several processes may share one). */
 export const openSimulatedRoot = (root: string, options: SimKernelOptions = {}): SimulatedRoot => {
   if (isTarball(root)) {
-    throw new IsogroupError('E_USAGE', `--simulate needs a writable directory, not the capture ${root}; run \`isogroup sim unpack ${root} --out DIR\` first`, { root });
+    throw new IsogroupError('E_USAGE', `--simulate needs a writable directory, not the capture ${root}; run \`isogroup sim unpack ${root} --out DIR\` first`, {
+      root,
+    });
   }
   const kernel = new SimKernel(root, options);
   return { kernel, port: kernel.port(), vfio: new SimulatedVfioBackend(kernel) };

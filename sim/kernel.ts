@@ -1,16 +1,39 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { type Bdf, formatBdf, isBdf, parseBdf, splitBdf } from '../model/bdf.js';
-import { parseConfigSpace, hex } from '../model/config-space.js';
 import { ensureDriverDir } from '../capture/fixture-writer.js';
-import { type DirEntry, type DirReader, type EntryKind, NodeSysfsPort, type SysfsPort, linkTargetRel, openDir, sysfsError } from '../sysfs/port.js';
-import { scanHost } from '../sysfs/scan.js';
 import { IsogroupError } from '../errors.js';
-import { VFIO_DRIVER, isDmaManagedDriver, isVfioDriverName } from '../model/drivers.js';
+import { type Bdf, formatBdf, isBdf, parseBdf, splitBdf } from '../model/bdf.js';
+import { hex, parseConfigSpace } from '../model/config-space.js';
+import { isDmaManagedDriver, isVfioDriverName, VFIO_DRIVER } from '../model/drivers.js';
+import {
+  IOMMU_CLASS,
+  IOMMU_GROUPS,
+  iommuGroup,
+  iommuGroupDevice,
+  iommuGroupDevices,
+  iommuGroupFile,
+  isDeviceTreePath,
+  moduleParameters,
+  PCI_BUS,
+  PCI_DEVICES,
+  PCI_DRIVERS_AUTOPROBE,
+  PCI_DRIVERS_PROBE,
+  PCI_RESCAN,
+  parsePciDriverFile,
+  pciDevice,
+  pciDeviceFile,
+  pciDriver,
+  pciDriverDevice,
+  VFIO_CONTAINER,
+  vfioGroup,
+  virtualIommu,
+  virtualIommuDevice,
+} from '../sysfs/paths.js';
+import { type DirEntry, type DirReader, type EntryKind, linkTargetRel, NodeSysfsPort, openDir, type SysfsPort, sysfsError } from '../sysfs/port.js';
+import { scanHost } from '../sysfs/scan.js';
 import { synthConfig, vfConfigFrom } from './config.js';
 import { peersOf } from './grouping.js';
 import { SIM_DIR, type SimFailure, type SimState, SimStateStore } from './state.js';
-import { IOMMU_CLASS, IOMMU_GROUPS, PCI_BUS, PCI_DEVICES, PCI_DRIVERS_AUTOPROBE, PCI_DRIVERS_PROBE, PCI_RESCAN, VFIO_CONTAINER, iommuGroup, iommuGroupDevice, iommuGroupDevices, iommuGroupFile, isDeviceTreePath, moduleParameters, parsePciDriverFile, pciDevice, pciDeviceFile, pciDriver, pciDriverDevice, vfioGroup, virtualIommu, virtualIommuDevice } from '../sysfs/paths.js';
 
 // The fixture kernel: gives a fixture root (a capture unpacked into a writable directory) the write
 // semantics of Linux 6.1's PCI/driver-core sysfs, as observed in oracle/NOTES.md. The fixture files
@@ -21,12 +44,14 @@ import { IOMMU_CLASS, IOMMU_GROUPS, PCI_BUS, PCI_DEVICES, PCI_DRIVERS_AUTOPROBE,
 const PARKED = `${SIM_DIR}/removed`;
 const DEFAULT_MSI_REGION = '0x00000000fee00000 0x00000000feefffff msi\n';
 
-
 const errnoError = (errno: string, message: string): NodeJS.ErrnoException => Object.assign(new Error(`${errno}: ${message}`), { code: errno });
 
 /** A write(2) failing with the kernel's errno, reported as the port reports real ones. */
 class KernelErrno extends Error {
-  constructor(readonly errno: string, readonly why: string) {
+  constructor(
+    readonly errno: string,
+    readonly why: string,
+  ) {
     super(`${errno}: ${why}`);
   }
 }
@@ -204,7 +229,10 @@ export class SimKernel {
 
   groupMembers(group: string): Bdf[] {
     try {
-      return fs.readdirSync(this.abs(iommuGroupDevices(group))).filter(isBdf).sort() as Bdf[];
+      return fs
+        .readdirSync(this.abs(iommuGroupDevices(group)))
+        .filter(isBdf)
+        .sort() as Bdf[];
     } catch {
       return [];
     }
@@ -351,7 +379,12 @@ export class SimKernel {
   private lowestFreeGroup(): string {
     let ids: Set<number>;
     try {
-      ids = new Set(fs.readdirSync(this.abs(IOMMU_GROUPS)).filter((n) => /^\d+$/.test(n)).map(Number));
+      ids = new Set(
+        fs
+          .readdirSync(this.abs(IOMMU_GROUPS))
+          .filter((n) => /^\d+$/.test(n))
+          .map(Number),
+      );
     } catch {
       ids = new Set();
     }
@@ -595,7 +628,12 @@ export class SimKernel {
     return { driver, attachError: null };
   }
 
-  private createDevice(st: SimState, bridgeDir: string, bdf: Bdf, spec: { vendor: number; device: number; classCode: number; driver: string | null; multifunction?: boolean }): { bdf: Bdf; dir: string; group: string | null } {
+  private createDevice(
+    st: SimState,
+    bridgeDir: string,
+    bdf: Bdf,
+    spec: { vendor: number; device: number; classCode: number; driver: string | null; multifunction?: boolean },
+  ): { bdf: Bdf; dir: string; group: string | null } {
     const bridgeCs = parseConfigSpace(this.config(bridgeDir));
     const pcie = bridgeCs.portType === 'root-port' || bridgeCs.portType === 'downstream-port';
     const dir = `${bridgeDir}/${bdf}`;
@@ -698,7 +736,9 @@ export class SimKernel {
   }
 
   private injected(st: SimState, rel: string, canon: string): SimFailure | null {
-    const i = st.failures.findIndex((f) => (f.at !== undefined && f.at === st.writeCount) || (f.file !== undefined && (rel.endsWith(f.file) || canon.endsWith(f.file))));
+    const i = st.failures.findIndex(
+      (f) => (f.at !== undefined && f.at === st.writeCount) || (f.file !== undefined && (rel.endsWith(f.file) || canon.endsWith(f.file))),
+    );
     if (i < 0) return null;
     const f = st.failures[i]!;
     if (!f.persistent) st.failures.splice(i, 1);
@@ -814,7 +854,8 @@ export class SimKernel {
       const pcieOnly = cs.portType === 'root-port' || cs.portType === 'downstream-port';
       const bdf = options.bdf !== undefined ? parseBdf(options.bdf, 'bdf') : this.freeSlot(bridgeDir, cs.secondaryBus, p.domain, pcieOnly);
       const bp = splitBdf(bdf)!;
-      if (bp.bus !== cs.secondaryBus || bp.domain !== p.domain) throw new IsogroupError('E_INVALID_INPUT', `${bdf} is not on bridge ${bridge}'s secondary bus ${hex(cs.secondaryBus, 2)}`, { bdf, bridge });
+      if (bp.bus !== cs.secondaryBus || bp.domain !== p.domain)
+        throw new IsogroupError('E_INVALID_INPUT', `${bdf} is not on bridge ${bridge}'s secondary bus ${hex(cs.secondaryBus, 2)}`, { bdf, bridge });
       if (this.devDir(bdf) || st.pending.some((x) => x.bdf === bdf)) throw new IsogroupError('E_INVALID_INPUT', `${bdf} is already present`, { bdf });
       const spec = { vendor: options.vendor, device: options.device, classCode, driver: options.driver ?? null, multifunction: options.multifunction ?? false };
       // Native SHPC hotplug is dead once shpchp is unbound from the bridge: the device shows up on rescan only.
@@ -897,7 +938,10 @@ export class SimKernel {
 
   dmesg(): string[] {
     try {
-      return fs.readFileSync(path.join(this.root, SIM_DIR, 'dmesg'), 'utf8').split('\n').filter(Boolean);
+      return fs
+        .readFileSync(path.join(this.root, SIM_DIR, 'dmesg'), 'utf8')
+        .split('\n')
+        .filter(Boolean);
     } catch {
       return [];
     }

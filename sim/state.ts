@@ -125,7 +125,12 @@ export class SimStateStore {
     } catch (error) {
       this.cached = null;
       this.cachedText = null;
-      throw new IsogroupError('E_INVALID_INPUT', `fixture kernel state ${this.file} is corrupt: ${(error as Error).message}`, { file: this.file }, { cause: error });
+      throw new IsogroupError(
+        'E_INVALID_INPUT',
+        `fixture kernel state ${this.file} is corrupt: ${(error as Error).message}`,
+        { file: this.file },
+        { cause: error },
+      );
     }
   }
 
@@ -142,23 +147,28 @@ export class SimStateStore {
       const st = this.load();
       const before = this.cachedText;
       pruneDead(st);
+      let outcome: { ok: true; value: T } | { ok: false; error: unknown };
       try {
-        return fn(st);
-      } finally {
-        // Saved even when fn throws: a failed write still counts, a one-shot failure is used up.
-        const after = JSON.stringify(st);
-        if (after !== before) {
-          try {
-            this.save(after);
-            this.cached = st;
-            this.cachedText = after;
-          } catch (error) {
-            this.cached = null;
-            this.cachedText = null;
-            throw error;
-          }
+        outcome = { ok: true, value: fn(st) };
+      } catch (error) {
+        outcome = { ok: false, error };
+      }
+      // Saved even when fn threw: a failed write still counts, a one-shot failure is used up. A failed
+      // save is the error then (the kernel's memory would otherwise be lost).
+      const after = JSON.stringify(st);
+      if (after !== before) {
+        try {
+          this.save(after);
+          this.cached = st;
+          this.cachedText = after;
+        } catch (error) {
+          this.cached = null;
+          this.cachedText = null;
+          throw error;
         }
       }
+      if (!outcome.ok) throw outcome.error;
+      return outcome.value;
     });
   }
 }

@@ -2,11 +2,11 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { IsogroupError } from '../errors.js';
-import { parseReservedRegions } from '../sysfs/scan.js';
-import type { IovaRange, VfioBackend, VfioContainerHandle, VfioGroupHandle, VfioGroupStatus } from '../os/vfio.js';
 import { isDmaManagedDriver } from '../model/drivers.js';
+import type { IovaRange, VfioBackend, VfioContainerHandle, VfioGroupHandle, VfioGroupStatus } from '../os/vfio.js';
+import { iommuGroupFile, VFIO_CONTAINER, vfioGroup } from '../sysfs/paths.js';
+import { parseReservedRegions } from '../sysfs/scan.js';
 import type { SimKernel } from './kernel.js';
-import { VFIO_CONTAINER, iommuGroupFile, vfioGroup } from '../sysfs/paths.js';
 import type { SimState } from './state.js';
 
 // /dev/vfio as the fixture kernel simulates it, with the errnos recorded in oracle/NOTES.md:
@@ -15,7 +15,11 @@ import type { SimState } from './state.js';
 // when not viable. A hold belongs to the process that opened it (a dead pid's holds vanish, as fds do).
 
 const vfioError = (errno: string, message: string, details: Record<string, unknown> = {}): IsogroupError =>
-  new IsogroupError(errno === 'EBUSY' ? 'E_GROUP_BUSY' : errno === 'EPERM' ? 'E_NOT_VIABLE' : errno === 'ENOENT' ? 'E_NOT_FOUND' : 'E_SYSFS_IO', `${message} (${errno})`, { errno, ...details });
+  new IsogroupError(
+    errno === 'EBUSY' ? 'E_GROUP_BUSY' : errno === 'EPERM' ? 'E_NOT_VIABLE' : errno === 'ENOENT' ? 'E_NOT_FOUND' : 'E_SYSFS_IO',
+    `${message} (${errno})`,
+    { errno, ...details },
+  );
 
 const ADDRESS_SPACE_END = (1n << 48n) - 1n;
 
@@ -37,7 +41,8 @@ export class SimulatedVfioBackend implements VfioBackend {
     if (!/^\d+$/.test(groupId)) throw vfioError('ENOENT', `open /dev/vfio/${groupId}: not a group number`);
     const token = crypto.randomUUID();
     this.kernel.withState((st) => {
-      if (!fs.existsSync(path.join(this.kernel.root, vfioGroup(groupId)))) throw vfioError('ENOENT', `open /dev/vfio/${groupId}: no vfio driver has a device of group ${groupId}`, { group: groupId });
+      if (!fs.existsSync(path.join(this.kernel.root, vfioGroup(groupId))))
+        throw vfioError('ENOENT', `open /dev/vfio/${groupId}: no vfio driver has a device of group ${groupId}`, { group: groupId });
       const h = st.holds[groupId];
       if (h) throw vfioError('EBUSY', `open /dev/vfio/${groupId}: already open (pid ${h.pid})`, { group: groupId, pid: h.pid });
       st.holds[groupId] = { pid: process.pid, token, container: null };
@@ -57,7 +62,11 @@ class SimGroup implements VfioGroupHandle {
   readonly fd = null;
   private closed = false;
 
-  constructor(private readonly kernel: SimKernel, readonly groupId: string, private readonly token: string) {}
+  constructor(
+    private readonly kernel: SimKernel,
+    readonly groupId: string,
+    private readonly token: string,
+  ) {}
 
   private mine(st: SimState) {
     const h = st.holds[this.groupId];
@@ -81,7 +90,8 @@ class SimGroup implements VfioGroupHandle {
       const c = st.containers[container.id];
       if (!c) throw vfioError('EBADF', 'container is closed');
       // iommu_group_claim_dma_owner(): EPERM while a DMA-API driver is bound in the group.
-      if (!simGroupViable(this.kernel, this.groupId)) throw vfioError('EPERM', `VFIO_GROUP_SET_CONTAINER on group ${this.groupId}: group is not viable`, { group: this.groupId });
+      if (!simGroupViable(this.kernel, this.groupId))
+        throw vfioError('EPERM', `VFIO_GROUP_SET_CONTAINER on group ${this.groupId}: group is not viable`, { group: this.groupId });
       h.container = container.id;
       c.groups.push(this.groupId);
     });
@@ -122,7 +132,10 @@ class SimGroup implements VfioGroupHandle {
 class SimContainer implements VfioContainerHandle {
   readonly fd = null;
 
-  constructor(private readonly kernel: SimKernel, readonly id: string) {}
+  constructor(
+    private readonly kernel: SimKernel,
+    readonly id: string,
+  ) {}
 
   private mine(st: SimState) {
     const c = st.containers[this.id];

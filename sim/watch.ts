@@ -1,8 +1,9 @@
 // The fixture kernel's uevents: watches a fixture root's device and driver links and turns changes
 // into hints (inotify does not fire on the real /sys, so this serves fixture roots and --simulate only).
-import { watch, type FSWatcher } from 'chokidar';
+
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { type FSWatcher, watch } from 'chokidar';
 import { IsogroupError } from '../errors.js';
 import { isBdf } from '../model/bdf.js';
 import type { HotplugHint, HotplugSource } from '../os/uevent.js';
@@ -35,7 +36,10 @@ export class FixtureWatchSource implements HotplugSource {
   private closed = false;
   private started = false;
 
-  constructor(readonly root: string, private readonly options: FixtureWatchOptions = {}) {}
+  constructor(
+    readonly root: string,
+    private readonly options: FixtureWatchOptions = {},
+  ) {}
 
   start(onHint: (hint: HotplugHint) => void): void {
     if (this.started || this.closed) throw new IsogroupError('E_INTERNAL', 'fixture watch source already started or closed', {});
@@ -158,4 +162,3 @@ const classify = (event: string, file: string, devices: string, drivers: string)
   }
   return null;
 };
-

@@ -5,8 +5,8 @@
 
 import fs from 'node:fs';
 import * as path from 'node:path';
-import { IsogroupError, errnoOf } from '../errors.js';
-import { evaluateGroup, type DeviceFacts, type GroupDecision, type Policy, type Subject } from '../groups/policy.js';
+import { errnoOf, IsogroupError } from '../errors.js';
+import { type DeviceFacts, evaluateGroup, type GroupDecision, type Policy, type Subject } from '../groups/policy.js';
 
 export const AUDIT_FILE = 'audit.jsonl';
 
@@ -31,7 +31,12 @@ export interface AuditRecord {
 export type AuditInput = Omit<AuditRecord, 'time'> & { time?: string };
 
 const stateDirError = (dir: string, what: string, error: unknown): IsogroupError =>
-  new IsogroupError('E_STATE_DIR', `state directory ${dir}: ${what}: ${errnoOf(error) ?? String(error)}`, { stateDir: dir, errno: errnoOf(error) }, { cause: error });
+  new IsogroupError(
+    'E_STATE_DIR',
+    `state directory ${dir}: ${what}: ${errnoOf(error) ?? String(error)}`,
+    { stateDir: dir, errno: errnoOf(error) },
+    { cause: error },
+  );
 
 const checkDir = (dir: string): void => {
   let st: fs.Stats;
@@ -70,7 +75,8 @@ export class AuditLog {
     try {
       const written = fs.writeSync(fd, line, 0, line.length);
       // A short write on a local file means the disk is full; a partial line must not pass silently.
-      if (written !== line.length) throw new IsogroupError('E_STATE_DIR', `${this.file}: short write (${written} of ${line.length} bytes)`, { file: this.file });
+      if (written !== line.length)
+        throw new IsogroupError('E_STATE_DIR', `${this.file}: short write (${written} of ${line.length} bytes)`, { file: this.file });
       fs.fsyncSync(fd);
     } catch (error) {
       if (error instanceof IsogroupError) throw error;
@@ -135,7 +141,14 @@ export const decideAndAudit = (
   log: AuditLog | null,
   policy: Policy,
   subject: Subject,
-  request: { action: string; group?: string | null; owner?: string | null; context?: string | null; devices: readonly DeviceFacts[]; extra?: Record<string, unknown> },
+  request: {
+    action: string;
+    group?: string | null;
+    owner?: string | null;
+    context?: string | null;
+    devices: readonly DeviceFacts[];
+    extra?: Record<string, unknown>;
+  },
 ): { decision: GroupDecision; record: AuditRecord | null } => {
   const decision = evaluateGroup(policy, subject, request.devices);
   if (log === null) return { decision, record: null };
@@ -159,7 +172,15 @@ export const decideAndAudit = (
  */
 export const auditResult = (
   log: AuditLog,
-  request: { action: string; subject: Subject | null; group?: string | null; devices?: string[]; owner?: string | null; context?: string | null; reason?: string },
+  request: {
+    action: string;
+    subject: Subject | null;
+    group?: string | null;
+    devices?: string[];
+    owner?: string | null;
+    context?: string | null;
+    reason?: string;
+  },
   result: { ok: true } | { ok: false; error: { code: string; message: string } },
 ): AuditRecord =>
   log.append({

@@ -5,11 +5,11 @@
 import fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { replaceFileDurably } from './durable-file.js';
-import { IsogroupError, errnoOf } from '../errors.js';
+import { errnoOf, IsogroupError } from '../errors.js';
 import { type ContextTable, emptyContextTable, validateContextTable } from '../groups/context.js';
 import { formatIssuePath } from '../groups/policy.js';
-import { splitBdf, type Bdf } from '../model/bdf.js';
+import { type Bdf, splitBdf } from '../model/bdf.js';
+import { replaceFileDurably } from './durable-file.js';
 
 export const CONTEXTS_FILE = 'contexts.json';
 
@@ -106,7 +106,12 @@ export const contextsFromJson = (text: string, file = CONTEXTS_FILE): ContextTab
 };
 
 const stateDirError = (dir: string, what: string, error: unknown): IsogroupError =>
-  new IsogroupError('E_STATE_DIR', `state directory ${dir}: ${what}: ${errnoOf(error) ?? String(error)}`, { stateDir: dir, errno: errnoOf(error) }, { cause: error });
+  new IsogroupError(
+    'E_STATE_DIR',
+    `state directory ${dir}: ${what}: ${errnoOf(error) ?? String(error)}`,
+    { stateDir: dir, errno: errnoOf(error) },
+    { cause: error },
+  );
 
 const statDir = (dir: string): 'dir' | 'missing' => {
   try {
@@ -139,7 +144,8 @@ export const loadContexts = (stateDir: string): ContextTable => {
 /** Replace the table atomically. Refuses (E_CONTEXT) to write a table that breaks an invariant. */
 export const saveContexts = (stateDir: string, table: ContextTable): void => {
   const problems = validateContextTable(table);
-  if (problems.length > 0) throw new IsogroupError('E_CONTEXT', `refusing to save a context table that breaks its invariants: ${problems.join('; ')}`, { problems });
+  if (problems.length > 0)
+    throw new IsogroupError('E_CONTEXT', `refusing to save a context table that breaks its invariants: ${problems.join('; ')}`, { problems });
   if (statDir(stateDir) === 'missing') {
     try {
       fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });

@@ -3,7 +3,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { IsogroupError, errnoOf } from '../errors.js';
+import { errnoOf, IsogroupError } from '../errors.js';
 import { replaceFileDurably } from './durable-file.js';
 
 export const HANDOFFS_FILE = 'handoffs.json';

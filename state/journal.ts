@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { IsogroupError } from '../errors.js';
-import { type Bdf, type GroupTarget, describeTarget, isBdf } from '../model/bdf.js';
+import { type Bdf, describeTarget, type GroupTarget, isBdf } from '../model/bdf.js';
 import { replaceFileDurably } from './durable-file.js';
 
 // The journal: the single source of truth about which groups are handed out and about any
@@ -66,16 +66,25 @@ export const readJournal = (stateDir: string): Journal => {
   try {
     raw = JSON.parse(text);
   } catch (error) {
-    throw new IsogroupError('E_JOURNAL_CORRUPT', `journal ${file} is not valid JSON (${(error as Error).message}); fix or move it aside, nothing was changed`, { file }, { cause: error });
+    throw new IsogroupError(
+      'E_JOURNAL_CORRUPT',
+      `journal ${file} is not valid JSON (${(error as Error).message}); fix or move it aside, nothing was changed`,
+      { file },
+      { cause: error },
+    );
   }
   const parsed = journalSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new IsogroupError('E_JOURNAL_CORRUPT', `journal ${file} is malformed at ${issue.path.join('.') || '(top)'}: ${issue.message}; nothing was changed`, { file, path: issue.path.map(String) });
+    throw new IsogroupError('E_JOURNAL_CORRUPT', `journal ${file} is malformed at ${issue.path.join('.') || '(top)'}: ${issue.message}; nothing was changed`, {
+      file,
+      path: issue.path.map(String),
+    });
   }
   const seen = new Set<string>();
   for (const e of parsed.data.entries) {
-    if (seen.has(e.groupId)) throw new IsogroupError('E_JOURNAL_CORRUPT', `journal ${file} lists group ${e.groupId} twice; nothing was changed`, { file, group: e.groupId });
+    if (seen.has(e.groupId))
+      throw new IsogroupError('E_JOURNAL_CORRUPT', `journal ${file} lists group ${e.groupId} twice; nothing was changed`, { file, group: e.groupId });
     seen.add(e.groupId);
   }
   lastChecked = { file, text, checked: JSON.stringify(parsed.data) };
@@ -142,23 +151,33 @@ export const updateMembers = (stateDir: string, present: ReadonlyMap<string, rea
 };
 
 const unfinished = (e: JournalEntry): IsogroupError =>
-  new IsogroupError('E_GROUP_BUSY', `group ${e.groupId} has an unfinished ${e.state} transaction; run \`isogroup recover\` first`, { group: e.groupId, state: e.state });
+  new IsogroupError('E_GROUP_BUSY', `group ${e.groupId} has an unfinished ${e.state} transaction; run \`isogroup recover\` first`, {
+    group: e.groupId,
+    state: e.state,
+  });
 
 /** Refuse a new assignment of a group (or of any of its devices) the journal already holds, or any group while a transaction is unfinished. */
 export const checkNotAssigned = (journal: Journal, groupId: string, members: readonly Bdf[]): void => {
   for (const e of journal.entries) {
     if (e.state !== 'assigned') throw unfinished(e);
-    if (e.groupId === groupId) throw new IsogroupError('E_ALREADY_ASSIGNED', `group ${groupId} is already assigned to ${e.owner} (since ${e.time})`, { group: groupId, owner: e.owner });
+    if (e.groupId === groupId)
+      throw new IsogroupError('E_ALREADY_ASSIGNED', `group ${groupId} is already assigned to ${e.owner} (since ${e.time})`, { group: groupId, owner: e.owner });
     const shared = e.members.map((m) => m.bdf).filter((b) => members.includes(b as Bdf));
     if (shared.length) {
-      throw new IsogroupError('E_ALREADY_ASSIGNED', `devices ${shared.join(' ')} of group ${groupId} are already assigned to ${e.owner} as group ${e.groupId}`, { group: groupId, other: e.groupId, owner: e.owner });
+      throw new IsogroupError(
+        'E_ALREADY_ASSIGNED',
+        `devices ${shared.join(' ')} of group ${groupId} are already assigned to ${e.owner} as group ${e.groupId}`,
+        { group: groupId, other: e.groupId, owner: e.owner },
+      );
     }
   }
 };
 
 /** The journal entry a GROUP|BDF target names (a BDF: the entry listing it as a member), or null. */
 export const entryFor = (journal: Journal, target: GroupTarget): JournalEntry | null =>
-  ('groupId' in target ? journal.entries.find((e) => e.groupId === target.groupId) : journal.entries.find((e) => e.members.some((m) => m.bdf === target.bdf))) ?? null;
+  ('groupId' in target
+    ? journal.entries.find((e) => e.groupId === target.groupId)
+    : journal.entries.find((e) => e.members.some((m) => m.bdf === target.bdf))) ?? null;
 
 /** The finished assignment a target names: E_NOT_ASSIGNED when there is none, E_GROUP_BUSY when its transaction did not finish. */
 export const assignedEntry = (journal: Journal, target: GroupTarget): JournalEntry => {

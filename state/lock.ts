@@ -26,7 +26,12 @@ export const prepareStateDir = (stateDir: string): void => {
   try {
     fs.accessSync(stateDir, fs.constants.W_OK);
   } catch (error) {
-    throw new IsogroupError('E_STATE_DIR', `state directory ${stateDir} is not writable`, { stateDir, errno: (error as NodeJS.ErrnoException).code }, { cause: error });
+    throw new IsogroupError(
+      'E_STATE_DIR',
+      `state directory ${stateDir} is not writable`,
+      { stateDir, errno: (error as NodeJS.ErrnoException).code },
+      { cause: error },
+    );
   }
 };
 

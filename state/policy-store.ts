@@ -4,8 +4,8 @@
 import fs from 'node:fs';
 import * as path from 'node:path';
 import { parseDocument } from 'yaml';
-import { IsogroupError, errnoOf } from '../errors.js';
-import { defaultPolicy, parsePolicy, type Policy } from '../groups/policy.js';
+import { errnoOf, IsogroupError } from '../errors.js';
+import { defaultPolicy, type Policy, parsePolicy } from '../groups/policy.js';
 import type { AuditLog } from './audit.js';
 
 const MAX_POLICY_BYTES = 1 << 20;
@@ -17,12 +17,20 @@ export const parsePolicyText = (text: string, source: string): Policy => {
     try {
       value = JSON.parse(text);
     } catch (error) {
-      throw new IsogroupError('E_POLICY_INVALID', `${source}: not JSON (${(error as Error).message})`, { source, issues: [{ path: '(file)', message: (error as Error).message }] }, { cause: error });
+      throw new IsogroupError(
+        'E_POLICY_INVALID',
+        `${source}: not JSON (${(error as Error).message})`,
+        { source, issues: [{ path: '(file)', message: (error as Error).message }] },
+        { cause: error },
+      );
     }
   } else {
     const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
     if (doc.errors.length > 0) {
-      const issues = doc.errors.map((e) => ({ path: e.linePos ? `line ${e.linePos[0].line} col ${e.linePos[0].col}` : '(file)', message: e.message.split('\n')[0]! }));
+      const issues = doc.errors.map((e) => ({
+        path: e.linePos ? `line ${e.linePos[0].line} col ${e.linePos[0].col}` : '(file)',
+        message: e.message.split('\n')[0]!,
+      }));
       throw new IsogroupError('E_POLICY_INVALID', `${source}: not valid YAML: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, { source, issues });
     }
     value = doc.toJS();
@@ -38,7 +46,12 @@ export const loadPolicyFile = (file: string): Policy => {
   try {
     st = fs.statSync(file);
   } catch (error) {
-    throw new IsogroupError('E_POLICY_INVALID', `policy file ${file}: ${errnoOf(error) === 'ENOENT' ? 'does not exist' : `cannot read it (${errnoOf(error) ?? String(error)})`}`, { source: file, errno: errnoOf(error) }, { cause: error });
+    throw new IsogroupError(
+      'E_POLICY_INVALID',
+      `policy file ${file}: ${errnoOf(error) === 'ENOENT' ? 'does not exist' : `cannot read it (${errnoOf(error) ?? String(error)})`}`,
+      { source: file, errno: errnoOf(error) },
+      { cause: error },
+    );
   }
   if (!st.isFile()) throw new IsogroupError('E_POLICY_INVALID', `policy file ${file} is not a regular file`, { source: file });
   if (st.size > MAX_POLICY_BYTES) throw new IsogroupError('E_POLICY_INVALID', `policy file ${file} is larger than ${MAX_POLICY_BYTES} bytes`, { source: file });
@@ -90,7 +103,10 @@ export class PolicyStore {
       this.current = loadPolicyFile(this.file);
       result = { ok: true, policy: this.current };
     } catch (error) {
-      const e = error instanceof IsogroupError ? error : new IsogroupError('E_POLICY_INVALID', `policy file ${this.file}: ${String(error)}`, { source: this.file }, { cause: error });
+      const e =
+        error instanceof IsogroupError
+          ? error
+          : new IsogroupError('E_POLICY_INVALID', `policy file ${this.file}: ${String(error)}`, { source: this.file }, { cause: error });
       result = { ok: false, error: e, policy: this.current };
     }
     options.audit?.append({
@@ -99,7 +115,9 @@ export class PolicyStore {
       subject: null,
       target: {},
       rule: null,
-      reason: result.ok ? `policy ${this.file} loaded (${result.policy.rules.length} rule(s))` : `policy ${this.file} rejected, previous policy kept: ${result.error.message}`,
+      reason: result.ok
+        ? `policy ${this.file} loaded (${result.policy.rules.length} rule(s))`
+        : `policy ${this.file} rejected, previous policy kept: ${result.error.message}`,
       extra: { source: this.file, rules: result.policy.rules.length },
     });
     return result;

@@ -3,8 +3,8 @@ import { execaSync } from 'execa';
 import type { Bdf } from '../model/bdf.js';
 import { isBdf } from '../model/bdf.js';
 import type { HostSnapshot } from '../model/device.js';
-import { type SysfsPort, linkTargetRel } from './port.js';
-import { BLOCK, GRAPHICS_CLASS, PROC_MOUNTS, PROC_NET_IF_INET6, PROC_NET_IPV6_ROUTE, PROC_NET_ROUTE, PROC_SWAPS, block, netInterfaceFile } from './paths.js';
+import { BLOCK, block, GRAPHICS_CLASS, netInterfaceFile, PROC_MOUNTS, PROC_NET_IF_INET6, PROC_NET_IPV6_ROUTE, PROC_NET_ROUTE, PROC_SWAPS } from './paths.js';
+import { linkTargetRel, type SysfsPort } from './port.js';
 
 // Is the host using a device? Everything is read from files under the root (proc/mounts, proc/swaps,
 // proc/net/*, sys/class/net, sys/block/*/holders, sys/class/graphics), so fixtures can supply them
@@ -59,7 +59,7 @@ const parseMounts = (text: string | null): MountLine[] =>
 /** Non-PCI children of a device dir whose name matches, not descending into child PCI functions. */
 const findChildren = (port: SysfsPort, dir: string, depth: number, visit: (rel: string, name: string) => void): void => {
   if (depth < 0) return;
-  let entries;
+  let entries: ReturnType<SysfsPort['list']>;
   try {
     entries = port.list(dir);
   } catch {
@@ -205,7 +205,11 @@ const ninePTagsOf = (port: SysfsPort, devDir: string): string[] => {
 /** What the host uses on each of these devices. */
 export const findHostUse = (port: SysfsPort, snap: HostSnapshot, devices: Bdf[]): HostUse[] => {
   const mounts = parseMounts(readOr(port, PROC_MOUNTS));
-  const swaps = (readOr(port, PROC_SWAPS) ?? '').split('\n').slice(1).map((l) => l.trim().split(/\s+/)[0]).filter((s): s is string => !!s);
+  const swaps = (readOr(port, PROC_SWAPS) ?? '')
+    .split('\n')
+    .slice(1)
+    .map((l) => l.trim().split(/\s+/)[0])
+    .filter((s): s is string => !!s);
   const rootMount = [...mounts].reverse().find((m) => m.target === '/');
   const uses: HostUse[] = [];
   for (const bdf of devices) {
@@ -226,13 +230,15 @@ export const findHostUse = (port: SysfsPort, snap: HostSnapshot, devices: Bdf[])
       };
       for (const m of mounts) {
         if (!isOurs(m.source)) continue;
-        if (m.target === '/') add('root-fs', `${m.source} is the root filesystem`, 'the host itself: the root filesystem would vanish under the running system');
+        if (m.target === '/')
+          add('root-fs', `${m.source} is the root filesystem`, 'the host itself: the root filesystem would vanish under the running system');
         else add('mount', `${m.source} is mounted at ${m.target}`, `access to ${m.target} and writes not yet flushed`);
       }
       // A root on overlay whose lower/upper layers live on our disks counts as the root too.
       if (rootMount && rootMount.fstype === 'overlay') {
         for (const m of mounts) {
-          if (isOurs(m.source) && m.target !== '/' && rootMount.options.includes(`${m.target}/`)) add('root-fs', `the root overlay uses ${m.target} on ${m.source}`, 'the host itself: the root filesystem would vanish');
+          if (isOurs(m.source) && m.target !== '/' && rootMount.options.includes(`${m.target}/`))
+            add('root-fs', `the root overlay uses ${m.target} on ${m.source}`, 'the host itself: the root filesystem would vanish');
         }
       }
       for (const s of swaps) if (isOurs(s)) add('swap', `${s} is active swap`, 'swapped-out memory (processes would crash)');
@@ -253,7 +259,11 @@ export const findHostUse = (port: SysfsPort, snap: HostSnapshot, devices: Bdf[])
       const routes = routesOf(port, iface);
       const addrs = addressesOf(port, iface);
       if (routes.length || addrs.length) {
-        add('net', `network interface ${iface} is up with ${[...addrs, ...routes].slice(0, 3).join(', ')}`, `the host's connectivity through ${iface}${routes.includes('default route') ? ' (including its default route)' : ''}`);
+        add(
+          'net',
+          `network interface ${iface} is up with ${[...addrs, ...routes].slice(0, 3).join(', ')}`,
+          `the host's connectivity through ${iface}${routes.includes('default route') ? ' (including its default route)' : ''}`,
+        );
       }
     }
 

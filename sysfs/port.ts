@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { IsogroupError, codeForErrno, errnoOf } from '../errors.js';
+import { codeForErrno, errnoOf, IsogroupError } from '../errors.js';
 import { type FileCalls, fileCalls } from '../os/libc.js';
 
 export type EntryKind = 'file' | 'dir' | 'link' | 'other';
@@ -71,8 +71,7 @@ export const sysfsError = (op: string, rel: string, abs: string, error: unknown)
   return new IsogroupError(codeForErrno(errno), `${op} ${abs}: ${errno ?? reason}`, { op, path: rel, file: abs, errno }, { cause: error });
 };
 
-const kindOf = (d: fs.Dirent | fs.Stats): EntryKind =>
-  d.isSymbolicLink() ? 'link' : d.isDirectory() ? 'dir' : d.isFile() ? 'file' : 'other';
+const kindOf = (d: fs.Dirent | fs.Stats): EntryKind => (d.isSymbolicLink() ? 'link' : d.isDirectory() ? 'dir' : d.isFile() ? 'file' : 'other');
 
 // A path built from listed names and normalized link targets needs no normalizing: no leading "/", no
 // component starting with "." (so no "." or ".."), no "//", no NUL. Checking that is far cheaper than
@@ -112,6 +111,7 @@ const readWhole = (abs: string): Buffer => {
   }
 };
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: a name is plain when every byte is 0x01-0x7f.
 const ASCII = /^[\x01-\x7f]*$/;
 const DT_DIR = 4;
 const DT_REG = 8;
@@ -126,8 +126,7 @@ const isPlainName = (name: string): boolean => name.length > 0 && name.charCodeA
 class FdDirReader implements DirReader {
   private fd: number;
   private readonly byPath: DirReader;
-  private readonly readAt = (fd: number, buf: Buffer, at: number, len: number): number =>
-    this.calls.read(fd, at === 0 ? buf : buf.subarray(at), len);
+  private readonly readAt = (fd: number, buf: Buffer, at: number, len: number): number => this.calls.read(fd, at === 0 ? buf : buf.subarray(at), len);
 
   constructor(
     port: NodeSysfsPort,

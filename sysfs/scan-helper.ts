@@ -1,7 +1,7 @@
 import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import { workerScript } from '../os/worker-script.js';
 import type { DirEntry } from './port.js';
 import type { RawChunk, RawGroup } from './scan.js';
-import { workerScript } from '../os/worker-script.js';
 
 // The main thread's side of a two-thread scan (see scanHost). The device list is cut into chunks that
 // both threads claim from one shared counter, so neither waits on the other's start or speed. The
@@ -23,10 +23,7 @@ export interface ScanHelperJob {
 }
 
 /** What the helper posts, in this order: its groups, each chunk as it is read, then done. */
-export type ScanHelperMessage =
-  | { kind: 'groups'; groups: RawGroup[] }
-  | { kind: 'chunk'; index: number; chunk: RawChunk }
-  | { kind: 'done'; error?: string };
+export type ScanHelperMessage = { kind: 'groups'; groups: RawGroup[] } | { kind: 'chunk'; index: number; chunk: RawChunk } | { kind: 'done'; error?: string };
 
 export interface ScanHelper {
   /** Claim the next chunk (its index), or null when all are claimed. */

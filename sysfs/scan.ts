@@ -1,13 +1,12 @@
-import { type Bdf, compareBdf, formatBdf, isBdf, splitBdf, busIdOf } from '../model/bdf.js';
-import { HEADER_BYTES, hasNormalHeader, parseConfigSpace, hex } from '../model/config-space.js';
-import type { HostSnapshot, IommuUnit, KernelGroup, PciDevice, Problem, ReservedRegion } from '../model/device.js';
-import { type DirEntry, type DirReader, type EntryKind, NodeSysfsPort, type SysfsPort, linkTargetRel, openDir } from './port.js';
-import { SCAN_CHUNK, startScanHelper } from './scan-helper.js';
 import { isIsogroupError } from '../errors.js';
-import type { GuardDeviceState } from '../model/device.js';
+import { type Bdf, busIdOf, compareBdf, formatBdf, isBdf, splitBdf } from '../model/bdf.js';
+import { HEADER_BYTES, hasNormalHeader, hex, parseConfigSpace } from '../model/config-space.js';
+import type { GuardDeviceState, HostSnapshot, IommuUnit, KernelGroup, PciDevice, Problem, ReservedRegion } from '../model/device.js';
 import { isVfioDriverName } from '../model/drivers.js';
 import { lookupNames, type PciIds } from '../model/pci-ids.js';
-import { IOMMU_CLASS, IOMMU_GROUPS, PCI_DEVICES, PCI_DRIVERS_AUTOPROBE, iommuGroup, iommuGroupDevices, isDeviceTreePath, pciDevice } from './paths.js';
+import { IOMMU_CLASS, IOMMU_GROUPS, iommuGroup, iommuGroupDevices, isDeviceTreePath, PCI_DEVICES, PCI_DRIVERS_AUTOPROBE, pciDevice } from './paths.js';
+import { type DirEntry, type DirReader, type EntryKind, linkTargetRel, NodeSysfsPort, openDir, type SysfsPort } from './port.js';
+import { SCAN_CHUNK, startScanHelper } from './scan-helper.js';
 
 const MAX_LINK_HOPS = 8;
 const EMPTY = new Uint8Array(0);
@@ -27,7 +26,10 @@ const overrideValue = (raw: string | null): string | null => (raw === null || ra
 
 class DeviceGone extends Error {
   /** false when the directory could not even be listed (the link may never have pointed anywhere). */
-  constructor(dir: string, readonly listed = true) {
+  constructor(
+    dir: string,
+    readonly listed = true,
+  ) {
     super(dir);
   }
 }
@@ -35,8 +37,7 @@ class DeviceGone extends Error {
 const errnoText = (error: unknown): string =>
   isIsogroupError(error) ? String(error.details.errno ?? error.message) : error instanceof Error ? error.message : String(error);
 
-const isGone = (error: unknown): boolean =>
-  isIsogroupError(error) && (error.details.errno === 'ENOENT' || error.details.errno === 'ENODEV');
+const isGone = (error: unknown): boolean => isIsogroupError(error) && (error.details.errno === 'ENOENT' || error.details.errno === 'ENODEV');
 
 // Follow a chain of symlinks by path arithmetic, reporting dangling and looping links.
 export const resolveLink = (port: SysfsPort, rel: string): { path: string } | { problem: Problem } => {
@@ -90,15 +91,7 @@ const ID16 = /^0x[0-9a-fA-F]{4}$/;
 const CLASS24 = /^0x[0-9a-fA-F]{6}$/;
 const ID8 = /^0x[0-9a-fA-F]{2}$/;
 
-const checkedId = (
-  raw: string | null,
-  re: RegExp,
-  fallback: number | null,
-  width: number,
-  attr: string,
-  dir: string,
-  problems: Problem[],
-): string | null => {
+const checkedId = (raw: string | null, re: RegExp, fallback: number | null, width: number, attr: string, dir: string, problems: Problem[]): string | null => {
   if (raw !== null && re.test(raw)) return raw.toLowerCase();
   if (raw !== null) {
     const file = `${dir}/${attr}`;
@@ -293,8 +286,12 @@ export const buildDevice = (raw: RawDevice, pciIds: PciIds | null): PciDevice =>
   // The kernel fills these from the same config bytes (pci_setup_device) for a normal header, so the
   // files are read only when the header is missing; a bridge's subsystem ids come from a capability instead.
   const fromConfig = haveHeader && cs.layout === 'normal';
-  const subsystemVendor = fromConfig ? hex(cs.subsystemVendorId!, 4) : checkedId(raw.subsystemVendor, ID16, cs.subsystemVendorId, 4, 'subsystem_vendor', devPath, problems);
-  const subsystemDevice = fromConfig ? hex(cs.subsystemDeviceId!, 4) : checkedId(raw.subsystemDevice, ID16, cs.subsystemDeviceId, 4, 'subsystem_device', devPath, problems);
+  const subsystemVendor = fromConfig
+    ? hex(cs.subsystemVendorId!, 4)
+    : checkedId(raw.subsystemVendor, ID16, cs.subsystemVendorId, 4, 'subsystem_vendor', devPath, problems);
+  const subsystemDevice = fromConfig
+    ? hex(cs.subsystemDeviceId!, 4)
+    : checkedId(raw.subsystemDevice, ID16, cs.subsystemDeviceId, 4, 'subsystem_device', devPath, problems);
   const revision = haveHeader ? hex(cs.revision, 2) : checkedId(raw.revision, ID8, null, 2, 'revision', devPath, problems);
   if (haveHeader && vendor !== 'unknown' && parseInt(vendor, 16) !== cs.vendorId) {
     problems.push({ code: 'id-mismatch', file: f('vendor'), message: `${f('vendor')} says ${vendor} but config space says ${hex(cs.vendorId, 4)}` });
@@ -349,7 +346,16 @@ export const buildDevice = (raw: RawDevice, pciIds: PciIds | null): PciDevice =>
     sriov:
       cs.sriov || hasSriovFiles
         ? {
-            ...(cs.sriov ?? { offset: 0, initialVfs: 0, totalVfs: sysfsTotal ?? 0, numVfs: sysfsNum ?? 0, firstVfOffset: 0, vfStride: 0, vfDeviceId: 'unknown', vfEnabled: (sysfsNum ?? 0) > 0 }),
+            ...(cs.sriov ?? {
+              offset: 0,
+              initialVfs: 0,
+              totalVfs: sysfsTotal ?? 0,
+              numVfs: sysfsNum ?? 0,
+              firstVfOffset: 0,
+              vfStride: 0,
+              vfDeviceId: 'unknown',
+              vfEnabled: (sysfsNum ?? 0) > 0,
+            }),
             driversAutoprobe: autoprobe === null ? null : autoprobe === '1',
             sysfsNumVfs: sysfsNum,
             sysfsTotalVfs: sysfsTotal,
@@ -431,14 +437,23 @@ export const readRawGroup = (port: SysfsPort, id: string): RawGroup => {
 export const listGroupIds = (port: SysfsPort, problems: Problem[]): string[] | null => {
   if (port.kind(IOMMU_GROUPS) !== 'dir') return null;
   try {
-    return port.list(IOMMU_GROUPS).map((e) => e.name).filter((n) => /^\d+$/.test(n));
+    return port
+      .list(IOMMU_GROUPS)
+      .map((e) => e.name)
+      .filter((n) => /^\d+$/.test(n));
   } catch (error) {
     problems.push({ code: 'unreadable', file: IOMMU_GROUPS, message: `cannot list ${IOMMU_GROUPS}: ${errnoText(error)}` });
     return [];
   }
 };
 
-const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problems: Problem[], ids: string[] | null, raw: Map<string, RawGroup>): Map<string, KernelGroup> => {
+const scanKernelGroups = (
+  port: SysfsPort,
+  devices: Map<Bdf, PciDevice>,
+  problems: Problem[],
+  ids: string[] | null,
+  raw: Map<string, RawGroup>,
+): Map<string, KernelGroup> => {
   const groups = new Map<string, KernelGroup>();
   const ensure = (id: string): KernelGroup => {
     let g = groups.get(id);
@@ -479,7 +494,11 @@ const scanKernelGroups = (port: SysfsPort, devices: Map<Bdf, PciDevice>, problem
             if (!devices.has(e as Bdf)) {
               problems.push({ code: 'group-member-missing', file: `${dir}/devices/${e}`, message: `group ${name} lists ${e}, which is not in ${PCI_DEVICES}` });
             } else {
-              problems.push({ code: 'group-link-mismatch', file: `${dir}/devices/${e}`, message: `group ${name} lists ${e}, but its iommu_group link says ${devices.get(e as Bdf)!.kernelGroup ?? 'none'}` });
+              problems.push({
+                code: 'group-link-mismatch',
+                file: `${dir}/devices/${e}`,
+                message: `group ${name} lists ${e}, but its iommu_group link says ${devices.get(e as Bdf)!.kernelGroup ?? 'none'}`,
+              });
             }
           }
         }

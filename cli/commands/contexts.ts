@@ -62,7 +62,11 @@ export const registerContexts = (program: Command, run: Run): void => {
           () => runAssign(s, { target, force: o.force ?? false }),
           (c) => c.post<AssignResult>(`/contexts/${encodeURIComponent(owner)}/attach`, { target, force: o.force ?? false }),
         );
-        return output(result, () => `group ${result.groupId} attached to ${owner}'s context ${result.context ?? ''}: ${result.indices.map((d) => `#${d.index} ${d.bdf}`).join(', ')}`);
+        return output(
+          result,
+          () =>
+            `group ${result.groupId} attached to ${owner}'s context ${result.context ?? ''}: ${result.indices.map((d) => `#${d.index} ${d.bdf}`).join(', ')}`,
+        );
       }),
     );
 

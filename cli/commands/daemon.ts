@@ -19,7 +19,8 @@ interface DaemonFlags {
 
 const intOption = (text: string | undefined, name: string, min: number): number | undefined => {
   if (text === undefined) return undefined;
-  if (!/^\d+$/.test(text) || Number(text) < min) throw new IsogroupError('E_USAGE', `${name} must be a whole number >= ${min}, got ${JSON.stringify(text)}`, { [name]: text });
+  if (!/^\d+$/.test(text) || Number(text) < min)
+    throw new IsogroupError('E_USAGE', `${name} must be a whole number >= ${min}, got ${JSON.stringify(text)}`, { [name]: text });
   return Number(text);
 };
 
@@ -32,17 +33,27 @@ export const registerDaemon = (program: Command, run: Run, io: CliIo): void => {
     .option('--log-format <format>', 'json or logfmt', 'json')
     .option('--socket-group <gid>', 'numeric group that may use the socket (mode 0660)')
     .option('--watch-engine <engine>', 'fixture roots: fs-watch (inotify, default) or chokidar', 'fs-watch')
-    .option('--policy <file>', 'policy file (JSON or YAML): who may claim what; default ROOT/etc/isogroup/policy.yaml (/etc/isogroup/policy.yaml on the live host)')
+    .option(
+      '--policy <file>',
+      'policy file (JSON or YAML): who may claim what; default ROOT/etc/isogroup/policy.yaml (/etc/isogroup/policy.yaml on the live host)',
+    )
     .action((flags: DaemonFlags, cmd: Command) =>
       run(async () => {
-        if (flags.logFormat !== 'json' && flags.logFormat !== 'logfmt') throw new IsogroupError('E_USAGE', `--log-format must be json or logfmt, got ${JSON.stringify(flags.logFormat)}`, {});
-        if (flags.watchEngine !== 'fs-watch' && flags.watchEngine !== 'chokidar') throw new IsogroupError('E_USAGE', `--watch-engine must be fs-watch or chokidar, got ${JSON.stringify(flags.watchEngine)}`, {});
+        if (flags.logFormat !== 'json' && flags.logFormat !== 'logfmt')
+          throw new IsogroupError('E_USAGE', `--log-format must be json or logfmt, got ${JSON.stringify(flags.logFormat)}`, {});
+        if (flags.watchEngine !== 'fs-watch' && flags.watchEngine !== 'chokidar')
+          throw new IsogroupError('E_USAGE', `--watch-engine must be fs-watch or chokidar, got ${JSON.stringify(flags.watchEngine)}`, {});
         const rescanMs = intOption(flags.rescanMs, '--rescan-ms', 0);
         const gid = intOption(flags.socketGroup, '--socket-group', 0);
         const session = sessionOf(cmd, flags.policy !== undefined ? { policyFile: flags.policy } : {});
         // Under systemd (JOURNAL_STREAM set) lines carry journald priorities.
         const journal = Boolean(session.env.JOURNAL_STREAM);
-        const logger = createLogger({ level: parseLogLevel(flags.logLevel ?? 'info'), format: flags.logFormat as LogFormat, journal, stream: { write: (l: string) => io.stderr(l) } });
+        const logger = createLogger({
+          level: parseLogLevel(flags.logLevel ?? 'info'),
+          format: flags.logFormat as LogFormat,
+          journal,
+          stream: { write: (l: string) => io.stderr(l) },
+        });
         const daemon = await GuardDaemon.start({
           session,
           ...(gid !== undefined ? { socketGid: gid } : {}),

@@ -33,7 +33,11 @@ export const registerGroups = (program: Command, run: Run): void => {
         const modes = [opts.kernel, opts.derived, opts.compare].filter(Boolean).length;
         if (modes > 1) throw usage('--kernel, --derived and --compare exclude each other');
         const session = sessionOf(cmd, opts.kernelRelease !== undefined ? { kernelRelease: opts.kernelRelease } : {});
-        const request = { session, ...(opts.rules !== undefined ? { rules: opts.rules } : {}), ...(opts.assumeAcs !== undefined ? { assumeAcs: opts.assumeAcs } : {}) };
+        const request = {
+          session,
+          ...(opts.rules !== undefined ? { rules: opts.rules } : {}),
+          ...(opts.assumeAcs !== undefined ? { assumeAcs: opts.assumeAcs } : {}),
+        };
         if (opts.compare) {
           const result = compareGroups(request);
           return output(result, () => renderCompare(result, Boolean(opts.explain)), { failed: !result.agree });

@@ -28,7 +28,7 @@ export const registerSim = (program: Command, run: Run): void => {
     .description('turn a capture tarball into a writable fixture root for --simulate')
     .argument('<capture>', 'capture .tar.gz')
     .requiredOption('--out <dir>', 'new directory')
-    .action((capture: string, opts: { out: string }, cmd: Command) =>
+    .action((capture: string, opts: { out: string }, _cmd: Command) =>
       run(() => {
         const s = unpackForSimulation(capture, opts.out);
         const devices = s.kernel.devices().length;
@@ -57,7 +57,9 @@ export const registerSim = (program: Command, run: Run): void => {
           ...(opts.bdf !== undefined ? { bdf: opts.bdf } : {}),
         });
         return output(r, () =>
-          r.pending ? `${r.bdf}: waiting for a rescan (the bridge has no hotplug driver)` : `${r.bdf}: group ${r.group}, driver ${r.driver ?? 'none'}${r.attachError ? ` (${r.attachError})` : ''}`,
+          r.pending
+            ? `${r.bdf}: waiting for a rescan (the bridge has no hotplug driver)`
+            : `${r.bdf}: group ${r.group}, driver ${r.driver ?? 'none'}${r.attachError ? ` (${r.attachError})` : ''}`,
         );
       }),
     );

@@ -29,7 +29,9 @@ export const registerTransactions = (program: Command, run: Run): void => {
         );
         const warnings =
           !r.dryRun && via === 'direct'
-            ? [`warning: no daemon answers on ${s.socket ?? 'a socket'}, so nobody holds group ${r.groupId}: a device hot-added into it gets its host driver until repaired (run \`isogroup daemon\`)`]
+            ? [
+                `warning: no daemon answers on ${s.socket ?? 'a socket'}, so nobody holds group ${r.groupId}: a device hot-added into it gets its host driver until repaired (run \`isogroup daemon\`)`,
+              ]
             : [];
         return output({ ...r, via }, () => renderTransaction('assign', r), { warnings });
       }),

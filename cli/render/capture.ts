@@ -12,6 +12,10 @@ export const renderImport = (result: ImportResult): string => {
 
 export const renderSnapshot = (result: SnapshotResult): string => {
   const lines = [`wrote ${result.out}: ${result.devices} devices, ${result.groups} groups, ${result.members} tar members`];
-  if (result.errors.length) lines.push(`${result.errors.length} file(s) could not be read (stored empty, listed in meta/snapshot.json):`, ...result.errors.slice(0, 20).map((e) => `  ${e}`));
+  if (result.errors.length)
+    lines.push(
+      `${result.errors.length} file(s) could not be read (stored empty, listed in meta/snapshot.json):`,
+      ...result.errors.slice(0, 20).map((e) => `  ${e}`),
+    );
   return lines.join('\n');
 };

@@ -34,7 +34,17 @@ export const renderRecover = (r: RecoverResult): string =>
 
 export const renderStatus = (r: StatusResult & { owner?: string }, via: 'daemon' | 'direct'): string => {
   if (r.groups.length === 0) return `no group is assigned${r.owner ? ` to ${r.owner}` : ''}${via === 'direct' ? ' (no daemon running: nothing is held)' : ''}`;
-  const rows = r.groups.flatMap((g) => g.devices.map((b, i) => [i === 0 ? g.id : '', i === 0 ? g.owner : '', i === 0 ? g.state : '', i === 0 ? (g.held ? 'yes' : 'no') : '', b, g.originalDrivers[b] ?? '-', i === 0 ? g.since : '']));
+  const rows = r.groups.flatMap((g) =>
+    g.devices.map((b, i) => [
+      i === 0 ? g.id : '',
+      i === 0 ? g.owner : '',
+      i === 0 ? g.state : '',
+      i === 0 ? (g.held ? 'yes' : 'no') : '',
+      b,
+      g.originalDrivers[b] ?? '-',
+      i === 0 ? g.since : '',
+    ]),
+  );
   const out = [table(['GROUP', 'OWNER', 'STATE', 'HELD', 'DEVICE', 'ORIGINAL DRIVER', 'SINCE'], rows)];
   if (via === 'direct') out.push('', 'no daemon running: assigned groups are not held, so hot-added devices inside them get host drivers until repaired');
   if (r.unfinished.length) out.push('', `unfinished transaction(s) on group(s) ${r.unfinished.join(', ')}: run \`isogroup recover\``);

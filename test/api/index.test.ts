@@ -28,7 +28,20 @@ describe('public API (index.ts)', () => {
   });
 
   it('exports the guard, contexts, IOVA and policy building blocks', () => {
-    for (const name of ['GuardDaemon', 'DaemonClient', 'assignGroup', 'assignToOwner', 'releaseGroup', 'recover', 'deriveGroups', 'checkViability', 'decideGuard', 'usableIova', 'parsePolicy', 'showContext']) {
+    for (const name of [
+      'GuardDaemon',
+      'DaemonClient',
+      'assignGroup',
+      'assignToOwner',
+      'releaseGroup',
+      'recover',
+      'deriveGroups',
+      'checkViability',
+      'decideGuard',
+      'usableIova',
+      'parsePolicy',
+      'showContext',
+    ]) {
       expect(typeof (isogroup as Record<string, unknown>)[name], name).toBe('function');
     }
     const usable = isogroup.usableIova({ start: 0n, end: (1n << 39n) - 1n }, [{ start: 0xfee00000n, end: 0xfeefffffn, type: 'msi' }]);

@@ -4,8 +4,8 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { assignGroup } from '../../api/assign.js';
 import { recover, releaseGroup } from '../../api/release.js';
-import { readJournal } from '../../state/journal.js';
 import { isIsogroupError } from '../../errors.js';
+import { readJournal } from '../../state/journal.js';
 import { repoRoot } from '../helpers/paths.js';
 import { driverState, simCopy } from '../helpers/sim-root.js';
 
@@ -22,36 +22,46 @@ describe('crash sweep (kill -9 after each write, then recover)', () => {
   it.each([
     { group: '23', devices: ['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2'] },
     { group: '22', devices: ['0000:09:00.0', '0000:0a:01.0', '0000:0a:02.0', '0000:0a:03.0'] },
-  ])('assign of group $group', async ({ group, devices }) => {
-    const sim = simCopy();
-    const stateDir = path.join(sim.root, 'state');
-    const opts = { root: sim.root, simulate: true, stateDir };
-    const original = driverState(sim, devices);
-    // N = writes of one uninterrupted assign.
-    const w0 = sim.kernel.writeCount();
-    await assignGroup(group, opts);
-    const n = sim.kernel.writeCount() - w0;
-    await releaseGroup(group, opts);
-    expect(n).toBeGreaterThanOrEqual(6);
+  ])(
+    'assign of group $group',
+    async ({ group, devices }) => {
+      const sim = simCopy();
+      const stateDir = path.join(sim.root, 'state');
+      const opts = { root: sim.root, simulate: true, stateDir };
+      const original = driverState(sim, devices);
+      // N = writes of one uninterrupted assign.
+      const w0 = sim.kernel.writeCount();
+      await assignGroup(group, opts);
+      const n = sim.kernel.writeCount() - w0;
+      await releaseGroup(group, opts);
+      expect(n).toBeGreaterThanOrEqual(6);
 
-    for (let k = 1; k <= n; k++) {
-      const child = runCli(['assign', group, '--root', sim.root, '--simulate', '--state-dir', stateDir, '--json'], { ISOGROUP_SIM_KILL_AFTER: String(k) });
-      expect(child.signal, `k=${k}: ${child.stderr}`).toBe('SIGKILL');
-      // The journal recorded the transaction before the first write.
-      expect(readJournal(stateDir).entries.map((e) => [e.groupId, e.state]), `k=${k}`).toEqual([[group, 'assigning']]);
-      const r = await recover(opts);
-      expect(r.recovered.map((g) => [g.groupId, g.ok]), `k=${k}`).toEqual([[group, true]]);
-      const after = driverState(sim, devices);
-      expect(after, `k=${k}`).toEqual(original);
-      // No device that had a driver is left without one.
-      for (const b of devices) if (original[b]!.driver) expect(after[b]!.driver, `k=${k} ${b}`).not.toBeNull();
-      expect(readJournal(stateDir).entries).toEqual([]);
-    }
-    // One more than N: the child finishes.
-    const done = runCli(['assign', group, '--root', sim.root, '--simulate', '--state-dir', stateDir, '--json'], { ISOGROUP_SIM_KILL_AFTER: String(n + 1) });
-    expect(done.status, done.stderr).toBe(0);
-    expect(JSON.parse(done.stdout)).toMatchObject({ groupId: group, dryRun: false });
-  }, 600_000);
+      for (let k = 1; k <= n; k++) {
+        const child = runCli(['assign', group, '--root', sim.root, '--simulate', '--state-dir', stateDir, '--json'], { ISOGROUP_SIM_KILL_AFTER: String(k) });
+        expect(child.signal, `k=${k}: ${child.stderr}`).toBe('SIGKILL');
+        // The journal recorded the transaction before the first write.
+        expect(
+          readJournal(stateDir).entries.map((e) => [e.groupId, e.state]),
+          `k=${k}`,
+        ).toEqual([[group, 'assigning']]);
+        const r = await recover(opts);
+        expect(
+          r.recovered.map((g) => [g.groupId, g.ok]),
+          `k=${k}`,
+        ).toEqual([[group, true]]);
+        const after = driverState(sim, devices);
+        expect(after, `k=${k}`).toEqual(original);
+        // No device that had a driver is left without one.
+        for (const b of devices) if (original[b]!.driver) expect(after[b]!.driver, `k=${k} ${b}`).not.toBeNull();
+        expect(readJournal(stateDir).entries).toEqual([]);
+      }
+      // One more than N: the child finishes.
+      const done = runCli(['assign', group, '--root', sim.root, '--simulate', '--state-dir', stateDir, '--json'], { ISOGROUP_SIM_KILL_AFTER: String(n + 1) });
+      expect(done.status, done.stderr).toBe(0);
+      expect(JSON.parse(done.stdout)).toMatchObject({ groupId: group, dryRun: false });
+    },
+    600_000,
+  );
 
   it('release killed half-way: recover finishes giving the devices back', async () => {
     const devices = ['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2'];

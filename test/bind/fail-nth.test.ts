@@ -1,9 +1,9 @@
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { isIsogroupError, type IsogroupError } from '../../errors.js';
 import { assignGroup } from '../../api/assign.js';
 import { recover, releaseGroup } from '../../api/release.js';
 import { status } from '../../api/status.js';
+import { type IsogroupError, isIsogroupError } from '../../errors.js';
 import { readJournal } from '../../state/journal.js';
 import { driverState, simCopy } from '../helpers/sim-root.js';
 
@@ -90,7 +90,10 @@ describe.each(GROUPS)('fail-nth sweep: $name', ({ group, target, devices }) => {
         continue;
       }
       expect(driverState(sim, devices), `k=${k}`).toEqual(assigned);
-      expect(status({ stateDir }).groups.map((g) => [g.id, g.owner, g.state]), `k=${k}`).toEqual([[group, 'bob', 'assigned']]);
+      expect(
+        status({ stateDir }).groups.map((g) => [g.id, g.owner, g.state]),
+        `k=${k}`,
+      ).toEqual([[group, 'bob', 'assigned']]);
     }
     await releaseGroup(target, opts);
     expect(driverState(sim, devices)).toEqual(original);

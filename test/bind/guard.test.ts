@@ -44,8 +44,23 @@ describe('decideGuard', () => {
 
   it('turns SR-IOV autoprobe off on an assigned PF and restores a missing override', () => {
     const pf = device('0000:0a:01.0', {
-      kernelGroup: '22', driver: 'vfio-pci', vfioDriver: true, driverOverride: null,
-      sriov: { offset: 0x160, initialVfs: 8, totalVfs: 8, numVfs: 0, firstVfOffset: 128, vfStride: 2, vfDeviceId: '0x10ed', vfEnabled: false, driversAutoprobe: true, sysfsNumVfs: 0, sysfsTotalVfs: 8 },
+      kernelGroup: '22',
+      driver: 'vfio-pci',
+      vfioDriver: true,
+      driverOverride: null,
+      sriov: {
+        offset: 0x160,
+        initialVfs: 8,
+        totalVfs: 8,
+        numVfs: 0,
+        firstVfOffset: 128,
+        vfStride: 2,
+        vfDeviceId: '0x10ed',
+        vfEnabled: false,
+        driversAutoprobe: true,
+        sysfsNumVfs: 0,
+        sysfsTotalVfs: 8,
+      },
     });
     const d = decideGuard(host([bridge, pf, onVfio('0000:0a:02.0')]), assigned);
     expect(d.actions.map((a) => a.kind).sort()).toEqual(['set-override', 'sriov-autoprobe-off']);

@@ -2,13 +2,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { assignGroup } from '../../api/assign.js';
-import { type IsogroupError, isIsogroupError } from '../../errors.js';
 import { writeFixtureRoot } from '../../capture/fixture-writer.js';
+import { type IsogroupError, isIsogroupError } from '../../errors.js';
+import { synthConfig } from '../../sim/config.js';
+import { openSimulatedRoot } from '../../sim/index.js';
 import { findHostUse } from '../../sysfs/host-use.js';
 import { NodeSysfsPort } from '../../sysfs/port.js';
 import { scanHost } from '../../sysfs/scan.js';
-import { synthConfig } from '../../sim/config.js';
-import { openSimulatedRoot } from '../../sim/index.js';
 import { fastTmpDir } from '../helpers/sim-root.js';
 
 // Each host-use refusal on a small fixture root whose proc/ and sys/ files say what the host uses.
@@ -18,7 +18,14 @@ const conf = (cls = 0x020000) => synthConfig({ vendor: 0x8086, device: 0x10d3, c
 
 const build = (): string => {
   const root = path.join(fastTmpDir(), 'root');
-  const dev = (n: number, driver: string, extra: Record<string, unknown> = {}) => ({ bdf: `0000:00:0${n}.0`, config: conf(), driver, group: String(n), iommu: 'dmar0', ...extra });
+  const dev = (n: number, driver: string, extra: Record<string, unknown> = {}) => ({
+    bdf: `0000:00:0${n}.0`,
+    config: conf(),
+    driver,
+    group: String(n),
+    iommu: 'dmar0',
+    ...extra,
+  });
   writeFixtureRoot(root, {
     devices: [
       dev(1, 'ahci', { children: ['ata1/host0/target0:0:0/0:0:0:0/block/sdb'] }), // mounted partition
@@ -41,11 +48,19 @@ const build = (): string => {
   fs.mkdirSync(path.join(root, 'sys/block/nvme0n1/holders/dm-0'), { recursive: true });
   w('sys/block/dm-0/dm/name', 'vg0-data\n');
   w('sys/block/sda/sda2/partition', '2\n');
-  w('proc/mounts', ['/dev/sda2 / ext4 rw,relatime 0 0', 'proc /proc proc rw 0 0', '/dev/sdb1 /srv\\040data xfs rw 0 0', '/dev/vg0/data /var/lib/db ext4 rw 0 0', ''].join('\n'));
+  w(
+    'proc/mounts',
+    ['/dev/sda2 / ext4 rw,relatime 0 0', 'proc /proc proc rw 0 0', '/dev/sdb1 /srv\\040data xfs rw 0 0', '/dev/vg0/data /var/lib/db ext4 rw 0 0', ''].join(
+      '\n',
+    ),
+  );
   w('proc/swaps', 'Filename\tType\tSize\tUsed\tPriority\n/dev/sdc partition 1000 0 -2\n');
   w('sys/class/net/eth0/flags', '0x1003\n');
   w('sys/class/net/eth1/flags', '0x1002\n');
-  w('proc/net/route', 'Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\neth0\t00000000\t0102A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\neth1\t0002A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n');
+  w(
+    'proc/net/route',
+    'Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\neth0\t00000000\t0102A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\neth1\t0002A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n',
+  );
   // /sys/class/graphics/fb0 -> the fb dir under the device; fb0/device -> the device.
   const devDir = 'sys/devices/pci0000:00/0000:00:08.0';
   fs.mkdirSync(path.join(root, devDir, 'graphics/fb0'), { recursive: true });

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { isIsogroupError } from '../../errors.js';
 import { planAssign, planRelease } from '../../bind/plan.js';
-import type { HostUse } from '../../sysfs/host-use.js';
+import { isIsogroupError } from '../../errors.js';
 import type { Bdf } from '../../model/bdf.js';
+import type { HostUse } from '../../sysfs/host-use.js';
 import { device, host } from '../helpers/host-builder.js';
 
 const codeOf = (fn: () => unknown): string | undefined => {
@@ -77,7 +77,13 @@ describe('planRelease', () => {
       device('0000:0a:02.0', { kernelGroup: '22', driver: 'vfio-pci', driverOverride: 'vfio-pci', vfioDriver: true }),
     ]);
     const plan = planRelease(s, {
-      groupId: '22', owner: 'a', root: '/', simulate: false, state: 'assigned', time: 't', notes: [],
+      groupId: '22',
+      owner: 'a',
+      root: '/',
+      simulate: false,
+      state: 'assigned',
+      time: 't',
+      notes: [],
       members: [
         { bdf: '0000:0a:01.0' as Bdf, role: 'endpoint', originalDriver: 'e1000', originalOverride: null },
         { bdf: '0000:0a:02.0' as Bdf, role: 'endpoint', originalDriver: null, originalOverride: null },

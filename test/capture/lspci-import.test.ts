@@ -1,13 +1,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildConfig } from '../../bench/config-builder.js';
 import { importLspci } from '../../api/capture.js';
 import { scan } from '../../api/read.js';
-import { runCli } from '../../cli/main.js';
-import { parseConfigSpace } from '../../model/config-space.js';
+import { buildConfig } from '../../bench/config-builder.js';
 import { parseLspci, synthesizeExtended } from '../../capture/lspci-import.js';
+import { runCli } from '../../cli/main.js';
 import { isIsogroupError } from '../../errors.js';
+import { parseConfigSpace } from '../../model/config-space.js';
 import { sharedDir } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -17,7 +17,7 @@ const block = (bdf: string, bytes: Uint8Array, decoded: string[] = []): string =
   for (let o = 0; o < bytes.length; o += 16) {
     rows.push(`${o.toString(16).padStart(o >= 0x100 ? 3 : 2, '0')}: ${[...bytes.subarray(o, o + 16)].map((b) => b.toString(16).padStart(2, '0')).join(' ')}`);
   }
-  const id = `${(bytes[1]! << 8 | bytes[0]!).toString(16).padStart(4, '0')}:${(bytes[3]! << 8 | bytes[2]!).toString(16).padStart(4, '0')}`;
+  const id = `${((bytes[1]! << 8) | bytes[0]!).toString(16).padStart(4, '0')}:${((bytes[3]! << 8) | bytes[2]!).toString(16).padStart(4, '0')}`;
   return [`${bdf} Device [0000]: Crafted [${id}]`, ...decoded.map((l) => `\t${l}`), ...rows, ''].join('\n');
 };
 
@@ -33,19 +33,41 @@ const expectInvalid = (fn: () => unknown, pattern: RegExp): void => {
   throw new Error('expected E_INVALID_INPUT');
 };
 
-const rootPort = buildConfig({ vendor: 0x1022, device: 0x1483, classCode: 0x060400, bridge: true, primary: 0, secondary: 1, subordinate: 2, pcieType: 4, acs: { cap: 0x5f, ctrl: 0x1d } });
+const rootPort = buildConfig({
+  vendor: 0x1022,
+  device: 0x1483,
+  classCode: 0x060400,
+  bridge: true,
+  primary: 0,
+  secondary: 1,
+  subordinate: 2,
+  pcieType: 4,
+  acs: { cap: 0x5f, ctrl: 0x1d },
+});
 const upstream = buildConfig({ vendor: 0x1022, device: 0x57ad, classCode: 0x060400, bridge: true, primary: 1, secondary: 2, subordinate: 2, pcieType: 5 });
 const endpoint = buildConfig({ vendor: 0x10de, device: 0x2204, classCode: 0x030000, pcieType: 0 });
 
 describe('parseLspci: bad input names the file and the line', () => {
   const cases: [string, string, RegExp][] = [
     ['hex before any header', '00: 86 80 00 00 00 00 00 00 00 00 00 00 00 00 00 00\n', /dump\.txt:1: hex dump row before any device header/],
-    ['a gap in the hex rows', `0000:00:00.0 Host bridge [0600]: X [8086:1234]\n00: ${'00 '.repeat(15)}00\n20: ${'00 '.repeat(15)}00\n`, /dump\.txt:3: hex row at offset 0x20 .* expected 0x10/],
+    [
+      'a gap in the hex rows',
+      `0000:00:00.0 Host bridge [0600]: X [8086:1234]\n00: ${'00 '.repeat(15)}00\n20: ${'00 '.repeat(15)}00\n`,
+      /dump\.txt:3: hex row at offset 0x20 .* expected 0x10/,
+    ],
     ['a short hex row', '0000:00:00.0 Host bridge [0600]: X [8086:1234]\n00: 86 80\n', /dump\.txt:2: hex row has 2 bytes/],
     ['a line that is neither', '0000:00:00.0 Host bridge [0600]: X [8086:1234]\nhello world\n', /dump\.txt:2: "hello world" is neither a device header/],
     ['a device number above 1f', '0000:00:20.0 Host bridge [0600]: X [8086:1234]\n', /dump\.txt:1: device number 20/],
-    ['a device without hex dump', '0000:00:00.0 Host bridge [0600]: X [8086:1234]\n\tKernel driver in use: foo\n', /dump\.txt:1: device 0000:00:00\.0 has no hex dump/],
-    ['a driver name that could be a path', `0000:00:00.0 X [0600]: X [8086:1234]\n\tKernel driver in use: ../../etc\n00: ${'00 '.repeat(15)}00\n`, /dump\.txt:2: driver name "\.\.\/\.\.\/etc"/],
+    [
+      'a device without hex dump',
+      '0000:00:00.0 Host bridge [0600]: X [8086:1234]\n\tKernel driver in use: foo\n',
+      /dump\.txt:1: device 0000:00:00\.0 has no hex dump/,
+    ],
+    [
+      'a driver name that could be a path',
+      `0000:00:00.0 X [0600]: X [8086:1234]\n\tKernel driver in use: ../../etc\n00: ${'00 '.repeat(15)}00\n`,
+      /dump\.txt:2: driver name "\.\.\/\.\.\/etc"/,
+    ],
     ['a non-numeric IOMMU group', `0000:00:00.0 X [0600]: X [8086:1234]\n\tIOMMU group: 1/../2\n00: ${'00 '.repeat(15)}00\n`, /dump\.txt:2: IOMMU group/],
     ['no devices at all', '\n\n', /dump\.txt:3: no PCI devices found/],
   ];
@@ -83,7 +105,10 @@ describe('parseLspci', () => {
     ]);
     const [d] = parseLspci(text, 'x');
     expect({ driver: d!.driver, group: d!.group, numa: d!.numaNode }).toEqual({ driver: 'pcieport', group: '7', numa: 1 });
-    expect(d!.extCaps.map((c) => [c.offset, c.name])).toEqual([[0x100, 'Advanced Error Reporting'], [0x140, 'Access Control Services']]);
+    expect(d!.extCaps.map((c) => [c.offset, c.name])).toEqual([
+      [0x100, 'Advanced Error Reporting'],
+      [0x140, 'Access Control Services'],
+    ]);
   });
 });
 
@@ -122,7 +147,10 @@ describe('synthesized extended config (dump stopped at 256 bytes)', () => {
       ]) + block('0000:01:00.0', upstream.subarray(0, 256));
     const out = path.join(tmpDir(), 'root');
     const result = importLspci({ text, name: 'crafted.txt' }, out);
-    expect(result.devices.map((d) => [d.bdf, d.synthesizedExtended, d.configSize])).toEqual([['0000:00:01.1', true, 4096], ['0000:01:00.0', false, 256]]);
+    expect(result.devices.map((d) => [d.bdf, d.synthesizedExtended, d.configSize])).toEqual([
+      ['0000:00:01.1', true, 4096],
+      ['0000:01:00.0', false, 256],
+    ]);
     const snap = scan({ root: out, pciIds: null });
     const rp = snap.devices.get('0000:00:01.1' as never)!;
     expect(rp.acs).toMatchObject({ offset: 0x140, cap: 0x5f, ctrl: 0x0d, ctrlBits: ['SV', 'RR', 'CR'] });
@@ -148,14 +176,26 @@ describe('synthesized extended config with a capability lspci named but we canno
     const r = importLspci({ text }, out);
     expect(r.problems.map((p) => p.code)).toEqual(['unknown-ext-cap']);
     const d = scan({ root: out, pciIds: null }).devices.get('0000:00:01.1' as never)!;
-    expect(d.extCapabilities.map((c) => [c.id, c.offset])).toEqual([[0, 0x100], [0x0d, 0x140]]);
+    expect(d.extCapabilities.map((c) => [c.id, c.offset])).toEqual([
+      [0, 0x100],
+      [0x0d, 0x140],
+    ]);
     expect(d.acs?.ctrlBits).toEqual(['SV', 'RR', 'CR', 'UF']);
   });
 });
 
 describe('topology, groups and units', () => {
   it('builds the tree from secondary bus numbers across root buses and domains', () => {
-    const rp2 = buildConfig({ vendor: 0x8086, device: 0x2030, classCode: 0x060400, bridge: true, primary: 0x80, secondary: 0x81, subordinate: 0x81, pcieType: 4 });
+    const rp2 = buildConfig({
+      vendor: 0x8086,
+      device: 0x2030,
+      classCode: 0x060400,
+      bridge: true,
+      primary: 0x80,
+      secondary: 0x81,
+      subordinate: 0x81,
+      pcieType: 4,
+    });
     const text =
       block('0000:00:01.1', rootPort) +
       block('0000:01:00.0', upstream) +
@@ -187,7 +227,14 @@ describe('topology, groups and units', () => {
   });
 
   it('links enabled SR-IOV VFs to their PF (offset and stride)', () => {
-    const pf = buildConfig({ vendor: 0x8086, device: 0x1572, classCode: 0x020000, pcieType: 0, ari: { nextFunction: 0 }, sriov: { total: 8, num: 2, offset: 0x10, stride: 1, vfDevice: 0x154c } });
+    const pf = buildConfig({
+      vendor: 0x8086,
+      device: 0x1572,
+      classCode: 0x020000,
+      pcieType: 0,
+      ari: { nextFunction: 0 },
+      sriov: { total: 8, num: 2, offset: 0x10, stride: 1, vfDevice: 0x154c },
+    });
     const vf = buildConfig({ vendor: 0x8086, device: 0x154c, classCode: 0x020000, pcieType: 0 });
     const out = path.join(tmpDir(), 'root');
     importLspci({ text: block('0000:05:00.0', pf) + block('0000:05:02.0', vf) + block('0000:05:02.1', vf) }, out);
@@ -198,7 +245,10 @@ describe('topology, groups and units', () => {
 
   it('gives grouped devices ivhd0 only when one AMD IOMMU function is in the dump', () => {
     const amdIommu = buildConfig({ vendor: 0x1022, device: 0x1481, classCode: 0x080600 });
-    const text = block('0000:00:00.2', amdIommu) + block('0000:00:01.1', rootPort, ['IOMMU group: 3', 'Kernel driver in use: pcieport']) + block('0000:01:00.0', endpoint, ['IOMMU group: 4']);
+    const text =
+      block('0000:00:00.2', amdIommu) +
+      block('0000:00:01.1', rootPort, ['IOMMU group: 3', 'Kernel driver in use: pcieport']) +
+      block('0000:01:00.0', endpoint, ['IOMMU group: 4']);
     const out = path.join(tmpDir(), 'root');
     const r = importLspci({ text }, out);
     expect(r.iommuUnit).toBe('ivhd0');
@@ -243,7 +293,10 @@ describe('CLI: import lspci', () => {
     expect(JSON.parse(a.out.join('')).devices).toHaveLength(2);
     const b = io();
     expect(await runCli(['--root', path.join(dir, 'root'), 'devices', '--json'], b.io)).toBe(0);
-    expect(JSON.parse(b.out.join('')).devices.map((d: { bdf: string; driver: string | null }) => [d.bdf, d.driver])).toEqual([['0000:00:01.1', 'pcieport'], ['0000:01:00.0', null]]);
+    expect(JSON.parse(b.out.join('')).devices.map((d: { bdf: string; driver: string | null }) => [d.bdf, d.driver])).toEqual([
+      ['0000:00:01.1', 'pcieport'],
+      ['0000:01:00.0', null],
+    ]);
   });
 
   it('exits 1 with E_INVALID_INPUT naming file and line for a bad dump, 2 without --out', async () => {

@@ -7,12 +7,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { snapshot } from '../../api/capture.js';
 import { deviceJson } from '../../api/devices.js';
 import { scan } from '../../api/read.js';
-import { runCli } from '../../cli/main.js';
 import { buildConfig } from '../../bench/config-builder.js';
 import { writeFixtureRoot } from '../../capture/fixture-writer.js';
+import { nodeSnapshotFs, type SnapshotFs, writeSnapshot } from '../../capture/snapshot.js';
+import { runCli } from '../../cli/main.js';
 import type { HostSnapshot } from '../../model/device.js';
 import { NodeSysfsPort } from '../../sysfs/port.js';
-import { nodeSnapshotFs, type SnapshotFs, writeSnapshot } from '../../capture/snapshot.js';
 import { oracleCaptures } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -34,7 +34,13 @@ const readTar = (file: string): Map<string, Member> => {
       const chunks: Buffer[] = [];
       e.on('data', (c: Buffer) => chunks.push(c));
       e.on('end', () => {
-        out.set(e.path.replace(/\/$/, ''), { type: e.type, mode: (e.mode ?? 0) & 0o7777, size: e.size ?? 0, linkpath: e.linkpath ?? '', data: Buffer.concat(chunks).toString('base64') });
+        out.set(e.path.replace(/\/$/, ''), {
+          type: e.type,
+          mode: (e.mode ?? 0) & 0o7777,
+          size: e.size ?? 0,
+          linkpath: e.linkpath ?? '',
+          data: Buffer.concat(chunks).toString('base64'),
+        });
       });
     },
   });
@@ -59,7 +65,12 @@ const without = (m: Map<string, Member>, ...names: string[]): Map<string, Member
 // What a user of the model sees: devices (full JSON), groups, config bytes.
 const modelOf = (s: HostSnapshot) => ({
   devices: [...s.devices.values()].map((d) => ({ ...deviceJson(d), sysfsPath: d.sysfsPath })),
-  groups: [...s.kernelGroups.values()].map((g) => ({ id: g.id, devices: g.devices, type: g.type, regions: g.reservedRegions.map((r) => `${r.start}-${r.end}-${r.type}`) })),
+  groups: [...s.kernelGroups.values()].map((g) => ({
+    id: g.id,
+    devices: g.devices,
+    type: g.type,
+    regions: g.reservedRegions.map((r) => `${r.start}-${r.end}-${r.type}`),
+  })),
   units: [...s.iommuUnits.values()],
   config: [...s.config.entries()].map(([b, c]) => [b, Buffer.from(c).toString('hex')]),
   problems: s.problems,
@@ -80,7 +91,7 @@ describe.each(oracleCaptures())('snapshot of the unpacked capture $name', ({ tar
   }, 180_000);
   afterAll(() => removeTree(dir));
 
-  it('has exactly the capture\'s members: paths, types, modes, link targets, contents', () => {
+  it("has exactly the capture's members: paths, types, modes, link targets, contents", () => {
     expect(without(first, 'meta/snapshot.json')).toEqual(readTar(tarball));
     expect(result.errors).toEqual([]);
     expect(JSON.parse(Buffer.from(first.get('meta/snapshot.json')!.data, 'base64').toString()).readErrors).toEqual([]);
@@ -107,8 +118,21 @@ const trapRoot = (): { root: string; secret: string } => {
   fs.writeFileSync(path.join(base, 'outside-dir', 'data'), secret);
   writeFixtureRoot(root, {
     devices: [
-      { bdf: '0000:00:01.0', config: buildConfig({ vendor: 0x8086, device: 0x1901, classCode: 0x060400, bridge: true, secondary: 1, subordinate: 1, pcieType: 4 }), driver: 'pcieport', group: '1', iommu: 'dmar0' },
-      { bdf: '0000:01:00.0', parent: '0000:00:01.0', config: buildConfig({ vendor: 0x10de, device: 0x2204, classCode: 0x030000, pcieType: 0 }), driver: 'nvidia', group: '2', iommu: 'dmar0' },
+      {
+        bdf: '0000:00:01.0',
+        config: buildConfig({ vendor: 0x8086, device: 0x1901, classCode: 0x060400, bridge: true, secondary: 1, subordinate: 1, pcieType: 4 }),
+        driver: 'pcieport',
+        group: '1',
+        iommu: 'dmar0',
+      },
+      {
+        bdf: '0000:01:00.0',
+        parent: '0000:00:01.0',
+        config: buildConfig({ vendor: 0x10de, device: 0x2204, classCode: 0x030000, pcieType: 0 }),
+        driver: 'nvidia',
+        group: '2',
+        iommu: 'dmar0',
+      },
     ],
   });
   const dev = path.join(root, 'sys/devices/pci0000:00/0000:00:01.0');
@@ -128,7 +152,13 @@ describe('snapshot safety', () => {
     const { root, secret } = trapRoot();
     const reads: string[] = [];
     const inner = nodeSnapshotFs(root);
-    const spy: SnapshotFs = { ...inner, readFile: (rel) => (reads.push(rel), inner.readFile(rel)) };
+    const spy: SnapshotFs = {
+      ...inner,
+      readFile: (rel) => {
+        reads.push(rel);
+        return inner.readFile(rel);
+      },
+    };
     const out = path.join(tmpDir(), 's.tar.gz');
     writeSnapshot(new NodeSysfsPort(root), out, spy);
     const members = readTar(out);

@@ -31,7 +31,13 @@ describe('assign/release/status CLI on the fixture kernel', () => {
     const s = await cli(['status', '--root', sim.root, '--simulate', '--json']);
     expect(s.code).toBe(0);
     expect(s.json().groups).toEqual([
-      expect.objectContaining({ id: '23', devices: G23, owner: 'alice', held: false, originalDrivers: { '0000:0b:00.0': 'e1000e', '0000:0b:00.1': 'virtio-pci', '0000:0b:00.2': 'virtio-pci' } }),
+      expect.objectContaining({
+        id: '23',
+        devices: G23,
+        owner: 'alice',
+        held: false,
+        originalDrivers: { '0000:0b:00.0': 'e1000e', '0000:0b:00.1': 'virtio-pci', '0000:0b:00.2': 'virtio-pci' },
+      }),
     ]);
 
     const again = await cli(['assign', '23', '--to', 'alice', '--root', sim.root, '--simulate', '--json']);
@@ -146,7 +152,21 @@ describe('sim CLI', () => {
     const out = path.join(fastTmpDir(), 'root');
     expect((await cli(['sim', 'unpack', bundledCapture('mixed'), '--out', out, '--json'])).json().devices).toBe(39);
     expect((await cli(['sim', 'write', 'sys/bus/pci/drivers_autoprobe', '0', '--root', out])).code).toBe(0);
-    const add = await cli(['sim', 'add-device', '--root', out, '--bridge', '0000:00:10.6', '--vendor', '8086', '--device', '10d3', '--driver', 'e1000e', '--json']);
+    const add = await cli([
+      'sim',
+      'add-device',
+      '--root',
+      out,
+      '--bridge',
+      '0000:00:10.6',
+      '--vendor',
+      '8086',
+      '--device',
+      '10d3',
+      '--driver',
+      'e1000e',
+      '--json',
+    ]);
     expect(add.code, add.stderr).toBe(0);
     expect(add.json()).toMatchObject({ bdf: '0000:0d:00.0', group: '26', driver: 'e1000e', pending: false });
     const bad = await cli(['sim', 'add-device', '--root', out, '--bridge', '0000:0b:00.0', '--vendor', '8086', '--device', '10d3', '--json']);

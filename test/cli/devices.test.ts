@@ -41,7 +41,10 @@ describe('isogroup devices', () => {
   it('prints a table with one row per function', async () => {
     const r = await run(['--root', mixed, 'devices']);
     expect(r.code).toBe(0);
-    const rows = r.out.trim().split('\n').filter((l) => /^[0-9a-f]{4}:/.test(l));
+    const rows = r.out
+      .trim()
+      .split('\n')
+      .filter((l) => /^[0-9a-f]{4}:/.test(l));
     expect(rows.map((l) => l.split(/\s+/)[0])).toEqual(Object.keys(expected.devices).sort());
   });
 });
@@ -74,7 +77,12 @@ describe('isogroup show', () => {
     const spy = new Proxy(inner, {
       get(target, prop, receiver) {
         const v = Reflect.get(target, prop, receiver) as unknown;
-        return typeof v === 'function' ? (...args: unknown[]) => (touched.push(`${String(prop)} ${String(args[0])}`), (v as (...a: unknown[]) => unknown).apply(target, args)) : v;
+        return typeof v === 'function'
+          ? (...args: unknown[]) => {
+              touched.push(`${String(prop)} ${String(args[0])}`);
+              return (v as (...a: unknown[]) => unknown).apply(target, args);
+            }
+          : v;
       },
     }) as SysfsPort;
     for (const bad of ['../../etc', '0000:00:1f.3/../../..', '/etc/passwd', '0000:00:20.0', '00:1f.3\u0000', '']) {

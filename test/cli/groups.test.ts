@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { buildConfig } from '../../bench/config-builder.js';
+import { type FixtureDeviceSpec, writeFixtureRoot } from '../../capture/fixture-writer.js';
 import { runCli } from '../../cli/main.js';
-import { writeFixtureRoot, type FixtureDeviceSpec } from '../../capture/fixture-writer.js';
 import { bundledCapture } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
-import { buildConfig } from '../../bench/config-builder.js';
 
 const run = async (...argv: string[]) => {
   let stdout = '';
@@ -18,13 +18,26 @@ afterEach(() => {
 });
 
 /** Config space: ids, class, header type, optional PCIe capability (port type) and ACS (cap, ctrl). */
-const cfg = (o: { vendor?: number; device?: number; cls?: number; bridge?: [number, number, number]; pcieType?: number; acs?: [number, number]; mf?: boolean }): Uint8Array => {
+const cfg = (o: {
+  vendor?: number;
+  device?: number;
+  cls?: number;
+  bridge?: [number, number, number];
+  pcieType?: number;
+  acs?: [number, number];
+  mf?: boolean;
+}): Uint8Array => {
   const b = new Uint8Array(o.pcieType === undefined ? 256 : 4096);
-  const w16 = (off: number, v: number) => { b[off] = v & 0xff; b[off + 1] = (v >> 8) & 0xff; };
+  const w16 = (off: number, v: number) => {
+    b[off] = v & 0xff;
+    b[off + 1] = (v >> 8) & 0xff;
+  };
   w16(0, o.vendor ?? 0x1b36);
   w16(2, o.device ?? 0x0001);
   const cls = o.cls ?? (o.bridge ? 0x060400 : 0x020000);
-  b[0x09] = cls & 0xff; b[0x0a] = (cls >> 8) & 0xff; b[0x0b] = (cls >> 16) & 0xff;
+  b[0x09] = cls & 0xff;
+  b[0x0a] = (cls >> 8) & 0xff;
+  b[0x0b] = (cls >> 16) & 0xff;
   b[0x0e] = (o.bridge ? 1 : 0) | (o.mf ? 0x80 : 0);
   if (o.bridge) [b[0x18], b[0x19], b[0x1a]] = o.bridge;
   if (o.pcieType !== undefined) {
@@ -64,7 +77,10 @@ describe('isogroup groups', () => {
   it('--json prints each group with id, devices, viability, blockers and reasons', async () => {
     const r = await run('groups', '--json', '--root', bundledCapture('mixed-vfio'));
     expect(r.code).toBe(0);
-    const out = JSON.parse(r.stdout) as { source: string; groups: { id: string; devices: string[]; viable: boolean; blockers: { bdf: string; driver: string }[]; reasons: { device: string; rule: string }[] }[] };
+    const out = JSON.parse(r.stdout) as {
+      source: string;
+      groups: { id: string; devices: string[]; viable: boolean; blockers: { bdf: string; driver: string }[]; reasons: { device: string; rule: string }[] }[];
+    };
     expect(out.source).toBe('kernel');
     const g23 = out.groups.find((g) => g.devices.includes('0000:0b:00.0'))!;
     expect(g23).toMatchObject({ viable: true, blockers: [], devices: ['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2'] });
@@ -82,7 +98,7 @@ describe('isogroup groups', () => {
     expect(r.stdout).toContain('notes:');
   });
 
-  it('--assume-acs: what if the switch\'s root port isolated', async () => {
+  it("--assume-acs: what if the switch's root port isolated", async () => {
     const before = JSON.parse((await run('groups', '--derived', '--json', '--root', bundledCapture('noacs'))).stdout);
     const r = await run('groups', '--derived', '--json', '--assume-acs', '0000:00:04.0', '--root', bundledCapture('noacs'));
     expect(r.code).toBe(0);
@@ -167,9 +183,11 @@ describe('isogroup groups', () => {
 });
 
 describe('groups on a root without an IOMMU', () => {
-  it('says the groups are predicted, not the kernel\'s', async () => {
+  it("says the groups are predicted, not the kernel's", async () => {
     const root = tmpDir();
-    writeFixtureRoot(root, { devices: [{ bdf: '0000:00:02.0', config: buildConfig({ vendor: 0x1af4, device: 0x1042, classCode: 0x010000 }), driver: 'virtio-pci' }] });
+    writeFixtureRoot(root, {
+      devices: [{ bdf: '0000:00:02.0', config: buildConfig({ vendor: 0x1af4, device: 0x1042, classCode: 0x010000 }), driver: 'virtio-pci' }],
+    });
     let out = '';
     const code = await runCli(['groups', '--root', root], { stdout: (s) => (out += s), stderr: () => undefined });
     expect(code).toBe(0);

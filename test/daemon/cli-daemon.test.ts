@@ -37,7 +37,22 @@ describe('daemon + CLI as processes', () => {
     expect(JSON.parse(assign.stdout)).toMatchObject({ groupId: '22', owner: 'alice', via: 'daemon', held: true });
     expect(assign.stderr).not.toMatch(/nobody holds/);
 
-    const add = await run(['sim', 'add-device', '--root', sim.root, '--simulate', '--bridge', '0000:09:00.0', '--vendor', '8086', '--device', '100e', '--driver', 'e1000', '--json']);
+    const add = await run([
+      'sim',
+      'add-device',
+      '--root',
+      sim.root,
+      '--simulate',
+      '--bridge',
+      '0000:09:00.0',
+      '--vendor',
+      '8086',
+      '--device',
+      '100e',
+      '--driver',
+      'e1000',
+      '--json',
+    ]);
     expect(add.exitCode, add.stderr).toBe(0);
     const added = JSON.parse(add.stdout) as { bdf: string; driver: string | null };
     expect(added.driver).toBeNull(); // the held group refused e1000 (EBUSY)
@@ -63,7 +78,11 @@ describe('daemon + CLI as processes', () => {
     expect(JSON.parse(rel.stdout)).toMatchObject({ via: 'daemon', groupId: '22' });
     // Every endpoint is back on its host driver, the hot-added one included (journaled as hot-added).
     expect(sim.kernel.driverOf('0000:0a:01.0')).toBe('e1000');
-    expect({ bdf: added.bdf, driver: sim.kernel.driverOf(added.bdf), override: sim.kernel.overrideOf(added.bdf) }).toEqual({ bdf: added.bdf, driver: 'e1000', override: null });
+    expect({ bdf: added.bdf, driver: sim.kernel.driverOf(added.bdf), override: sim.kernel.overrideOf(added.bdf) }).toEqual({
+      bdf: added.bdf,
+      driver: 'e1000',
+      override: null,
+    });
   }, 180_000);
 
   it('assign without a daemon warns that nobody holds the group', async () => {

@@ -5,9 +5,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { assignGroup } from '../../api/assign.js';
 import { mergeOwnerContexts, showContext } from '../../api/contexts.js';
 import { releaseGroup } from '../../api/release.js';
-import { readAudit } from '../../state/audit.js';
-import { parsePolicy } from '../../groups/policy.js';
 import { GuardDaemon } from '../../daemon/daemon.js';
+import { parsePolicy } from '../../groups/policy.js';
+import { readAudit } from '../../state/audit.js';
 import { repoRoot } from '../helpers/paths.js';
 import { simCopy } from '../helpers/sim-root.js';
 
@@ -30,7 +30,15 @@ const root0 = { name: 'root', uid: 0, gids: [0] };
 // A daemon on the fixture kernel with no event sources (the tests drive reconcile); with a socket, one
 // any local user may connect to (mode 0666), so unprivileged peers reach it and SO_PEERCRED decides.
 const startDaemon = async (o: { root: string; stateDir: string; socket?: string }): Promise<GuardDaemon> => {
-  const daemon = await GuardDaemon.start({ root: o.root, simulate: true, stateDir: o.stateDir, socket: o.socket ?? null, ...(o.socket ? { socketMode: 0o666 } : {}), rescanMs: 0, sources: [] });
+  const daemon = await GuardDaemon.start({
+    root: o.root,
+    simulate: true,
+    stateDir: o.stateDir,
+    socket: o.socket ?? null,
+    ...(o.socket ? { socketMode: 0o666 } : {}),
+    rescanMs: 0,
+    sources: [],
+  });
   daemons.push(daemon);
   return daemon;
 };
@@ -39,13 +47,16 @@ const startDaemon = async (o: { root: string; stateDir: string; socket?: string 
 // returns what it printed, parsed. Without `id` it runs as this process's user.
 const peerScript = (dir: string, name: string, body: string) => {
   const script = path.join(dir, name);
-  fs.writeFileSync(script, `import { DaemonClient } from ${JSON.stringify(path.join(repoRoot, 'dist/daemon/client.js'))};\nconst c = new DaemonClient(process.argv[2]);\n${body}`);
+  fs.writeFileSync(
+    script,
+    `import { DaemonClient } from ${JSON.stringify(path.join(repoRoot, 'dist/daemon/client.js'))};\nconst c = new DaemonClient(process.argv[2]);\n${body}`,
+  );
   return async (socket: string, id?: number): Promise<unknown> =>
     JSON.parse((await execa(process.execPath, [script, socket], id === undefined ? {} : { uid: id, gid: id })).stdout);
 };
 
 describe('contexts through assign/release', () => {
-  it('merges an owner\'s groups into one context with stable device numbers and usable IOVA ranges', async () => {
+  it("merges an owner's groups into one context with stable device numbers and usable IOVA ranges", async () => {
     const { root, stateDir } = setup();
     const a = await assignGroup('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
     expect(a.context).toBe('ctx-1');
@@ -56,19 +67,28 @@ describe('contexts through assign/release', () => {
     const view = showContext('alice', { root, simulate: true, stateDir });
     expect(view.context.owner).toBe('alice');
     expect(view.context.groups.map((g) => g.id).sort()).toEqual(['22', '23']);
-    expect(view.context.devices.slice(0, 2)).toEqual([expect.objectContaining({ index: 0, bdf: expect.stringMatching(/^0000:/) }), expect.objectContaining({ index: 1 })]);
+    expect(view.context.devices.slice(0, 2)).toEqual([
+      expect.objectContaining({ index: 0, bdf: expect.stringMatching(/^0000:/) }),
+      expect.objectContaining({ index: 1 }),
+    ]);
     // The capture's only reserved region is the x86 MSI window: usable = aperture minus fee00000-feefffff.
     expect(view.context.iovaRanges[0]).toEqual({ start: '0x0', end: '0xfedfffff' });
     expect(view.context.iovaRanges[1]?.start).toBe('0xfef00000');
     // Releasing 22 leaves a hole: 23's devices keep numbers 4..6.
     await releaseGroup('22', { root, simulate: true, stateDir, subject: root0 });
-    expect(showContext('alice', { root, simulate: true, stateDir }).context.devices.filter((d) => d.present).map((d) => d.index)).toEqual([4, 5, 6]);
+    expect(
+      showContext('alice', { root, simulate: true, stateDir })
+        .context.devices.filter((d) => d.present)
+        .map((d) => d.index),
+    ).toEqual([4, 5, 6]);
   });
 
   it("refuses a group in another owner's context, and audits the refusal", async () => {
     const { root, stateDir } = setup();
     await assignGroup('23', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
-    await expect(assignGroup('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 })).rejects.toThrow(expect.objectContaining({ code: 'E_CONTEXT' }));
+    await expect(assignGroup('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 })).rejects.toThrow(
+      expect.objectContaining({ code: 'E_CONTEXT' }),
+    );
     const { records } = readAudit(path.join(stateDir, 'audit.jsonl'));
     expect(records.at(-1)).toMatchObject({ action: 'assign', allowed: false, target: expect.objectContaining({ group: '23', owner: 'bob' }) });
     expect(records.filter((r) => r.action === 'assign' && r.allowed)).toHaveLength(1);
@@ -77,12 +97,18 @@ describe('contexts through assign/release', () => {
   it('applies the policy to the requester: default deny for non-root, allow by rule, deny overrides even root', async () => {
     const { root, stateDir } = setup();
     const nobody = { name: 'nobody', uid: 65534, gids: [65534] };
-    await expect(assignGroup('23', { root, simulate: true, stateDir, owner: 'nobody', subject: nobody })).rejects.toThrow(expect.objectContaining({ code: 'E_POLICY_DENIED' }));
-    await expect(assignGroup('23', { root, simulate: true, stateDir, owner: 'alice', subject: nobody })).rejects.toThrow(expect.objectContaining({ code: 'E_PERMISSION' }));
+    await expect(assignGroup('23', { root, simulate: true, stateDir, owner: 'nobody', subject: nobody })).rejects.toThrow(
+      expect.objectContaining({ code: 'E_POLICY_DENIED' }),
+    );
+    await expect(assignGroup('23', { root, simulate: true, stateDir, owner: 'alice', subject: nobody })).rejects.toThrow(
+      expect.objectContaining({ code: 'E_PERMISSION' }),
+    );
     const allow = parsePolicy({ version: 1, rules: [{ allow: { owners: [{ name: 'nobody' }], selector: { group: 23 } } }] }, 'test');
     expect((await assignGroup('23', { root, simulate: true, stateDir, owner: 'nobody', subject: nobody, policy: allow })).groupId).toBe('23');
     const denyNet = parsePolicy({ version: 1, rules: [{ deny: { owners: [{ any: true }], selector: { class: '02' } } }] }, 'test');
-    await expect(assignGroup('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0, policy: denyNet })).rejects.toThrow(expect.objectContaining({ code: 'E_POLICY_DENIED' }));
+    await expect(assignGroup('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0, policy: denyNet })).rejects.toThrow(
+      expect.objectContaining({ code: 'E_POLICY_DENIED' }),
+    );
     const { records } = readAudit(path.join(stateDir, 'audit.jsonl'));
     expect(records.filter((r) => r.action === 'assign').map((r) => r.allowed)).toEqual([false, false, true, false]);
   });
@@ -93,8 +119,19 @@ describe('contexts through assign/release', () => {
     await assignGroup('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
     await assignGroup('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 });
     await daemon.reconcile('test');
-    expect(daemon.status().groups).toEqual(expect.arrayContaining([expect.objectContaining({ id: '22', owner: 'alice', held: true }), expect.objectContaining({ id: '23', owner: 'bob', held: true })]));
-    const merged = mergeOwnerContexts('bob', 'alice', { root, simulate: true, stateDir, subject: root0, policy: parsePolicy({ version: 1, rules: [{ allow: { owners: [{ any: true }], selector: { all: true } } }] }, 't') });
+    expect(daemon.status().groups).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ id: '22', owner: 'alice', held: true }),
+        expect.objectContaining({ id: '23', owner: 'bob', held: true }),
+      ]),
+    );
+    const merged = mergeOwnerContexts('bob', 'alice', {
+      root,
+      simulate: true,
+      stateDir,
+      subject: root0,
+      policy: parsePolicy({ version: 1, rules: [{ allow: { owners: [{ any: true }], selector: { all: true } } }] }, 't'),
+    });
     expect(merged.context.groups.map((g) => g.id).sort()).toEqual(['22', '23']);
     await daemon.reconcile('test');
     expect(daemon.status().groups).toEqual(expect.arrayContaining([expect.objectContaining({ id: '23', owner: 'alice', held: true })]));
@@ -149,14 +186,17 @@ try {
 });
 
 describe("owner's view", () => {
-  it('--as OWNER shows only the devices and groups of that owner\'s context', async () => {
+  it("--as OWNER shows only the devices and groups of that owner's context", async () => {
     const { runCli } = await import('../../cli/main.js');
     const { root, stateDir } = setup();
     await assignGroup('22', { root, simulate: true, stateDir, owner: 'alice', subject: root0 });
     await assignGroup('23', { root, simulate: true, stateDir, owner: 'bob', subject: root0 });
     const cli = async (args: string[]) => {
       let out = '';
-      const code = await runCli([...args, '--root', root, '--simulate', '--state-dir', stateDir, '--json'], { stdout: (s) => (out += s), stderr: () => undefined });
+      const code = await runCli([...args, '--root', root, '--simulate', '--state-dir', stateDir, '--json'], {
+        stdout: (s) => (out += s),
+        stderr: () => undefined,
+      });
       return { code, json: JSON.parse(out) };
     };
     const devices = await cli(['devices', '--as', 'alice']);

@@ -24,7 +24,7 @@ const start = async (options: HubOptions = {}) => {
 interface Received {
   id: number;
   event: string;
-  json: any;
+  json: Record<string, unknown>;
 }
 
 // Read the stream in the background into an array.
@@ -32,7 +32,8 @@ const consume = (client: DaemonClient, options: { types?: string[]; lastEventId?
   const got: Received[] = [];
   const controller = new AbortController();
   const done = (async () => {
-    for await (const e of client.events({ ...options, signal: controller.signal })) got.push({ id: Number(e.id), event: e.event, json: e.json });
+    for await (const e of client.events({ ...options, signal: controller.signal }))
+      got.push({ id: Number(e.id), event: e.event, json: e.json as Record<string, unknown> });
   })().catch(() => undefined);
   onTestFinished(() => {
     controller.abort();

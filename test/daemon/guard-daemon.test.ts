@@ -4,9 +4,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { assignGroup } from '../../api/assign.js';
 import { DaemonClient } from '../../daemon/client.js';
 import { GuardDaemon } from '../../daemon/daemon.js';
+import { ManualSource } from '../../os/uevent.js';
 import type { SimulatedRoot } from '../../sim/index.js';
 import { fastTmpDir, simCopy } from '../helpers/sim-root.js';
-import { ManualSource } from '../../os/uevent.js';
 
 // The guard on the fixture kernel, with the mixed capture: group 22 is the pcie-pci-bridge 09:00.0 with
 // three conventional endpoints behind it; 00:03.0 is a conventional pci-bridge (group 4); 00:10.6 is an
@@ -105,7 +105,7 @@ describe('guard daemon on the fixture kernel', () => {
     expect(daemon.heldGroups()).toEqual(new Set(['22']));
     // Started before we listened: the start pass's events are counted in stats; a new violation is published.
     expect(daemon.stats.violations).toBe(1);
-    sim.kernel.port().writeText('sys/bus/pci/devices/' + r.bdf + '/driver_override', '\n');
+    sim.kernel.port().writeText(`sys/bus/pci/devices/${r.bdf}/driver_override`, '\n');
     sim.kernel.port().writeText('sys/bus/pci/drivers/vfio-pci/unbind', r.bdf);
     manual.emit({ action: 'unbind', bdf: r.bdf });
     await daemon.idle();
@@ -176,7 +176,10 @@ describe('guard daemon on the fixture kernel', () => {
     const { root, socket, stateDir } = setup();
     await start(root, stateDir, socket);
     const client = new DaemonClient(socket);
-    await expect(client.request('POST', '/assign', { target: '../../etc' })).rejects.toMatchObject({ code: 'E_INVALID_BDF', details: expect.objectContaining({ status: 400 }) });
+    await expect(client.request('POST', '/assign', { target: '../../etc' })).rejects.toMatchObject({
+      code: 'E_INVALID_BDF',
+      details: expect.objectContaining({ status: 400 }),
+    });
     await expect(client.request('POST', '/assign', [1, 2])).rejects.toMatchObject({ code: 'E_USAGE' });
     await expect(client.request('GET', '/nope')).rejects.toMatchObject({ code: 'E_NO_ROUTE', details: expect.objectContaining({ status: 404 }) });
     await expect(client.request('POST', '/release', { target: '7' })).rejects.toMatchObject({ code: 'E_NOT_ASSIGNED' });
@@ -196,7 +199,9 @@ describe('guard daemon on the fixture kernel', () => {
     const second = sim.kernel.addDevice({ bridge: ASSIGNED_BRIDGE, vendor: 0x8086, device: 0x100e, driver: 'e1000' });
     manual.emit({ action: 'add', bdf: second.bdf });
     expect(decided).toEqual([first.bdf, second.bdf]);
-    const status = await new DaemonClient(socket).get<{ groups: { id: string; held: boolean }[]; daemon: { actions: string; pendingActions: number } }>('/status');
+    const status = await new DaemonClient(socket).get<{ groups: { id: string; held: boolean }[]; daemon: { actions: string; pendingActions: number } }>(
+      '/status',
+    );
     expect(status.groups).toEqual([expect.objectContaining({ id: '22', held: true })]);
     expect(status.daemon.actions).toBe('worker');
     expect(status.daemon.pendingActions).toBeGreaterThanOrEqual(2); // both claims wait (a rescan may queue its own copies)

@@ -38,7 +38,16 @@ const startServer = async (dir: string, mode?: number) => {
 };
 
 // A raw request, to send what the client library never would (malformed JSON).
-const raw = (sock: string, method: string, p: string, body?: string): Promise<{ status: number; json: any; headers: http.IncomingHttpHeaders }> =>
+const raw = (
+  sock: string,
+  method: string,
+  p: string,
+  body?: string,
+): Promise<{
+  status: number;
+  json: { error: { code: string; message: string; details: Record<string, unknown> } } & Record<string, unknown>;
+  headers: http.IncomingHttpHeaders;
+}> =>
   new Promise((resolve, reject) => {
     const req = http.request({ socketPath: sock, method, path: p, headers: body === undefined ? {} : { 'content-type': 'application/json' } }, (res) => {
       let text = '';
@@ -98,7 +107,11 @@ describe('HTTP+JSON on a unix socket', () => {
 
     // The client turns them back into the same typed errors (so the CLI exits the same way).
     await expect(client.get('/nope')).rejects.toMatchObject({ code: 'E_NO_ROUTE', details: { status: 404, via: 'daemon' } });
-    await expect(client.get('/busy')).rejects.toMatchObject({ code: 'E_GROUP_BUSY', message: 'group 7 is being assigned', details: { group: '7', status: 409 } });
+    await expect(client.get('/busy')).rejects.toMatchObject({
+      code: 'E_GROUP_BUSY',
+      message: 'group 7 is being assigned',
+      details: { group: '7', status: 409 },
+    });
     await expect(client.get('/devices/nonsense')).rejects.toMatchObject({ code: 'E_INVALID_BDF' });
   });
 
@@ -139,7 +152,9 @@ describe('HTTP+JSON on a unix socket', () => {
     const dir = openDir();
     const sock = path.join(dir, 'isogroup.sock');
     // A daemon killed with SIGKILL leaves its socket file behind.
-    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(process.argv[1], () => console.log('up'))`, sock], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(process.argv[1], () => console.log('up'))`, sock], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     await new Promise((resolve) => child.stdout.once('data', resolve));
     child.kill('SIGKILL');
     await new Promise((resolve) => child.once('close', resolve));
@@ -168,7 +183,8 @@ describe('fd hand-off route (SCM_RIGHTS over an HTTP upgrade)', () => {
     const held = sysOpen(file, C.O_RDONLY);
     onTestFinished(() => sysClose(held));
     const server = new UnixHttpServer().fdRoute('POST', '/contexts/:owner/fds', (ctx) => {
-      if (ctx.peer?.uid !== 0) throw new IsogroupError('E_POLICY_DENIED', `uid ${ctx.peer?.uid} may not take the fds of ${ctx.params.owner}`, { uid: ctx.peer?.uid });
+      if (ctx.peer?.uid !== 0)
+        throw new IsogroupError('E_POLICY_DENIED', `uid ${ctx.peer?.uid} may not take the fds of ${ctx.params.owner}`, { uid: ctx.peer?.uid });
       return { fds: [held], body: { owner: ctx.params.owner, fds: ['container'] } };
     });
     const sock = path.join(dir, 'isogroup.sock');

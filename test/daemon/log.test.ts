@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { IsogroupError } from '../../errors.js';
 import { createLogger, formatLine, parseLogLevel } from '../../daemon/log.js';
+import { IsogroupError } from '../../errors.js';
 
 const capture = () => {
   const lines: string[] = [];
@@ -17,7 +17,14 @@ describe('structured logs', () => {
     log.error('repair failed', { error: new IsogroupError('E_BIND_FAILED', 'vfio-pci refused 0000:0a:04.0', { bdf: '0000:0a:04.0' }), size: 1n << 40n });
     expect(lines).toHaveLength(2);
     expect(lines.every((l) => l.endsWith('\n') && l.indexOf('\n') === l.length - 1)).toBe(true);
-    expect(JSON.parse(lines[0]!)).toEqual({ ts: '2026-11-22T12:00:00.000Z', level: 'info', msg: 'group held', component: 'guard', group: '7', devices: ['0000:0a:04.0'] });
+    expect(JSON.parse(lines[0]!)).toEqual({
+      ts: '2026-11-22T12:00:00.000Z',
+      level: 'info',
+      msg: 'group held',
+      component: 'guard',
+      group: '7',
+      devices: ['0000:0a:04.0'],
+    });
     expect(JSON.parse(lines[1]!)).toMatchObject({
       level: 'error',
       error: { code: 'E_BIND_FAILED', message: 'vfio-pci refused 0000:0a:04.0', details: { bdf: '0000:0a:04.0' } },

@@ -2,9 +2,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tar from 'tar';
 import { describe, expect, it } from 'vitest';
+import { importLspci } from '../../api/capture.js';
 import { compareGroups, deriveForHost, listGroups } from '../../api/groups.js';
 import { scan } from '../../api/read.js';
-import { importLspci } from '../../api/capture.js';
 import { oracleCaptures, sharedDir } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -12,7 +12,7 @@ import { tmpDir } from '../helpers/tmp.js';
 // produced and on every real machine whose kernel groups are known.
 
 describe.each(oracleCaptures())('oracle capture $name', ({ tarball, groupsJson }) => {
-  it('derived groups equal the kernel\'s', () => {
+  it("derived groups equal the kernel's", () => {
     const expected = JSON.parse(fs.readFileSync(groupsJson, 'utf8')) as { group_count: number; groups: Record<string, string[]> };
     const r = compareGroups({ root: tarball, pciIds: null });
     expect(r.mismatches).toEqual([]);
@@ -36,8 +36,15 @@ describe.each(oracleCaptures())('oracle capture $name', ({ tarball, groupsJson }
 const realdata = path.join(sharedDir(), 'realdata');
 const machines = fs
   .readdirSync(realdata)
-  .filter((m) => fs.existsSync(path.join(realdata, m, 'iommu_groups.tsv')) && fs.readdirSync(path.join(realdata, m)).some((f) => /^lspci-nnDvvvx+\.txt$/.test(f)))
-  .filter((m) => fs.readFileSync(path.join(realdata, m, 'iommu_groups.tsv'), 'utf8').split('\n').some((l) => /^\d+\t/.test(l)));
+  .filter(
+    (m) => fs.existsSync(path.join(realdata, m, 'iommu_groups.tsv')) && fs.readdirSync(path.join(realdata, m)).some((f) => /^lspci-nnDvvvx+\.txt$/.test(f)),
+  )
+  .filter((m) =>
+    fs
+      .readFileSync(path.join(realdata, m, 'iommu_groups.tsv'), 'utf8')
+      .split('\n')
+      .some((l) => /^\d+\t/.test(l)),
+  );
 
 const importMachine = (m: string): string => {
   const dir = path.join(realdata, m);
@@ -53,14 +60,24 @@ const importMachine = (m: string): string => {
 
 describe('real machines with kernel groups', () => {
   it('covers the machines the acceptance names', () => {
-    for (const m of ['gigabyte-x570-aorus-master', 'asus-proart-x670e-creator', 'asus-rog-strix-z890-a', 'asus-tuf-fx505dt', 'lambda-wrx80e-sage-cis-a6000', 'lambda-wrx80e-sage-lambda4090']) {
+    for (const m of [
+      'gigabyte-x570-aorus-master',
+      'asus-proart-x670e-creator',
+      'asus-rog-strix-z890-a',
+      'asus-tuf-fx505dt',
+      'lambda-wrx80e-sage-cis-a6000',
+      'lambda-wrx80e-sage-lambda4090',
+    ]) {
       expect(machines).toContain(`nvbugreport-${m}`);
     }
   });
 
-  it.each(machines)('%s: derived groups equal the kernel\'s', (m) => {
+  it.each(machines)("%s: derived groups equal the kernel's", (m) => {
     const root = importMachine(m);
-    const tsv = fs.readFileSync(path.join(realdata, m, 'iommu_groups.tsv'), 'utf8').split('\n').filter((l) => /^\d+\t/.test(l));
+    const tsv = fs
+      .readFileSync(path.join(realdata, m, 'iommu_groups.tsv'), 'utf8')
+      .split('\n')
+      .filter((l) => /^\d+\t/.test(l));
     const r = compareGroups({ root, pciIds: null });
     expect(r.mismatches).toEqual([]);
     expect(r.onlyDerived).toEqual([]);

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { scan } from '../../api/read.js';
 import {
   attachGroup,
+  type ContextTable,
   checkCompatibility,
   contextIova,
   contextOf,
@@ -12,6 +13,7 @@ import {
   detachGroup,
   emptyContextTable,
   filterForOwner,
+  type GroupFacts,
   groupFacts,
   mergeContexts,
   orThrow,
@@ -20,8 +22,6 @@ import {
   snapshotForOwner,
   syncGroupDevices,
   validateContextTable,
-  type ContextTable,
-  type GroupFacts,
 } from '../../groups/context.js';
 import { decodeIntelCap, type IommuUnitCaps } from '../../groups/iova.js';
 import type { Bdf } from '../../model/bdf.js';
@@ -46,7 +46,14 @@ const attach = (t: ContextTable, owner: string, id: string): ContextTable => orT
 describe('facts from a real capture', () => {
   it('reads members, units, regions and viability', () => {
     const g23 = groupFacts(snap, '23');
-    expect(g23).toMatchObject({ id: '23', devices: ['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2'], viable: true, blockers: [], units: [{ name: 'dmar0', kind: 'intel' }], noiommu: false });
+    expect(g23).toMatchObject({
+      id: '23',
+      devices: ['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2'],
+      viable: true,
+      blockers: [],
+      units: [{ name: 'dmar0', kind: 'intel' }],
+      noiommu: false,
+    });
     const g20 = groupFacts(snap, '20');
     expect(g20.viable).toBe(false);
     expect(g20.blockers).toEqual(['0000:07:00.0 is bound to host driver virtio-pci']);
@@ -164,7 +171,11 @@ describe('device namespace', () => {
     ]);
     // Even re-attaching the detached group does not give back 0..2.
     t = attach(t, 'alice', '23');
-    expect(contextOf(t, 'alice')!.devices.filter((d) => d.group === '23').map((d) => d.index)).toEqual([9, 10, 11]);
+    expect(
+      contextOf(t, 'alice')!
+        .devices.filter((d) => d.group === '23')
+        .map((d) => d.index),
+    ).toEqual([9, 10, 11]);
     expect(validateContextTable(t)).toEqual([]);
   });
 
@@ -204,11 +215,16 @@ describe('detach, merge, destroy', () => {
     const m = orThrow(mergeContexts(t, 'bob', 'alice', { caps }));
     expect(m.table.contexts.map((c) => c.owner)).toEqual(['alice']);
     expect(m.previousOwner).toBe('bob');
-    expect(m.moved).toEqual([{ group: '23', devices: [
-      { bdf: '0000:0b:00.0', from: 0, to: 2 },
-      { bdf: '0000:0b:00.1', from: 1, to: 3 },
-      { bdf: '0000:0b:00.2', from: 2, to: 4 },
-    ] }]);
+    expect(m.moved).toEqual([
+      {
+        group: '23',
+        devices: [
+          { bdf: '0000:0b:00.0', from: 0, to: 2 },
+          { bdf: '0000:0b:00.1', from: 1, to: 3 },
+          { bdf: '0000:0b:00.2', from: 2, to: 4 },
+        ],
+      },
+    ]);
     expect(ownerOfGroup(m.table, '23')).toBe('alice');
     expect(ownerOfDevice(m.table, '0000:0b:00.2')).toBe('alice');
     expect(validateContextTable(m.table)).toEqual([]);
@@ -252,7 +268,7 @@ describe('compatibility (anchors A.3)', () => {
   it('refuses a different IOMMU driver kind', () => {
     const c = checkCompatibility([member(facts({ id: '1' }))], facts({ id: '2', units: [{ name: 'ivhd0', kind: 'amd' }] }));
     expect(c.compatible).toBe(false);
-    expect(c.problems[0]).toContain('behind a amd IOMMU, the context\'s groups behind intel');
+    expect(c.problems[0]).toContain("behind a amd IOMMU, the context's groups behind intel");
   });
 
   it('allows another unit of the same kind, noting the separate domain', () => {
@@ -266,12 +282,16 @@ describe('compatibility (anchors A.3)', () => {
   it('notes snoop-control differences, missing interrupt remapping and direct regions', () => {
     const noSc = decodeIntelCap('dmar0', 'd2008c22260286', '0');
     const sc = decodeIntelCap('dmar1', 'd2008c22260286', 'f00fca');
-    const c = checkCompatibility([member(facts({ id: '1' }))], facts({ id: '2', units: [{ name: 'dmar1', kind: 'intel' }], reservedRegions: [{ start: 0x1000n, end: 0x1fffn, type: 'direct' }] }), {
-      caps: new Map([
-        ['dmar0', noSc],
-        ['dmar1', sc],
-      ]),
-    });
+    const c = checkCompatibility(
+      [member(facts({ id: '1' }))],
+      facts({ id: '2', units: [{ name: 'dmar1', kind: 'intel' }], reservedRegions: [{ start: 0x1000n, end: 0x1fffn, type: 'direct' }] }),
+      {
+        caps: new Map([
+          ['dmar0', noSc],
+          ['dmar1', sc],
+        ]),
+      },
+    );
     expect(c.notes.map((n) => n.code).sort()).toEqual(['coherency-split', 'direct-region', 'separate-domain']);
     const ir = checkCompatibility([], facts({ id: '3' }), { caps: new Map([['dmar0', noSc]]) });
     expect(ir.notes.map((n) => n.code)).toEqual(['no-interrupt-remapping']);
@@ -293,7 +313,12 @@ describe('views', () => {
       id: 'ctx-1',
       owner: 'alice',
       groups: [
-        { id: '23', devices: ['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2'], iommuUnits: ['dmar0'], reservedRegions: [{ start: '0xfee00000', end: '0xfeefffff', type: 'msi' }] },
+        {
+          id: '23',
+          devices: ['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2'],
+          iommuUnits: ['dmar0'],
+          reservedRegions: [{ start: '0xfee00000', end: '0xfeefffff', type: 'msi' }],
+        },
         { id: '19', devices: ['0000:05:00.0', '0000:06:00.0'] },
       ],
       iovaRanges: [
@@ -348,13 +373,11 @@ describe('views', () => {
     expect(a.iommuUnits.get('dmar0')!.devices).toEqual(['0000:0b:00.0', '0000:0b:00.1', '0000:0b:00.2']);
     const nobody = snapshotForOwner(snap, t, 'carol');
     expect(nobody.devices.size + nobody.kernelGroups.size + nobody.iommuUnits.size).toBe(0);
-    const status = [
+    const status = [{ group: '23', owner: 'alice' }, { group: '22', owner: 'bob' }, { bdf: '0000:0a:01.0' }, { bdf: '0000:0b:00.1' }];
+    expect(filterForOwner(status, t, 'alice', (s) => ({ group: s.group ?? null, bdf: s.bdf ?? null }))).toEqual([
       { group: '23', owner: 'alice' },
-      { group: '22', owner: 'bob' },
-      { bdf: '0000:0a:01.0' },
       { bdf: '0000:0b:00.1' },
-    ];
-    expect(filterForOwner(status, t, 'alice', (s) => ({ group: s.group ?? null, bdf: s.bdf ?? null }))).toEqual([{ group: '23', owner: 'alice' }, { bdf: '0000:0b:00.1' }]);
+    ]);
     expect(filterForOwner(status, t, 'carol', (s) => ({ group: s.group ?? null }))).toEqual([]);
   });
 });

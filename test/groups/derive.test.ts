@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { type DerivedGrouping, type DeriveOptions, deriveGroups } from '../../groups/derive.js';
 import type { Bdf } from '../../model/bdf.js';
 import type { PciDevice } from '../../model/device.js';
-import { deriveGroups, type DeriveOptions, type DerivedGrouping } from '../../groups/derive.js';
 import { device, host } from '../helpers/host-builder.js';
 
 // Small hand-built topologies, one per grouping rule. Vendor 0x1b36 (Red Hat/QEMU) has no quirks,
@@ -14,8 +14,17 @@ const ep = (bdf: string, parent: string | null, over: Partial<PciDevice> = {}): 
   device(bdf, { vendor: '0x1b36', device: '0x0001', parent: parent as Bdf | null, ...over });
 const rp = (bdf: string, secondary: number, over: Partial<PciDevice> = {}): PciDevice =>
   device(bdf, {
-    vendor: '0x1b36', device: '0x000c', class: '0x060400', headerLayout: 'bridge', isBridge: true, portType: 'root-port', pcieTypeCode: 4,
-    secondaryBus: secondary, subordinateBus: secondary, acs: acs(FULL, FULL), ...over,
+    vendor: '0x1b36',
+    device: '0x000c',
+    class: '0x060400',
+    headerLayout: 'bridge',
+    isBridge: true,
+    portType: 'root-port',
+    pcieTypeCode: 4,
+    secondaryBus: secondary,
+    subordinateBus: secondary,
+    acs: acs(FULL, FULL),
+    ...over,
   });
 const bridge = (bdf: string, parent: string | null, secondary: number, portType: PciDevice['portType'], over: Partial<PciDevice> = {}): PciDevice =>
   rp(bdf, secondary, { parent: parent as Bdf | null, portType, acs: null, ...over });
@@ -60,7 +69,7 @@ describe('mainline rules', () => {
     expect(reasonOf(g, '02:01.0').message).toContain('aliases to PCIe-to-PCI bridge 0000:01:00.0 (requester ID 02:00.0');
   });
 
-  it('a conventional PCI bridge takes over its devices\' requester IDs', () => {
+  it("a conventional PCI bridge takes over its devices' requester IDs", () => {
     const g = derive([bridge('0000:00:03.0', null, 1, 'conventional'), ep('0000:01:01.0', '0000:00:03.0', { portType: 'conventional' })]);
     expect(members(g)).toEqual([['00:03.0', '01:01.0']]);
     expect(reasonOf(g, '01:01.0').message).toContain('conventional PCI bridge 00:03.0, which takes over its requester ID (00:03.0)');
@@ -119,7 +128,11 @@ describe('mainline rules', () => {
   it('Intel PCH root port quirk isolates listed ports only when the enable quirk succeeded', () => {
     const topo = [rp('0000:00:1c.0', 2, { vendor: '0x8086', device: '0x1c10', acs: null }), ep('0000:02:00.0', '0000:00:1c.0')];
     expect(members(derive(topo))).toEqual([['00:1c.0'], ['02:00.0']]);
-    expect(derive(topo).groups.flatMap((x) => x.reasons).find((r) => r.device === '0000:02:00.0')!.message).toContain('quirk: Intel PCH root port');
+    expect(
+      derive(topo)
+        .groups.flatMap((x) => x.reasons)
+        .find((r) => r.device === '0000:02:00.0')!.message,
+    ).toContain('quirk: Intel PCH root port');
     expect(members(derive(topo, { intelPchEnableOk: false }))).toEqual([['00:1c.0', '02:00.0']]);
     expect(derive(topo).notes.join(' ')).toContain('Intel PCH root port ACS quirk assumed to be enabled');
   });
@@ -204,7 +217,7 @@ describe('mainline rules', () => {
     ]);
   });
 
-  it('devices in a VMD domain join the VMD endpoint\'s group', () => {
+  it("devices in a VMD domain join the VMD endpoint's group", () => {
     const vmd = device('0000:00:0e.0', { vendor: '0x8086', device: '0x467f', portType: 'rciep', pcieTypeCode: 9 });
     const g = derive([
       vmd,
@@ -260,7 +273,14 @@ describe('acs-rework rules (2025 series)', () => {
   });
 
   it('a switch whose downstream ports all isolate keeps endpoints apart', () => {
-    expect(members(derive(sw(acs(FULL, FULL)), { rules: 'acs-rework' }))).toEqual([['00:01.0'], ['01:00.0'], ['02:00.0'], ['02:01.0'], ['03:00.0'], ['04:00.0']]);
+    expect(members(derive(sw(acs(FULL, FULL)), { rules: 'acs-rework' }))).toEqual([
+      ['00:01.0'],
+      ['01:00.0'],
+      ['02:00.0'],
+      ['02:01.0'],
+      ['03:00.0'],
+      ['04:00.0'],
+    ]);
   });
 
   it('a root port without an ACS capability counts as isolated', () => {
@@ -268,7 +288,7 @@ describe('acs-rework rules (2025 series)', () => {
     expect(members(derive(topo, { rules: 'acs-rework' }))).toEqual([['00:1c.0'], ['05:00.0']]);
   });
 
-  it('a PCIe-to-PCI bridge without MMIO is left out of its bus\'s group; with a memory BAR it joins', () => {
+  it("a PCIe-to-PCI bridge without MMIO is left out of its bus's group; with a memory BAR it joins", () => {
     const topo = [
       rp('0000:00:01.0', 1, { subordinateBus: 2 }),
       bridge('0000:01:00.0', '0000:00:01.0', 2, 'pcie-to-pci-bridge'),
@@ -288,11 +308,14 @@ describe('acs-rework rules (2025 series)', () => {
   });
 
   it('functions whose ACS capability does not isolate stay together', () => {
-    const g = derive([
-      rp('0000:00:01.0', 1),
-      ep('0000:01:00.0', '0000:00:01.0', { multifunction: true, acs: acs(FULL, 0) }),
-      ep('0000:01:00.1', '0000:00:01.0', { acs: acs(FULL, 0) }),
-    ], { rules: 'acs-rework' });
+    const g = derive(
+      [
+        rp('0000:00:01.0', 1),
+        ep('0000:01:00.0', '0000:00:01.0', { multifunction: true, acs: acs(FULL, 0) }),
+        ep('0000:01:00.1', '0000:00:01.0', { acs: acs(FULL, 0) }),
+      ],
+      { rules: 'acs-rework' },
+    );
     expect(members(g)).toEqual([['00:01.0'], ['01:00.0', '01:00.1']]);
     expect(reasonOf(g, '01:00.1')).toMatchObject({ rule: 'rework-function-group', joined: '0000:01:00.0' });
   });

@@ -2,8 +2,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { scan } from '../../api/read.js';
-import { attachGroup, contextIova, emptyContextTable, groupFacts, orThrow } from '../../groups/context.js';
+import { openSession } from '../../api/session.js';
 import { isIsogroupError } from '../../errors.js';
+import { attachGroup, contextIova, emptyContextTable, groupFacts, orThrow } from '../../groups/context.js';
 import {
   apertureOfWidth,
   assertIovaMatchesKernel,
@@ -11,6 +12,7 @@ import {
   contextAperture,
   decodeIntelCap,
   defaultUnitCaps,
+  type IovaRange,
   intersectRanges,
   normalizeRanges,
   rangeFromJson,
@@ -19,14 +21,13 @@ import {
   subtractRanges,
   unitCapsOf,
   usableIova,
-  type IovaRange,
 } from '../../groups/iova.js';
-import { openSession } from '../../api/session.js';
 
 const resolveRoot = (root: string): string => openSession({ root }).root;
-import { NodeSysfsPort } from '../../sysfs/port.js';
-import { readIommuRegisters } from '../../sysfs/iommu-caps.js';
+
 import type { ReservedRegion } from '../../model/device.js';
+import { readIommuRegisters } from '../../sysfs/iommu-caps.js';
+import { NodeSysfsPort } from '../../sysfs/port.js';
 import { bundledCapture, fixturesDir } from '../helpers/paths.js';
 
 const r = (start: bigint | number, end: bigint | number): IovaRange => ({ start: BigInt(start), end: BigInt(end) });
@@ -59,7 +60,11 @@ describe('interval arithmetic (inclusive ends, exact)', () => {
 
   it('subtracts crafted overlapping and adjacent holes', () => {
     const aperture = r(0, 0xffff);
-    const u = usableIova(aperture, [region(0x100, 0x1ff, 'reserved'), region(0x180, 0x2ff, 'msi'), region(0x300, 0x3ff, 'direct'), region(0xff00, 0xffff, 'reserved')], { mode: 'strict' });
+    const u = usableIova(
+      aperture,
+      [region(0x100, 0x1ff, 'reserved'), region(0x180, 0x2ff, 'msi'), region(0x300, 0x3ff, 'direct'), region(0xff00, 0xffff, 'reserved')],
+      { mode: 'strict' },
+    );
     expect(u.excluded).toEqual([r(0x100, 0x3ff), r(0xff00, 0xffff)]);
     expect(u.ranges).toEqual([r(0, 0xff), r(0x400, 0xfeff)]);
     expect(rangesToJson(u.ranges)).toEqual([
@@ -139,7 +144,15 @@ describe('kernel comparison', () => {
 describe('IOMMU unit capabilities', () => {
   it('decodes the VT-d cap register (QEMU intel-iommu: 39-bit)', () => {
     const c = decodeIntelCap('dmar0', 'd2008c22260286\n', 'f00f4a\n');
-    expect(c.intel).toMatchObject({ mgaw: 39, sagaw: 0b00010, sagawWidth: 39, domains: 65536, interruptRemapping: true, snoopControl: false, passThrough: true });
+    expect(c.intel).toMatchObject({
+      mgaw: 39,
+      sagaw: 0b00010,
+      sagawWidth: 39,
+      domains: 65536,
+      interruptRemapping: true,
+      snoopControl: false,
+      passThrough: true,
+    });
     expect(c.addressWidth).toBe(39);
     expect(c.aperture).toEqual(r(0, 0x7fffffffff));
     // Legacy mode (no SMTS): no first-stage alternative.
@@ -232,7 +245,7 @@ describe('real reserved_regions from the captures', () => {
 // What a real kernel answered (fixtures/kernel/iova-ranges-6.1.json: VFIO_IOMMU_GET_INFO on 6.1 under
 // QEMU's intel-iommu, the same topology as the mixed capture): the computed ranges must be equal, for
 // a merged two-group container and for the LPC group whose direct-relaxable region VFIO keeps usable.
-describe('computed ranges equal a real kernel\'s VFIO_IOMMU_GET_INFO', () => {
+describe("computed ranges equal a real kernel's VFIO_IOMMU_GET_INFO", () => {
   const recorded = JSON.parse(fs.readFileSync(path.join(fixturesDir, 'kernel', 'iova-ranges-6.1.json'), 'utf8')) as {
     cases: { label: string; groups: string[]; members: string[]; kernelIovaRanges: { start: string; end: string }[] }[];
   };

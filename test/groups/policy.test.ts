@@ -1,14 +1,22 @@
 import { describe, expect, it } from 'vitest';
 import { scan } from '../../api/read.js';
 import { isIsogroupError } from '../../errors.js';
-import { evaluateDevice, evaluateGroup, formatIssuePath, parsePolicy, type DeviceFacts, type Policy, type Subject } from '../../groups/policy.js';
+import { type DeviceFacts, evaluateDevice, evaluateGroup, formatIssuePath, type Policy, parsePolicy, type Subject } from '../../groups/policy.js';
 import { bundledCapture } from '../helpers/paths.js';
 
 const alice: Subject = { name: 'alice', uid: 1000, gids: [1000, 44] };
 const bob: Subject = { name: 'bob', uid: 1001, gids: [1001] };
 const root: Subject = { name: 'root', uid: 0, gids: [0] };
 
-const dev = (o: Partial<DeviceFacts> = {}): DeviceFacts => ({ bdf: '0000:0b:00.0', vendor: '0x8086', device: '0x10d3', class: '0x020000', kernelGroup: '23', iommu: 'dmar0', ...o });
+const dev = (o: Partial<DeviceFacts> = {}): DeviceFacts => ({
+  bdf: '0000:0b:00.0',
+  vendor: '0x8086',
+  device: '0x10d3',
+  class: '0x020000',
+  kernelGroup: '23',
+  iommu: 'dmar0',
+  ...o,
+});
 
 const issuesOf = (value: unknown): { path: string; message: string }[] => {
   try {
@@ -122,7 +130,11 @@ describe('evaluation: deny-overrides, default deny except root', () => {
     const p = policy([{ allow: { owners: [{ name: 'alice' }], selector: { vendor: '8086' } } }]);
     const ok = evaluateGroup(p, alice, [dev({ bdf: '0000:0b:00.0' }), dev({ bdf: '0000:0b:00.1' })]);
     expect(ok).toMatchObject({ allowed: true, rule: 0 });
-    const mixed = evaluateGroup(p, alice, [dev({ bdf: '0000:0b:00.0' }), dev({ bdf: '0000:0b:00.1', vendor: '0x1af4' }), dev({ bdf: '0000:0b:00.2', vendor: '0x1af4' })]);
+    const mixed = evaluateGroup(p, alice, [
+      dev({ bdf: '0000:0b:00.0' }),
+      dev({ bdf: '0000:0b:00.1', vendor: '0x1af4' }),
+      dev({ bdf: '0000:0b:00.2', vendor: '0x1af4' }),
+    ]);
     expect(mixed.allowed).toBe(false);
     expect(mixed.devices.map((d) => d.allowed)).toEqual([true, false, false]);
     expect(mixed.reason).toContain('0000:0b:00.1');

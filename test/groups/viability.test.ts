@@ -1,17 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { checkViability } from '../../groups/viability.js';
 import { listGroups } from '../../api/groups.js';
+import { checkViability } from '../../groups/viability.js';
 import { device } from '../helpers/host-builder.js';
 import { oracleCaptures } from '../helpers/paths.js';
 
-describe('viability (VFIO\'s rule)', () => {
+describe("viability (VFIO's rule)", () => {
   it('unbound, vfio-pci, a vfio variant and pci-stub devices are fine', () => {
-    expect(checkViability([
-      device('0000:01:00.0', { driver: null }),
-      device('0000:01:00.1', { driver: 'vfio-pci', vfioDriver: true }),
-      device('0000:01:00.2', { driver: 'mlx5_vfio_pci', vfioDriver: true }),
-      device('0000:01:00.3', { driver: 'pci-stub' }),
-    ])).toEqual({ viable: true, blockers: [] });
+    expect(
+      checkViability([
+        device('0000:01:00.0', { driver: null }),
+        device('0000:01:00.1', { driver: 'vfio-pci', vfioDriver: true }),
+        device('0000:01:00.2', { driver: 'mlx5_vfio_pci', vfioDriver: true }),
+        device('0000:01:00.3', { driver: 'pci-stub' }),
+      ]),
+    ).toEqual({ viable: true, blockers: [] });
   });
 
   it('a bridge on pcieport does not block; a host driver does, named per device', () => {
@@ -20,11 +22,16 @@ describe('viability (VFIO\'s rule)', () => {
       device('0000:05:00.0', { driver: 'e1000e' }),
     ]);
     expect(v.viable).toBe(false);
-    expect(v.blockers).toEqual([{ bdf: '0000:05:00.0', driver: 'e1000e', reason: '0000:05:00.0 is bound to host driver e1000e; it must be unbound or moved to vfio-pci' }]);
+    expect(v.blockers).toEqual([
+      { bdf: '0000:05:00.0', driver: 'e1000e', reason: '0000:05:00.0 is bound to host driver e1000e; it must be unbound or moved to vfio-pci' },
+    ]);
   });
 
   it('a bridge bound to shpchp blocks (the real kernel refused SET_CONTAINER with EPERM)', () => {
-    const v = checkViability([device('0000:09:00.0', { driver: 'shpchp', isBridge: true, portType: 'pcie-to-pci-bridge' }), device('0000:0a:01.0', { driver: 'vfio-pci', vfioDriver: true })]);
+    const v = checkViability([
+      device('0000:09:00.0', { driver: 'shpchp', isBridge: true, portType: 'pcie-to-pci-bridge' }),
+      device('0000:0a:01.0', { driver: 'vfio-pci', vfioDriver: true }),
+    ]);
     expect(v.viable).toBe(false);
     expect(v.blockers[0]).toMatchObject({ bdf: '0000:09:00.0', driver: 'shpchp' });
     expect(v.blockers[0]!.reason).toContain('hotplug behind it then needs a rescan');

@@ -2,10 +2,10 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { unpackCapture } from '../../capture/unpack.js';
-import { type SimulatedRoot, openSimulatedRoot } from '../../sim/index.js';
-import { bundledCapture } from './paths.js';
 import { onTestFinished } from 'vitest';
+import { unpackCapture } from '../../capture/unpack.js';
+import { openSimulatedRoot, type SimulatedRoot } from '../../sim/index.js';
+import { bundledCapture } from './paths.js';
 
 // Writable copies of a bundled capture for the fixture kernel. The capture is unpacked once per
 // worker; each test gets its own `cp -a` copy (cheap next to a tar extraction).

@@ -1,21 +1,40 @@
 import { describe, expect, it } from 'vitest';
-import { ACS_BITS, parseConfigSpace } from '../../model/config-space.js';
 import { buildConfig } from '../../bench/config-builder.js';
-import { putU16, putU32 } from '../../model/config-space.js';
+import { ACS_BITS, parseConfigSpace, putU32 } from '../../model/config-space.js';
 
-const put16 = putU16;
 const put32 = putU32;
 const codes = (bytes: Uint8Array): string[] => parseConfigSpace(bytes).problems.map((p) => p.code);
 
 describe('header', () => {
   it('reads ids, class, revision and subsystem from a type 0 header', () => {
     const cs = parseConfigSpace(buildConfig({ vendor: 0x8086, device: 0x1533, classCode: 0x020000, revision: 3, subsystem: [0x15d9, 0x1533] }));
-    expect(cs).toMatchObject({ vendorId: 0x8086, deviceId: 0x1533, classCode: 0x020000, revision: 3, layout: 'normal', multifunction: false, subsystemVendorId: 0x15d9, subsystemDeviceId: 0x1533 });
+    expect(cs).toMatchObject({
+      vendorId: 0x8086,
+      deviceId: 0x1533,
+      classCode: 0x020000,
+      revision: 3,
+      layout: 'normal',
+      multifunction: false,
+      subsystemVendorId: 0x15d9,
+      subsystemDeviceId: 0x1533,
+    });
     expect(cs.secondaryBus).toBeNull();
   });
 
   it('reads the bridge bus numbers and the multifunction bit (header type bit 7)', () => {
-    const cs = parseConfigSpace(buildConfig({ vendor: 0x1022, device: 0x1483, classCode: 0x060400, bridge: true, multifunction: true, primary: 0, secondary: 3, subordinate: 7, pcieType: 4 }));
+    const cs = parseConfigSpace(
+      buildConfig({
+        vendor: 0x1022,
+        device: 0x1483,
+        classCode: 0x060400,
+        bridge: true,
+        multifunction: true,
+        primary: 0,
+        secondary: 3,
+        subordinate: 7,
+        pcieType: 4,
+      }),
+    );
     expect(cs).toMatchObject({ layout: 'bridge', multifunction: true, primaryBus: 0, secondaryBus: 3, subordinateBus: 7, portType: 'root-port' });
     expect(cs.subsystemVendorId).toBeNull();
   });
@@ -30,8 +49,22 @@ describe('header', () => {
 
 describe('capability lists', () => {
   it('walks the standard list from 0x34 and the extended list from 0x100', () => {
-    const cs = parseConfigSpace(buildConfig({ vendor: 0x8086, device: 0x10fb, classCode: 0x020000, pcieType: 0, acs: { cap: 0x5f, ctrl: 0x1d }, ari: { nextFunction: 1 }, sriov: { total: 64, num: 4, offset: 0x80, stride: 2, vfDevice: 0x10ed } }));
-    expect(cs.capabilities.map((c) => [c.id, c.offset])).toEqual([[0x10, 0x40], [0x01, 0x80], [0x05, 0x90]]);
+    const cs = parseConfigSpace(
+      buildConfig({
+        vendor: 0x8086,
+        device: 0x10fb,
+        classCode: 0x020000,
+        pcieType: 0,
+        acs: { cap: 0x5f, ctrl: 0x1d },
+        ari: { nextFunction: 1 },
+        sriov: { total: 64, num: 4, offset: 0x80, stride: 2, vfDevice: 0x10ed },
+      }),
+    );
+    expect(cs.capabilities.map((c) => [c.id, c.offset])).toEqual([
+      [0x10, 0x40],
+      [0x01, 0x80],
+      [0x05, 0x90],
+    ]);
     expect(cs.extCapabilities.map((c) => c.id)).toEqual([0x01, 0x0d, 0x0e, 0x10]);
     expect(cs.acs).toMatchObject({ cap: 0x5f, ctrl: 0x1d, capBits: ['SV', 'TB', 'RR', 'CR', 'UF', 'DT'], ctrlBits: ['SV', 'RR', 'CR', 'UF'] });
     expect(cs.ari).toEqual({ offset: 0x150, nextFunction: 1 });
@@ -40,7 +73,17 @@ describe('capability lists', () => {
   });
 
   it('decodes the PCIe port type from bits 7:4 of the flags at cap+2', () => {
-    const types: [number, string][] = [[0, 'endpoint'], [1, 'legacy-endpoint'], [4, 'root-port'], [5, 'upstream-port'], [6, 'downstream-port'], [7, 'pcie-to-pci-bridge'], [9, 'rciep'], [0xa, 'rc-event-collector'], [0xf, 'unknown']];
+    const types: [number, string][] = [
+      [0, 'endpoint'],
+      [1, 'legacy-endpoint'],
+      [4, 'root-port'],
+      [5, 'upstream-port'],
+      [6, 'downstream-port'],
+      [7, 'pcie-to-pci-bridge'],
+      [9, 'rciep'],
+      [0xa, 'rc-event-collector'],
+      [0xf, 'unknown'],
+    ];
     for (const [code, name] of types) {
       expect(parseConfigSpace(buildConfig({ vendor: 1, device: 2, classCode: 0x060400, bridge: true, pcieType: code })).portType).toBe(name);
     }
@@ -55,7 +98,9 @@ describe('capability lists', () => {
   });
 
   it('keeps ACS unknown when the read stopped at 256 bytes', () => {
-    const cs = parseConfigSpace(buildConfig({ vendor: 1, device: 2, classCode: 0x060400, bridge: true, pcieType: 4, acs: { cap: 0x1f, ctrl: 0x1f }, size: 256 }));
+    const cs = parseConfigSpace(
+      buildConfig({ vendor: 1, device: 2, classCode: 0x060400, bridge: true, pcieType: 4, acs: { cap: 0x1f, ctrl: 0x1f }, size: 256 }),
+    );
     expect(cs.extendedReadable).toBe(false);
     expect(cs.acs).toBeNull();
     expect(cs.problems.map((p) => p.code)).toEqual(['short-config']);
@@ -64,7 +109,9 @@ describe('capability lists', () => {
 
 describe('hostile config space', () => {
   it('reports a truncated 64-byte read: capabilities, port type and ACS unknown', () => {
-    const cs = parseConfigSpace(buildConfig({ vendor: 0x8086, device: 0x1901, classCode: 0x060400, bridge: true, pcieType: 4, acs: { cap: 0x1f, ctrl: 0x1f }, size: 64 }));
+    const cs = parseConfigSpace(
+      buildConfig({ vendor: 0x8086, device: 0x1901, classCode: 0x060400, bridge: true, pcieType: 4, acs: { cap: 0x1f, ctrl: 0x1f }, size: 64 }),
+    );
     expect(cs.vendorId).toBe(0x8086);
     expect(cs.secondaryBus).toBe(0);
     expect(cs.capabilities).toEqual([]);

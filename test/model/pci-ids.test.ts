@@ -35,7 +35,12 @@ describe('pci.ids', () => {
       className: 'Ethernet controller',
       subsystem: 'Crafted subsystem',
     });
-    expect(lookupNames(ids, '0x8086', '0xffff', '0x068000', null, null)).toEqual({ vendor: 'Crafted Intel', device: null, className: 'Bridge', subsystem: null });
+    expect(lookupNames(ids, '0x8086', '0xffff', '0x068000', null, null)).toEqual({
+      vendor: 'Crafted Intel',
+      device: null,
+      className: 'Bridge',
+      subsystem: null,
+    });
     expect(lookupNames(ids, '0x1234', '0x0001', '0x990000', null, null)).toEqual({ vendor: null, device: null, className: null, subsystem: null });
   });
 
@@ -44,7 +49,11 @@ describe('pci.ids', () => {
     fs.writeFileSync(path.join(dir, 'pci.ids'), CRAFTED);
     fs.writeFileSync(path.join(dir, 'pci.ids.gz'), zlib.gzipSync(CRAFTED));
     expect(loadPciIds([path.join(dir, 'pci.ids')])!.vendors.get(0x1af4)!.name).toBe('Crafted Red Hat');
-    expect(loadPciIds([path.join(dir, 'pci.ids.gz')])!.vendors.get(0x8086)!.devices.get(0x29c0)!.name).toBe('Crafted DRAM controller');
+    expect(
+      loadPciIds([path.join(dir, 'pci.ids.gz')])!
+        .vendors.get(0x8086)!
+        .devices.get(0x29c0)!.name,
+    ).toBe('Crafted DRAM controller');
     expect(loadPciIds([path.join(dir, 'missing.ids')])).toBeNull();
   });
 
@@ -53,7 +62,12 @@ describe('pci.ids', () => {
     const file = path.join(dir, 'pci.ids');
     fs.writeFileSync(file, CRAFTED);
     const r = await execa(path.join(repoRoot, 'bin/isogroup'), ['--root', bundledCapture('mixed'), 'devices', '--json'], { env: { ISOGROUP_PCI_IDS: file } });
-    const byBdf = new Map((JSON.parse(r.stdout).devices as { bdf: string; vendorName: string | null; deviceName: string | null; className: string | null }[]).map((d) => [d.bdf, d]));
+    const byBdf = new Map(
+      (JSON.parse(r.stdout).devices as { bdf: string; vendorName: string | null; deviceName: string | null; className: string | null }[]).map((d) => [
+        d.bdf,
+        d,
+      ]),
+    );
     expect(byBdf.get('0000:00:02.0')).toMatchObject({ vendorName: 'Crafted Intel', deviceName: 'Crafted 82574L NIC', className: 'Ethernet controller' });
     expect(byBdf.get('0000:00:01.0')).toMatchObject({ vendorName: 'Crafted Red Hat', deviceName: 'Crafted virtio-net' });
     expect(byBdf.get('0000:00:10.0')).toMatchObject({ vendorName: null, deviceName: null, className: 'PCI bridge' });

@@ -113,7 +113,13 @@ describe('libc through koffi', () => {
     const closed = sysOpen(file, C.O_RDONLY);
     sysClose(closed);
     try {
-      const [r, bad] = sysPoll([{ fd, events: C.POLLIN }, { fd: closed, events: C.POLLIN }], 0);
+      const [r, bad] = sysPoll(
+        [
+          { fd, events: C.POLLIN },
+          { fd: closed, events: C.POLLIN },
+        ],
+        0,
+      );
       expect(r! & C.POLLIN).toBe(C.POLLIN);
       expect(bad! & C.POLLNVAL).toBe(C.POLLNVAL);
     } finally {

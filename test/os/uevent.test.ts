@@ -4,6 +4,7 @@ import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { C, sysBind, sysClose, sysSendMsg, sysSocket } from '../../os/libc.js';
 import {
   combineSources,
+  type HotplugHint,
   IntervalSource,
   ManualSource,
   NetlinkUeventSource,
@@ -11,7 +12,6 @@ import {
   parseUevent,
   UdevadmMonitorParser,
   UdevadmSource,
-  type HotplugHint,
 } from '../../os/uevent.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -194,11 +194,7 @@ describe('UdevadmSource (through execa)', () => {
     const source = new UdevadmSource({ command: [process.execPath, '-e', script], restartMs: 10 });
     const hints: HotplugHint[] = [];
     source.start((h) => hints.push(h));
-    await poll(() => hints.map((h) => `${h.action}:${h.bdf ?? h.reason}`)).toEqual([
-      'add:0000:00:01.0',
-      'rescan:udevadm monitor exited',
-      'add:0000:00:02.0',
-    ]);
+    await poll(() => hints.map((h) => `${h.action}:${h.bdf ?? h.reason}`)).toEqual(['add:0000:00:01.0', 'rescan:udevadm monitor exited', 'add:0000:00:02.0']);
     await source.close();
     const pids = fs.readFileSync(pidFile, 'utf8').trim().split('\n').map(Number);
     expect(pids).toHaveLength(2);

@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { once } from 'node:events';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { C, LAYOUT, sysClose, sysOpen } from '../../os/libc.js';
 import { decodeRights, encodeRights, peerCredentials, receiveFds, sendFds, stopReading } from '../../os/unix-rights.js';
@@ -114,7 +114,9 @@ describe('fd hand-off between two processes', () => {
         // Stop libuv reading before the peer may send; then tell it to go.
         stopReading(s);
         s.write('R');
-        receiveFds(s).then(resolve, reject).finally(() => s.destroy());
+        receiveFds(s)
+          .then(resolve, reject)
+          .finally(() => s.destroy());
       });
     });
     await poll(() => fs.existsSync(sock)).toBe(true);
@@ -146,7 +148,9 @@ describe('fd hand-off between two processes', () => {
       return f;
     });
     const fds = files.map((f) => sysOpen(f, C.O_RDONLY));
-    onTestFinished(() => fds.forEach((fd) => sysClose(fd)));
+    onTestFinished(() => {
+      for (const fd of fds) sysClose(fd);
+    });
     const big = Buffer.alloc(600_000, 'z'); // bigger than the default unix socket buffer: short writes
     const sent = new Promise<void>((resolve, reject) => {
       void listen(sock, (s) => {

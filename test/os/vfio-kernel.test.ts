@@ -90,7 +90,7 @@ const craftInfo = (caps: CraftCap[], options: { flags?: number; pgsizes?: bigint
   }
   const info = Buffer.alloc(TYPE1_INFO.size);
   info.writeUInt32LE(offset, 0);
-  info.writeUInt32LE(options.flags ?? (VFIO_IOMMU_INFO_PGSIZES | (caps.length ? VFIO_IOMMU_INFO_CAPS : 0)), 4);
+  info.writeUInt32LE(options.flags ?? VFIO_IOMMU_INFO_PGSIZES | (caps.length ? VFIO_IOMMU_INFO_CAPS : 0), 4);
   info.writeBigUInt64LE(options.pgsizes ?? 0x40201000n, 8);
   info.writeUInt32LE(caps.length ? offsets[0]! : 0, 16);
   parts.push(info);

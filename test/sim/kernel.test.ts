@@ -2,16 +2,15 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { writeFixtureRoot } from '../../capture/fixture-writer.js';
 import { isIsogroupError } from '../../errors.js';
 import { deriveGroups } from '../../groups/derive.js';
-import { writeFixtureRoot } from '../../capture/fixture-writer.js';
+import type { SimulatedRoot } from '../../sim/index.js';
+import { openSimulatedRoot } from '../../sim/index.js';
 import { NodeSysfsPort } from '../../sysfs/port.js';
 import { scanHost } from '../../sysfs/scan.js';
-import { openSimulatedRoot } from '../../sim/index.js';
-import type { SimulatedRoot } from '../../sim/index.js';
 import { repoRoot } from '../helpers/paths.js';
-import { simCopy } from '../helpers/sim-root.js';
-import { fastTmpDir as tmpDir } from '../helpers/sim-root.js';
+import { simCopy, fastTmpDir as tmpDir } from '../helpers/sim-root.js';
 
 // The fixture kernel against what the real 6.1 kernel did in oracle/NOTES.md.
 
@@ -122,7 +121,7 @@ describe('fixture kernel: driver binding', () => {
 });
 
 describe('fixture kernel: shared state', () => {
-  it('two handles on one root (two processes or threads) see each other\'s changes at once, whatever each has cached', () => {
+  it("two handles on one root (two processes or threads) see each other's changes at once, whatever each has cached", () => {
     const a = simCopy();
     const b = openSimulatedRoot(a.root);
     a.kernel.injectFailure({ file: 'drivers_probe', errno: 'EIO' }); // a caches the state it wrote
@@ -311,19 +310,40 @@ describe('fixture kernel: SR-IOV', () => {
   };
   const rootPort = (): Uint8Array => {
     const b = new Uint8Array(4096);
-    u16(b, 0, 0x8086); u16(b, 2, 0x7a38); u16(b, 6, 0x10);
-    b[0x0b] = 0x06; b[0x0a] = 0x04; b[0x0e] = 0x01;
-    b[0x18] = 0; b[0x19] = 1; b[0x1a] = 1;
-    b[0x34] = 0x40; b[0x40] = 0x10; u16(b, 0x42, 0x0042); // PCIe root port
-    u16(b, 0x100, 0x000d); u16(b, 0x102, 0x0001); u16(b, 0x104, 0x001f); u16(b, 0x106, 0x001f); // ACS all
+    u16(b, 0, 0x8086);
+    u16(b, 2, 0x7a38);
+    u16(b, 6, 0x10);
+    b[0x0b] = 0x06;
+    b[0x0a] = 0x04;
+    b[0x0e] = 0x01;
+    b[0x18] = 0;
+    b[0x19] = 1;
+    b[0x1a] = 1;
+    b[0x34] = 0x40;
+    b[0x40] = 0x10;
+    u16(b, 0x42, 0x0042); // PCIe root port
+    u16(b, 0x100, 0x000d);
+    u16(b, 0x102, 0x0001);
+    u16(b, 0x104, 0x001f);
+    u16(b, 0x106, 0x001f); // ACS all
     return b;
   };
   const pf = (): Uint8Array => {
     const b = new Uint8Array(4096);
-    u16(b, 0, 0x8086); u16(b, 2, 0x10fb); u16(b, 6, 0x10);
-    b[0x0b] = 0x02; b[0x34] = 0x40; b[0x40] = 0x10; u16(b, 0x42, 0x0002);
-    u16(b, 0x100, 0x0010); u16(b, 0x102, 0x0001); // SR-IOV, last in chain
-    u16(b, 0x10c, 4); u16(b, 0x10e, 4); u16(b, 0x114, 1); u16(b, 0x116, 1); u16(b, 0x11a, 0x10ed);
+    u16(b, 0, 0x8086);
+    u16(b, 2, 0x10fb);
+    u16(b, 6, 0x10);
+    b[0x0b] = 0x02;
+    b[0x34] = 0x40;
+    b[0x40] = 0x10;
+    u16(b, 0x42, 0x0002);
+    u16(b, 0x100, 0x0010);
+    u16(b, 0x102, 0x0001); // SR-IOV, last in chain
+    u16(b, 0x10c, 4);
+    u16(b, 0x10e, 4);
+    u16(b, 0x114, 1);
+    u16(b, 0x116, 1);
+    u16(b, 0x11a, 0x10ed);
     return b;
   };
   const build = (): SimulatedRoot => {

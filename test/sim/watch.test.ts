@@ -53,4 +53,3 @@ describe.each(['chokidar', 'fs-watch'] as const)('FixtureWatchSource (%s on a fi
     }).toBe(true);
   });
 });
-

@@ -3,17 +3,25 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { describe, expect, it, onTestFinished, vi } from 'vitest';
-import { AUDIT_FILE, AuditLog, auditResult, decideAndAudit, readAudit } from '../../state/audit.js';
 import { attachGroup, emptyContextTable, type GroupFacts } from '../../groups/context.js';
+import { type DeviceFacts, parsePolicy, type Subject } from '../../groups/policy.js';
 import type { Bdf } from '../../model/bdf.js';
-import { parsePolicy, type DeviceFacts, type Subject } from '../../groups/policy.js';
+import { AUDIT_FILE, AuditLog, auditResult, decideAndAudit, readAudit } from '../../state/audit.js';
 import { repoRoot } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 const alice: Subject = { name: 'alice', uid: 1000, gids: [1000] };
 const bob: Subject = { name: 'bob', uid: 1001, gids: [1001] };
 const root: Subject = { name: 'root', uid: 0, gids: [0] };
-const dev = (bdf: string, o: Partial<DeviceFacts> = {}): DeviceFacts => ({ bdf, vendor: '0x8086', device: '0x10d3', class: '0x020000', kernelGroup: '23', iommu: 'dmar0', ...o });
+const dev = (bdf: string, o: Partial<DeviceFacts> = {}): DeviceFacts => ({
+  bdf,
+  vendor: '0x8086',
+  device: '0x10d3',
+  class: '0x020000',
+  kernelGroup: '23',
+  iommu: 'dmar0',
+  ...o,
+});
 
 const policy = parsePolicy(
   {
@@ -37,7 +45,9 @@ describe('audit log', () => {
       [root, [dev('0000:00:1f.2', { class: '0x010601', kernelGroup: '15' })], false],
       [alice, [dev('0000:0b:00.0'), dev('0000:00:1f.2', { class: '0x010601' })], false],
     ];
-    const decisions = cases.map(([s, d], i) => decideAndAudit(log, policy, s, { action: 'claim', group: d[0]!.kernelGroup, owner: s.name, devices: d, extra: { request: i } }));
+    const decisions = cases.map(([s, d], i) =>
+      decideAndAudit(log, policy, s, { action: 'claim', group: d[0]!.kernelGroup, owner: s.name, devices: d, extra: { request: i } }),
+    );
     expect(decisions.map((d) => d.decision.allowed)).toEqual(cases.map((c) => c[2]));
 
     const lines = fs.readFileSync(path.join(dir, AUDIT_FILE), 'utf8').split('\n');
@@ -95,7 +105,28 @@ describe('audit log', () => {
     const out = path.join(repoRoot, 'node_modules', '.cache', `isogroup-audit-${process.pid}`);
     onTestFinished(() => fs.rmSync(out, { recursive: true, force: true }));
     const tsc = path.join(repoRoot, 'node_modules', '.bin', 'tsc');
-    await execa(tsc, ['state/audit.ts', '--outDir', out, '--rootDir', '.', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--skipLibCheck', '--noCheck', '--types', 'node', '--esModuleInterop'], { cwd: repoRoot });
+    await execa(
+      tsc,
+      [
+        'state/audit.ts',
+        '--outDir',
+        out,
+        '--rootDir',
+        '.',
+        '--module',
+        'nodenext',
+        '--moduleResolution',
+        'nodenext',
+        '--target',
+        'es2022',
+        '--skipLibCheck',
+        '--noCheck',
+        '--types',
+        'node',
+        '--esModuleInterop',
+      ],
+      { cwd: repoRoot },
+    );
     fs.writeFileSync(path.join(out, 'package.json'), '{"type":"module"}');
     const dir = tmpDir();
     const script = `
@@ -105,13 +136,22 @@ describe('audit log', () => {
     await Promise.all(['a', 'b'].map((who) => execa('node', ['--input-type=module', '-e', script, dir, who])));
     const { records, problems } = readAudit(path.join(dir, AUDIT_FILE));
     expect(problems).toEqual([]);
-    for (const who of ['a', 'b']) expect(records.filter((r) => r.action === who).map((r) => r.target.group)).toEqual(Array.from({ length: 100 }, (_, i) => String(i)));
+    for (const who of ['a', 'b'])
+      expect(records.filter((r) => r.action === who).map((r) => r.target.group)).toEqual(Array.from({ length: 100 }, (_, i) => String(i)));
   }, 120_000);
 
   it('context operations are audited too: refusals with their error code, successes with the action', () => {
     const dir = tmpDir();
     const log = new AuditLog(dir);
-    const g: GroupFacts = { id: '7', devices: ['0000:07:00.0' as Bdf], viable: false, blockers: ['0000:07:00.0 is bound to host driver e1000e'], units: [], noiommu: false, reservedRegions: [] };
+    const g: GroupFacts = {
+      id: '7',
+      devices: ['0000:07:00.0' as Bdf],
+      viable: false,
+      blockers: ['0000:07:00.0 is bound to host driver e1000e'],
+      units: [],
+      noiommu: false,
+      reservedRegions: [],
+    };
     const refused = attachGroup(emptyContextTable(), 'alice', g);
     auditResult(log, { action: 'attach', subject: root, group: '7', devices: g.devices, owner: 'alice' }, refused);
     const ok = attachGroup(emptyContextTable(), 'alice', { ...g, viable: true, blockers: [] });
@@ -139,8 +179,12 @@ describe('audit log', () => {
     const dir = tmpDir();
     const notDir = path.join(dir, 'file');
     fs.writeFileSync(notDir, '');
-    expect(() => new AuditLog(notDir).append({ action: 'a', allowed: true, subject: null, target: {}, rule: null, reason: 'r' })).toThrow(expect.objectContaining({ code: 'E_STATE_DIR' }));
+    expect(() => new AuditLog(notDir).append({ action: 'a', allowed: true, subject: null, target: {}, rule: null, reason: 'r' })).toThrow(
+      expect.objectContaining({ code: 'E_STATE_DIR' }),
+    );
     const missing = new AuditLog(path.join(dir, 'nope'));
-    expect(() => decideAndAudit(missing, policy, alice, { action: 'claim', devices: [dev('0000:0b:00.0')] })).toThrow(expect.objectContaining({ code: 'E_STATE_DIR' }));
+    expect(() => decideAndAudit(missing, policy, alice, { action: 'claim', devices: [dev('0000:0b:00.0')] })).toThrow(
+      expect.objectContaining({ code: 'E_STATE_DIR' }),
+    );
   });
 });

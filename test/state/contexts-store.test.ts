@@ -2,9 +2,9 @@ import fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { scan } from '../../api/read.js';
-import { CONTEXTS_FILE, contextsFromJson, contextsToJson, loadContexts, saveContexts, updateContexts } from '../../state/contexts-store.js';
-import { attachGroup, contextView, emptyContextTable, groupFacts, orThrow, type ContextTable } from '../../groups/context.js';
 import { IsogroupError } from '../../errors.js';
+import { attachGroup, type ContextTable, contextView, emptyContextTable, groupFacts, orThrow } from '../../groups/context.js';
+import { CONTEXTS_FILE, contextsFromJson, contextsToJson, loadContexts, saveContexts, updateContexts } from '../../state/contexts-store.js';
 import { bundledCapture } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
 

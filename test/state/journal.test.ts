@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { type JournalEntry, journalPath, readJournal, updateMembers, writeJournal } from '../../state/journal.js';
 import type { Bdf } from '../../model/bdf.js';
+import { type JournalEntry, journalPath, readJournal, updateMembers, writeJournal } from '../../state/journal.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 const entry = (groupId: string, bdfs: string[], state: JournalEntry['state'] = 'assigned'): JournalEntry => ({
@@ -47,7 +47,13 @@ describe('journal', () => {
     expect(changed.map((e) => e.groupId)).toEqual(['7']);
     const j = readJournal(dir);
     expect(j.entries.map((e) => [e.groupId, e.members.map((m) => [m.bdf, m.hotAdded ?? false])])).toEqual([
-      ['7', [['0000:03:00.0', false], ['0000:03:01.0', true]]],
+      [
+        '7',
+        [
+          ['0000:03:00.0', false],
+          ['0000:03:01.0', true],
+        ],
+      ],
       ['8', [['0000:04:00.0', false]]],
       ['9', [['0000:05:00.0', false]]], // not assigned (a release is running): untouched
     ]);

@@ -1,17 +1,15 @@
 import fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { AuditLog } from '../../state/audit.js';
-import { loadPolicyFile, parsePolicyText, PolicyStore } from '../../state/policy-store.js';
-import { readUserDatabase, subjectForIds } from '../../os/users.js';
-
-import { evaluateDevice, type DeviceFacts, type Subject } from '../../groups/policy.js';
 import { isIsogroupError } from '../../errors.js';
+import { type DeviceFacts, evaluateDevice, type Subject } from '../../groups/policy.js';
+import { readUserDatabase, subjectForIds } from '../../os/users.js';
+import { AuditLog } from '../../state/audit.js';
+import { loadPolicyFile, PolicyStore, parsePolicyText } from '../../state/policy-store.js';
 import { repoRoot } from '../helpers/paths.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 const readSubject = (uid: number, gid: number, root: string) => subjectForIds(uid, gid, readUserDatabase(root));
-
 
 const alice: Subject = { name: 'alice', uid: 1000, gids: [1000] };
 const nic: DeviceFacts = { bdf: '0000:0b:00.0', vendor: '0x8086', device: '0x10d3', class: '0x020000', kernelGroup: '23', iommu: 'dmar0' };
@@ -148,7 +146,10 @@ describe('subjects from peer credentials', () => {
   it('names the uid and collects its groups from ROOT/etc/passwd and ROOT/etc/group', () => {
     const root = tmpDir();
     fs.mkdirSync(path.join(root, 'etc'));
-    fs.writeFileSync(path.join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbob:x:1001:1001::/home/bob:/bin/sh\n');
+    fs.writeFileSync(
+      path.join(root, 'etc/passwd'),
+      'root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbob:x:1001:1001::/home/bob:/bin/sh\n',
+    );
     fs.writeFileSync(path.join(root, 'etc/group'), 'root:x:0:\nalice:x:1000:\nkvm:x:44:alice,carol\nvfio:x:990:bob, alice\nbad line\n');
     expect(readSubject(1000, 1000, root)).toEqual({ name: 'alice', uid: 1000, gids: [44, 990, 1000] });
     expect(readSubject(1001, 1001, root)).toEqual({ name: 'bob', uid: 1001, gids: [990, 1001] });

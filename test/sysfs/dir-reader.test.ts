@@ -21,7 +21,6 @@ const outcome = (f: () => unknown): Outcome => {
   }
 };
 
-
 const everything = (reader: DirReader, names: string[]) => ({
   list: outcome(() => reader.list()),
   byName: outcome(() => [...reader.entries()].sort(([a], [b]) => (a < b ? -1 : 1))),

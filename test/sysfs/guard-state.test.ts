@@ -2,10 +2,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildConfig } from '../../bench/config-builder.js';
-import type { GuardDeviceState } from '../../model/device.js';
-import type { Bdf } from '../../model/bdf.js';
 import { writeFixtureRoot } from '../../capture/fixture-writer.js';
-import type { PciDevice } from '../../model/device.js';
+import type { Bdf } from '../../model/bdf.js';
+import type { GuardDeviceState, PciDevice } from '../../model/device.js';
 import { NodeSysfsPort } from '../../sysfs/port.js';
 import { readGuardState, scanHost } from '../../sysfs/scan.js';
 import { copyRoot, fastTmpDir } from '../helpers/sim-root.js';
@@ -38,8 +37,34 @@ describe('readGuardState (the daemon hint path)', () => {
     const root = fastTmpDir();
     writeFixtureRoot(root, {
       devices: [
-        { bdf: '0000:00:01.0', config: buildConfig({ vendor: 0x8086, device: 0x1901, classCode: 0x060400, bridge: true, secondary: 1, subordinate: 1, pcieType: 4, acs: { cap: 0x1f, ctrl: 0x1d } }), driver: 'pcieport', group: '1' },
-        { bdf: '0000:01:00.0', parent: '0000:00:01.0', config: buildConfig({ vendor: 0x8086, device: 0x10fb, classCode: 0x020000, pcieType: 0, sriov: { total: 8, num: 0, offset: 1, stride: 1, vfDevice: 0x10ed } }), driver: 'ixgbe', group: '2' },
+        {
+          bdf: '0000:00:01.0',
+          config: buildConfig({
+            vendor: 0x8086,
+            device: 0x1901,
+            classCode: 0x060400,
+            bridge: true,
+            secondary: 1,
+            subordinate: 1,
+            pcieType: 4,
+            acs: { cap: 0x1f, ctrl: 0x1d },
+          }),
+          driver: 'pcieport',
+          group: '1',
+        },
+        {
+          bdf: '0000:01:00.0',
+          parent: '0000:00:01.0',
+          config: buildConfig({
+            vendor: 0x8086,
+            device: 0x10fb,
+            classCode: 0x020000,
+            pcieType: 0,
+            sriov: { total: 8, num: 0, offset: 1, stride: 1, vfDevice: 0x10ed },
+          }),
+          driver: 'ixgbe',
+          group: '2',
+        },
         { bdf: '0000:00:02.0', config: buildConfig({ vendor: 0x10de, device: 0x2204, classCode: 0x030000 }), driver: 'vfio-pci', group: '3' },
         { bdf: '0000:00:03.0', config: buildConfig({ vendor: 0x8086, device: 0x100e, classCode: 0x020000 }), group: '4' },
       ],

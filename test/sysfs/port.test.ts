@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { seededRandom } from '../helpers/rand.js';
 import { linkTargetRel, NodeSysfsPort, resolveUnder } from '../../sysfs/port.js';
+import { seededRandom } from '../helpers/rand.js';
 
 // linkTargetRel drops components for the usual "../../x" sysfs link instead of normalizing; it must
 // give what path normalization gives (null for anything that climbs out of the root).

@@ -2,18 +2,38 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildConfig } from '../../bench/config-builder.js';
+import { type FixtureSpec, writeFixtureRoot } from '../../capture/fixture-writer.js';
 import { IsogroupError } from '../../errors.js';
-import { writeFixtureRoot, type FixtureSpec } from '../../capture/fixture-writer.js';
+import type { Bdf } from '../../model/bdf.js';
 import { NodeSysfsPort, type SysfsPort } from '../../sysfs/port.js';
 import { scanHost } from '../../sysfs/scan.js';
-import type { Bdf } from '../../model/bdf.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 // A small healthy host: a root port with ACS, an endpoint behind it, and a device on the root bus.
 const baseSpec = (): FixtureSpec => ({
   devices: [
-    { bdf: '0000:00:01.0', config: buildConfig({ vendor: 0x8086, device: 0x1901, classCode: 0x060400, bridge: true, secondary: 1, subordinate: 1, pcieType: 4, acs: { cap: 0x1f, ctrl: 0x1d } }), driver: 'pcieport', group: '1' },
-    { bdf: '0000:01:00.0', parent: '0000:00:01.0', config: buildConfig({ vendor: 0x10de, device: 0x2204, classCode: 0x030000, pcieType: 0 }), driver: 'nvidia', group: '2' },
+    {
+      bdf: '0000:00:01.0',
+      config: buildConfig({
+        vendor: 0x8086,
+        device: 0x1901,
+        classCode: 0x060400,
+        bridge: true,
+        secondary: 1,
+        subordinate: 1,
+        pcieType: 4,
+        acs: { cap: 0x1f, ctrl: 0x1d },
+      }),
+      driver: 'pcieport',
+      group: '1',
+    },
+    {
+      bdf: '0000:01:00.0',
+      parent: '0000:00:01.0',
+      config: buildConfig({ vendor: 0x10de, device: 0x2204, classCode: 0x030000, pcieType: 0 }),
+      driver: 'nvidia',
+      group: '2',
+    },
     { bdf: '0000:00:1f.0', config: buildConfig({ vendor: 0x8086, device: 0xa305, classCode: 0x060100 }), driver: 'lpc_ich', group: '3' },
   ],
 });
@@ -86,7 +106,7 @@ describe('scan of a hostile root', () => {
 
   it('an unreadable attribute (EACCES) is a problem naming the file, and the rest of the device loads', () => {
     const root = fixture();
-    const port = new FaultyPort(new NodeSysfsPort(root), (op, rel) => {
+    const port = new FaultyPort(new NodeSysfsPort(root), (_op, rel) => {
       if (rel.endsWith('0000:01:00.0/driver_override')) throw new IsogroupError('E_PERMISSION', `read ${rel}: EACCES`, { path: rel, errno: 'EACCES' });
     });
     const snap = scanHost(port);

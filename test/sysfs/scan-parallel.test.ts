@@ -11,7 +11,9 @@ import { fastTmpDir } from '../helpers/sim-root.js';
 // The two-thread scan (large hosts) must give exactly the snapshot the one-thread scan gives: same
 // devices, bytes, names, groups and problems, in the same order.
 
-const PCI_IDS = ['8086  Intel Corporation', '\t1901  Xeon E3-1200 PCIe Controller', '10de  NVIDIA Corporation', 'C 06  Bridge', '\t04  PCI bridge', ''].join('\n');
+const PCI_IDS = ['8086  Intel Corporation', '\t1901  Xeon E3-1200 PCIe Controller', '10de  NVIDIA Corporation', 'C 06  Bridge', '\t04  PCI bridge', ''].join(
+  '\n',
+);
 
 const asPlain = (snap: ReturnType<typeof scanHost>) => ({
   devices: [...snap.devices.entries()],
@@ -43,7 +45,7 @@ describe('two-thread scan', () => {
     const devices = path.join(root, 'sys/bus/pci/devices');
     const names = fs.readdirSync(devices).sort();
     const late = names.slice(-3);
-    fs.rmSync(devices + '/' + late[0]!);
+    fs.rmSync(`${devices}/${late[0]!}`);
     fs.symlinkSync('../../../devices/nowhere', path.join(devices, late[0]!)); // dangling
     fs.writeFileSync(path.join(fs.realpathSync(path.join(devices, late[1]!)), 'vendor'), 'garbage\n');
     fs.writeFileSync(path.join(devices, 'not-a-bdf'), '');

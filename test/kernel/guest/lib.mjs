@@ -29,20 +29,41 @@ export async function poll(fn, timeoutMs = 20000, everyMs = 20) {
 
 // ---------------------------------------------------------------- the guest kernel's sysfs, read directly
 
-const readText = (p) => { try { return fs.readFileSync(p, 'utf8').trim(); } catch { return null; } };
-const linkName = (p) => { try { return path.basename(fs.readlinkSync(p)); } catch { return null; } };
+const readText = (p) => {
+  try {
+    return fs.readFileSync(p, 'utf8').trim();
+  } catch {
+    return null;
+  }
+};
+const linkName = (p) => {
+  try {
+    return path.basename(fs.readlinkSync(p));
+  } catch {
+    return null;
+  }
+};
 
 export const sysfs = {
   devices: () => fs.readdirSync(`${PCI}/devices`).sort(),
   exists: (bdf) => fs.existsSync(`${PCI}/devices/${bdf}`),
   driver: (bdf) => linkName(`${PCI}/devices/${bdf}/driver`),
   group: (bdf) => linkName(`${PCI}/devices/${bdf}/iommu_group`),
-  override: (bdf) => { const v = readText(`${PCI}/devices/${bdf}/driver_override`); return v === '(null)' || v === '' ? null : v; },
+  override: (bdf) => {
+    const v = readText(`${PCI}/devices/${bdf}/driver_override`);
+    return v === '(null)' || v === '' ? null : v;
+  },
   cls: (bdf) => readText(`${PCI}/devices/${bdf}/class`),
   isBridge: (bdf) => (readText(`${PCI}/devices/${bdf}/class`) ?? '').startsWith('0x0604'),
   autoprobe: () => readText(`${PCI}/drivers_autoprobe`),
   /** Child bus of a bridge, e.g. "0000:0a". */
-  secondaryBus: (bdf) => { try { return fs.readdirSync(`${PCI}/devices/${bdf}/pci_bus`)[0] ?? null; } catch { return null; } },
+  secondaryBus: (bdf) => {
+    try {
+      return fs.readdirSync(`${PCI}/devices/${bdf}/pci_bus`)[0] ?? null;
+    } catch {
+      return null;
+    }
+  },
   /** Upstream bridge BDF, from the device's sysfs path (null on a root bus). */
   parent: (bdf) => {
     const up = path.basename(path.dirname(fs.realpathSync(`${PCI}/devices/${bdf}`)));
@@ -51,7 +72,11 @@ export const sysfs = {
   /** PCIe port type from the config space capability list (null: no PCIe capability). */
   pcieType: (bdf) => {
     let c;
-    try { c = fs.readFileSync(`${PCI}/devices/${bdf}/config`); } catch { return null; }
+    try {
+      c = fs.readFileSync(`${PCI}/devices/${bdf}/config`);
+    } catch {
+      return null;
+    }
     if (c.length < 64 || !(c.readUInt16LE(6) & 0x10)) return null;
     let p = c[0x34] & 0xfc;
     for (let n = 0; p && n < 48 && p + 4 <= c.length; n++) {
@@ -70,7 +95,12 @@ export const sysfs = {
   },
   /** Writes one sysfs attribute; returns null or the errno code ("EBUSY"). */
   write: (rel, value) => {
-    try { fs.writeFileSync(rel.startsWith('/') ? rel : `${PCI}/${rel}`, value); return null; } catch (e) { return e.code ?? String(e); }
+    try {
+      fs.writeFileSync(rel.startsWith('/') ? rel : `${PCI}/${rel}`, value);
+      return null;
+    } catch (e) {
+      return e.code ?? String(e);
+    }
   },
 };
 
@@ -112,7 +142,9 @@ export class Kmsg {
     const fresh = [];
     for (;;) {
       let n;
-      try { n = fs.readSync(this.fd, buf, 0, buf.length, null); } catch (e) {
+      try {
+        n = fs.readSync(this.fd, buf, 0, buf.length, null);
+      } catch (e) {
         if (e.code === 'EAGAIN') break;
         if (e.code === 'EPIPE') continue; // records overwritten before we read them
         throw e;
@@ -124,7 +156,9 @@ export class Kmsg {
     this.lines.push(...fresh);
     return fresh;
   }
-  close() { fs.closeSync(this.fd); }
+  close() {
+    fs.closeSync(this.fd);
+  }
 }
 
 // ---------------------------------------------------------------- isogroup, run as a user runs it
@@ -158,7 +192,11 @@ export async function isogroup(args, { spawn: separate = process.env.KT_SPAWN ==
   res.ms = Date.now() - t0;
   const unknown = /error: unknown (command|option) '([^']+)'/.exec(res.stderr);
   if (unknown) throw new CommandMissing(`command missing: \`isogroup ${args.join(' ')}\` -> unknown ${unknown[1]} '${unknown[2]}'`);
-  try { res.json = JSON.parse(res.stdout); } catch { res.json = undefined; }
+  try {
+    res.json = JSON.parse(res.stdout);
+  } catch {
+    res.json = undefined;
+  }
   return res;
 }
 
@@ -174,22 +212,45 @@ export function isogroupAsync(args, logFile) {
   const child = spawn(process.execPath, [ISOGROUP, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   const out = { stdout: '', stderr: '', code: null, signal: null, exited: false };
   const log = logFile ? fs.createWriteStream(logFile, { flags: 'a' }) : null;
-  child.stdout.on('data', (d) => { out.stdout += d; log?.write(d); });
-  child.stderr.on('data', (d) => { out.stderr += d; log?.write(d); });
-  out.done = new Promise((resolve) => child.on('exit', (code, signal) => { Object.assign(out, { code, signal, exited: true }); log?.end(); resolve(out); }));
+  child.stdout.on('data', (d) => {
+    out.stdout += d;
+    log?.write(d);
+  });
+  child.stderr.on('data', (d) => {
+    out.stderr += d;
+    log?.write(d);
+  });
+  out.done = new Promise((resolve) =>
+    child.on('exit', (code, signal) => {
+      Object.assign(out, { code, signal, exited: true });
+      log?.end();
+      resolve(out);
+    }),
+  );
   out.child = child;
   return out;
 }
 
-export const shortOut = (r) => `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}: ${(r.stderr || r.stdout).trim().split('\n').slice(0, 6).join(' | ').slice(0, 600)}`;
+export const shortOut = (r) =>
+  `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}: ${(r.stderr || r.stdout).trim().split('\n').slice(0, 6).join(' | ').slice(0, 600)}`;
 
 // ---------------------------------------------------------------- VFIO, through our own ioctl calls
 
 // linux/vfio.h: _IO(';', 100 + n)
 const VFIO = {
-  GET_API_VERSION: 0x3b64, CHECK_EXTENSION: 0x3b65, SET_IOMMU: 0x3b66, GROUP_GET_STATUS: 0x3b67,
-  GROUP_SET_CONTAINER: 0x3b68, GROUP_UNSET_CONTAINER: 0x3b69, GROUP_GET_DEVICE_FD: 0x3b6a, IOMMU_GET_INFO: 0x3b70,
-  TYPE1v2_IOMMU: 3, GROUP_FLAGS_VIABLE: 1, GROUP_FLAGS_CONTAINER_SET: 2, IOMMU_INFO_CAPS: 2, CAP_IOVA_RANGE: 1,
+  GET_API_VERSION: 0x3b64,
+  CHECK_EXTENSION: 0x3b65,
+  SET_IOMMU: 0x3b66,
+  GROUP_GET_STATUS: 0x3b67,
+  GROUP_SET_CONTAINER: 0x3b68,
+  GROUP_UNSET_CONTAINER: 0x3b69,
+  GROUP_GET_DEVICE_FD: 0x3b6a,
+  IOMMU_GET_INFO: 0x3b70,
+  TYPE1v2_IOMMU: 3,
+  GROUP_FLAGS_VIABLE: 1,
+  GROUP_FLAGS_CONTAINER_SET: 2,
+  IOMMU_INFO_CAPS: 2,
+  CAP_IOVA_RANGE: 1,
 };
 let libc = null;
 async function ioctlFn() {
@@ -208,27 +269,50 @@ export class Vfio {
     await ioctlFn();
     return new Vfio();
   }
-  ioctlPtr(fd, req, buf) { const r = libc.ioctl(fd, req, 'void *', buf); return r < 0 ? { r, err: errnoName(libc.errno()) } : { r, err: null }; }
-  ioctlVal(fd, req, v) { const r = libc.ioctl(fd, req, 'unsigned long', v); return r < 0 ? { r, err: errnoName(libc.errno()) } : { r, err: null }; }
+  ioctlPtr(fd, req, buf) {
+    const r = libc.ioctl(fd, req, 'void *', buf);
+    return r < 0 ? { r, err: errnoName(libc.errno()) } : { r, err: null };
+  }
+  ioctlVal(fd, req, v) {
+    const r = libc.ioctl(fd, req, 'unsigned long', v);
+    return r < 0 ? { r, err: errnoName(libc.errno()) } : { r, err: null };
+  }
   /** open() of /dev/vfio/N or /dev/vfio/vfio: {fd} or {err: 'EBUSY'} */
-  open(p) { try { return { fd: fs.openSync(p, fs.constants.O_RDWR), err: null }; } catch (e) { return { fd: -1, err: e.code }; } }
-  close(fd) { if (fd >= 0) try { fs.closeSync(fd); } catch { /* already closed */ } }
+  open(p) {
+    try {
+      return { fd: fs.openSync(p, fs.constants.O_RDWR), err: null };
+    } catch (e) {
+      return { fd: -1, err: e.code };
+    }
+  }
+  close(fd) {
+    if (fd >= 0)
+      try {
+        fs.closeSync(fd);
+      } catch {
+        /* already closed */
+      }
+  }
   container() {
     const c = this.open('/dev/vfio/vfio');
     if (c.err) return c;
     return { ...c, api: this.ioctlVal(c.fd, VFIO.GET_API_VERSION, 0).r, type1v2: this.ioctlVal(c.fd, VFIO.CHECK_EXTENSION, VFIO.TYPE1v2_IOMMU).r };
   }
   groupFlags(fd) {
-    const b = Buffer.alloc(8); b.writeUInt32LE(8, 0);
+    const b = Buffer.alloc(8);
+    b.writeUInt32LE(8, 0);
     const { err } = this.ioctlPtr(fd, VFIO.GROUP_GET_STATUS, b);
     const flags = b.readUInt32LE(4);
     return { err, flags, viable: !!(flags & VFIO.GROUP_FLAGS_VIABLE), containerSet: !!(flags & VFIO.GROUP_FLAGS_CONTAINER_SET) };
   }
   setContainer(groupFd, containerFd) {
-    const b = Buffer.alloc(4); b.writeInt32LE(containerFd, 0);
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(containerFd, 0);
     return this.ioctlPtr(groupFd, VFIO.GROUP_SET_CONTAINER, b).err;
   }
-  setIommu(containerFd) { return this.ioctlVal(containerFd, VFIO.SET_IOMMU, VFIO.TYPE1v2_IOMMU).err; }
+  setIommu(containerFd) {
+    return this.ioctlVal(containerFd, VFIO.SET_IOMMU, VFIO.TYPE1v2_IOMMU).err;
+  }
   deviceFd(groupFd, bdf) {
     const { r, err } = this.ioctlPtr(groupFd, VFIO.GROUP_GET_DEVICE_FD, Buffer.from(`${bdf}\0`));
     return err ? { fd: -1, err } : { fd: r, err: null };
@@ -237,11 +321,15 @@ export class Vfio {
   iommuInfo(containerFd) {
     let size = 24;
     for (let round = 0; round < 3; round++) {
-      const b = Buffer.alloc(size); b.writeUInt32LE(size, 0);
+      const b = Buffer.alloc(size);
+      b.writeUInt32LE(size, 0);
       const { err } = this.ioctlPtr(containerFd, VFIO.IOMMU_GET_INFO, b);
       if (err) return { err };
       const need = b.readUInt32LE(0);
-      if (need > size) { size = need; continue; } // the kernel asks for room for its capabilities
+      if (need > size) {
+        size = need;
+        continue;
+      } // the kernel asks for room for its capabilities
       const flags = b.readUInt32LE(4);
       const info = { err: null, pgsizes: b.readBigUInt64LE(8), ranges: null };
       let off = flags & VFIO.IOMMU_INFO_CAPS ? b.readUInt32LE(16) : 0;
@@ -270,7 +358,9 @@ export function openQmpTty(dev = process.env.KT_QMP_TTY || '/dev/ttyS1') {
   input.setRawMode(true);
   const output = { write: (s) => fs.writeSync(fd, s) };
   const q = new Qmp(input, output);
-  q.close = () => { input.destroy(); };
+  q.close = () => {
+    input.destroy();
+  };
   return q;
 }
 
@@ -285,16 +375,20 @@ export class Check {
     Object.assign(this, { name, topology, status: 'pass', compared: [], failures: [], notes: [], t0: Date.now() });
     console.log(`\n=== [${topology}] ${name}`);
   }
-  note(msg) { this.notes.push(msg); console.log(`    ${msg}`); }
+  note(msg) {
+    this.notes.push(msg);
+    console.log(`    ${msg}`);
+  }
   /** Compares the kernel's answer with isogroup's (or the expected one); a difference fails the check. */
   compare(what, kernel, other, { label = 'isogroup', left = 'kernel', equal } = {}) {
     const ok = equal ? equal(kernel, other) : show(kernel) === show(other);
     const long = show(kernel).length > 160;
-    const line = ok && long
-      ? `${what}: ${left} and ${label} agree (${Array.isArray(kernel) ? `${kernel.length} items` : 'same value'}) ok`
-      : `${what}: ${left}=${show(kernel)} ${label}=${show(other)} ${ok ? 'ok' : 'MISMATCH'}`;
+    const line =
+      ok && long
+        ? `${what}: ${left} and ${label} agree (${Array.isArray(kernel) ? `${kernel.length} items` : 'same value'}) ok`
+        : `${what}: ${left}=${show(kernel)} ${label}=${show(other)} ${ok ? 'ok' : 'MISMATCH'}`;
     this.compared.push({ what, [left]: show(kernel), [label]: show(other), ok });
-    console.log(`  ${ok ? '✓' : '✗'} ${line.length > 1500 ? line.slice(0, 1500) + '…' : line}`);
+    console.log(`  ${ok ? '✓' : '✗'} ${line.length > 1500 ? `${line.slice(0, 1500)}…` : line}`);
     if (!ok) this.failures.push(`${what}: ${left}=${show(kernel)} ${label}=${show(other)}`);
     return ok;
   }
@@ -304,12 +398,30 @@ export class Check {
     if (!cond) this.failures.push(what);
     return !!cond;
   }
-  fail(msg) { this.failures.push(msg); console.log(`  ✗ ${msg}`); }
-  skip(msg) { this.status = 'skipped'; this.notes.push(`skipped: ${msg}`); console.log(`  - skipped: ${msg}`); }
+  fail(msg) {
+    this.failures.push(msg);
+    console.log(`  ✗ ${msg}`);
+  }
+  skip(msg) {
+    this.status = 'skipped';
+    this.notes.push(`skipped: ${msg}`);
+    console.log(`  - skipped: ${msg}`);
+  }
   finish() {
     if (this.failures.length) this.status = 'failed';
     this.ms = Date.now() - this.t0;
-    console.log(`--- ${this.status.toUpperCase()} [${this.topology}] ${this.name} (${(this.ms / 1000).toFixed(1)} s)${this.failures.length ? `: ${this.failures.length} failure(s)` : ''}`);
-    return { name: `${this.topology}/${this.name}`, topology: this.topology, check: this.name, status: this.status, ms: this.ms, failures: this.failures, notes: this.notes, compared: this.compared };
+    console.log(
+      `--- ${this.status.toUpperCase()} [${this.topology}] ${this.name} (${(this.ms / 1000).toFixed(1)} s)${this.failures.length ? `: ${this.failures.length} failure(s)` : ''}`,
+    );
+    return {
+      name: `${this.topology}/${this.name}`,
+      topology: this.topology,
+      check: this.name,
+      status: this.status,
+      ms: this.ms,
+      failures: this.failures,
+      notes: this.notes,
+      compared: this.compared,
+    };
   }
 }

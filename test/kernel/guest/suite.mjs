@@ -6,8 +6,24 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  Check, CommandMissing, Kmsg, Vfio, driverState, endpointsOf, hex, isogroup, isogroupAsync, modprobe,
-  openQmpTty, poll, rawBind, rawRelease, requireCommand, shortOut, sleep, sysfs,
+  Check,
+  CommandMissing,
+  driverState,
+  endpointsOf,
+  hex,
+  isogroup,
+  isogroupAsync,
+  Kmsg,
+  modprobe,
+  openQmpTty,
+  poll,
+  rawBind,
+  rawRelease,
+  requireCommand,
+  shortOut,
+  sleep,
+  sysfs,
+  Vfio,
 } from './lib.mjs';
 
 const TOPO = process.env.KT_TOPOLOGY ?? 'unknown';
@@ -30,7 +46,10 @@ function compareMap(t, what, kernel, other, labels = {}) {
 /** Runs isogroup and fails the check (with the command's own words) unless it exits 0. */
 async function must(t, args, opts) {
   const r = await isogroup(args, opts);
-  if (r.code !== 0) { t.fail(`isogroup ${args.join(' ')} failed: ${shortOut(r)}`); return null; }
+  if (r.code !== 0) {
+    t.fail(`isogroup ${args.join(' ')} failed: ${shortOut(r)}`);
+    return null;
+  }
   t.note(`isogroup ${args.join(' ')}: exit 0 (${r.ms} ms${opts?.spawn ? ', separate process' : ''})`);
   return r;
 }
@@ -56,7 +75,13 @@ function multifunctionGroup() {
 
 function expectDrivers(t, what, want) {
   const now = driverState(Object.keys(want));
-  compareMap(t, what, Object.fromEntries(Object.entries(now).map(([b, s]) => [b, s.driver])), Object.fromEntries(Object.entries(want).map(([b, s]) => [b, s !== null && typeof s === 'object' ? s.driver : s])), { label: 'expected' });
+  compareMap(
+    t,
+    what,
+    Object.fromEntries(Object.entries(now).map(([b, s]) => [b, s.driver])),
+    Object.fromEntries(Object.entries(want).map(([b, s]) => [b, s !== null && typeof s === 'object' ? s.driver : s])),
+    { label: 'expected' },
+  );
 }
 
 function expectRestored(t, what, before) {
@@ -76,9 +101,16 @@ function probeGroup(vfio, id, { devices = [] } = {}) {
     res.setContainer = vfio.setContainer(g.fd, c.fd) ?? 'ok';
     if (res.setContainer === 'ok') {
       res.setIommu = vfio.setIommu(c.fd) ?? 'ok';
-      for (const b of devices) { const d = vfio.deviceFd(g.fd, b); res.deviceFds[b] = d.err ?? 'ok'; vfio.close(d.fd); }
+      for (const b of devices) {
+        const d = vfio.deviceFd(g.fd, b);
+        res.deviceFds[b] = d.err ?? 'ok';
+        vfio.close(d.fd);
+      }
     }
-  } finally { vfio.close(g.fd); vfio.close(c.fd); }
+  } finally {
+    vfio.close(g.fd);
+    vfio.close(c.fd);
+  }
   return res;
 }
 
@@ -97,7 +129,12 @@ checks.devices = async (t) => {
   t.compare('BDF set', kernel, list.map((d) => d.bdf).sort());
   const by = Object.fromEntries(list.map((d) => [d.bdf, d]));
   compareMap(t, 'drivers', Object.fromEntries(kernel.map((b) => [b, sysfs.driver(b)])), Object.fromEntries(kernel.map((b) => [b, by[b]?.driver ?? null])));
-  compareMap(t, 'kernel groups', Object.fromEntries(kernel.map((b) => [b, sysfs.group(b)])), Object.fromEntries(kernel.map((b) => [b, by[b]?.kernelGroup ?? null])));
+  compareMap(
+    t,
+    'kernel groups',
+    Object.fromEntries(kernel.map((b) => [b, sysfs.group(b)])),
+    Object.fromEntries(kernel.map((b) => [b, by[b]?.kernelGroup ?? null])),
+  );
   compareMap(t, 'class', Object.fromEntries(kernel.map((b) => [b, sysfs.cls(b)])), Object.fromEntries(kernel.map((b) => [b, by[b]?.class ?? null])));
 };
 
@@ -134,19 +171,28 @@ checks['vfio-raw'] = async (t) => {
     expectDrivers(t, 'after raw bind', Object.fromEntries(eps.map((b) => [b, 'vfio-pci'])));
     t.compare(`/dev/vfio/${g.id} exists`, true, fs.existsSync(`/dev/vfio/${g.id}`), { left: 'kernel', label: 'expected' });
     const full = probeGroup(vfio, g.id, { devices: eps });
-    t.compare('whole group: open / viable / SET_CONTAINER / SET_IOMMU', { open: 'ok', viable: true, setContainer: 'ok', setIommu: 'ok' },
-      { open: full.open, viable: full.viable, setContainer: full.setContainer, setIommu: full.setIommu }, { left: 'kernel', label: 'expected' });
+    t.compare(
+      'whole group: open / viable / SET_CONTAINER / SET_IOMMU',
+      { open: 'ok', viable: true, setContainer: 'ok', setIommu: 'ok' },
+      { open: full.open, viable: full.viable, setContainer: full.setContainer, setIommu: full.setIommu },
+      { left: 'kernel', label: 'expected' },
+    );
     t.compare('GET_DEVICE_FD for every endpoint', Object.fromEntries(eps.map((b) => [b, 'ok'])), full.deviceFds, { left: 'kernel', label: 'expected' });
     const g2 = vfio.open(`/dev/vfio/${g.id}`);
     const g3 = vfio.open(`/dev/vfio/${g.id}`);
     t.compare('second open() while the group is open', 'EBUSY', g3.err, { label: 'NOTES.md' });
-    vfio.close(g2.fd); vfio.close(g3.fd);
+    vfio.close(g2.fd);
+    vfio.close(g3.fd);
     const back = eps[0];
     rawRelease(back);
     t.note(`partial: ${back} back on ${sysfs.driver(back)}, the others on vfio-pci`);
     const part = probeGroup(vfio, g.id);
-    t.compare('partial group: open / viable / SET_CONTAINER', { open: 'ok', viable: false, setContainer: 'EPERM' },
-      { open: part.open, viable: part.viable, setContainer: part.setContainer }, { label: 'NOTES.md' });
+    t.compare(
+      'partial group: open / viable / SET_CONTAINER',
+      { open: 'ok', viable: false, setContainer: 'EPERM' },
+      { open: part.open, viable: part.viable, setContainer: part.setContainer },
+      { label: 'NOTES.md' },
+    );
   } finally {
     for (const b of eps) rawRelease(b);
   }
@@ -167,13 +213,23 @@ checks.partial = async (t) => {
     for (const b of eps.filter((x) => x !== stay)) rawBind(b, 'vfio-pci');
     t.note(`group ${g.id}: ${eps.filter((x) => x !== stay).join(' ')} on vfio-pci, ${stay} still on ${sysfs.driver(stay)}`);
     const k = probeGroup(vfio, g.id);
-    t.compare('kernel: open / viable / SET_CONTAINER', { open: 'ok', viable: false, setContainer: 'EPERM' }, { open: k.open, viable: k.viable, setContainer: k.setContainer }, { label: 'NOTES.md' });
+    t.compare(
+      'kernel: open / viable / SET_CONTAINER',
+      { open: 'ok', viable: false, setContainer: 'EPERM' },
+      { open: k.open, viable: k.viable, setContainer: k.setContainer },
+      { label: 'NOTES.md' },
+    );
     const r = await isogroup(['groups', '--kernel', '--json']);
     const mine = r.json?.groups?.find((x) => (x.devices ?? []).includes(stay));
-    if (!t.expect(mine, `isogroup groups --kernel --json lists the group of ${stay}`)) { t.fail(shortOut(r)); return; }
+    if (!t.expect(mine, `isogroup groups --kernel --json lists the group of ${stay}`)) {
+      t.fail(shortOut(r));
+      return;
+    }
     t.compare('viable', k.viable, mine.viable);
     const blockers = JSON.stringify(mine.blockers ?? []);
-    t.compare(`blockers name ${stay} and its driver`, true, blockers.includes(stay) && blockers.includes(sysfs.driver(stay) ?? '?'), { equal: (a, b) => a === b });
+    t.compare(`blockers name ${stay} and its driver`, true, blockers.includes(stay) && blockers.includes(sysfs.driver(stay) ?? '?'), {
+      equal: (a, b) => a === b,
+    });
   } finally {
     for (const b of eps) rawRelease(b);
   }
@@ -200,23 +256,34 @@ async function assignCheck(t, g, what) {
   const state = '/run/kt-assign';
   t.note(`group ${g.id}: ${g.members.join(' ')}; before: ${eps.map((b) => `${b}=${before[b].driver}`).join(' ')}`);
   try {
-    if (!await must(t, ['assign', g.id, '--state-dir', state, '--json'])) return;
+    if (!(await must(t, ['assign', g.id, '--state-dir', state, '--json']))) return;
     expectDrivers(t, 'after assign', Object.fromEntries(eps.map((b) => [b, 'vfio-pci'])));
     // Bridges stay on pcieport (DMA-managed); a bridge on shpchp (a normal driver) must have been unbound,
     // or the group is not viable (NOTES.md, native-hotplug findings).
-    expectDrivers(t, 'bridges: pcieport kept, shpchp unbound', Object.fromEntries(g.members.filter((b) => sysfs.isBridge(b)).map((b) => [b, before[b].driver === 'shpchp' ? null : before[b].driver])));
+    expectDrivers(
+      t,
+      'bridges: pcieport kept, shpchp unbound',
+      Object.fromEntries(g.members.filter((b) => sysfs.isBridge(b)).map((b) => [b, before[b].driver === 'shpchp' ? null : before[b].driver])),
+    );
     const vfio = await Vfio.create();
     const k = probeGroup(vfio, g.id, { devices: eps });
-    t.compare(`/dev/vfio/${g.id}: node / open / viable / SET_CONTAINER`, { node: true, open: 'ok', viable: true, setContainer: 'ok' },
-      { node: k.node, open: k.open, viable: k.viable, setContainer: k.setContainer }, { left: 'kernel', label: 'expected' });
+    t.compare(
+      `/dev/vfio/${g.id}: node / open / viable / SET_CONTAINER`,
+      { node: true, open: 'ok', viable: true, setContainer: 'ok' },
+      { node: k.node, open: k.open, viable: k.viable, setContainer: k.setContainer },
+      { left: 'kernel', label: 'expected' },
+    );
     t.compare('GET_DEVICE_FD for every endpoint', Object.fromEntries(eps.map((b) => [b, 'ok'])), k.deviceFds, { left: 'kernel', label: 'expected' });
     const st = await isogroup(['status', '--state-dir', state, '--json']);
     const listed = st.json?.groups?.find((x) => String(x.id) === g.id);
     t.compare('status lists the group with its endpoints', eps, listed ? [...(listed.devices ?? [])].filter((b) => eps.includes(b)).sort() : shortOut(st));
-    if (!await must(t, ['release', g.id, '--state-dir', state, '--json'])) return;
+    if (!(await must(t, ['release', g.id, '--state-dir', state, '--json']))) return;
     expectRestored(t, 'after release', before);
   } finally {
-    if (eps.some((b) => sysfs.driver(b) === 'vfio-pci')) { for (const b of eps) rawRelease(b); t.note('cleanup: raw release'); }
+    if (eps.some((b) => sysfs.driver(b) === 'vfio-pci')) {
+      for (const b of eps) rawRelease(b);
+      t.note('cleanup: raw release');
+    }
   }
 }
 
@@ -236,9 +303,14 @@ checks.crash = async (t) => {
       const state = `/run/kt-crash-${i}`;
       const child = isogroupAsync(['assign', g.id, '--state-dir', state, '--json'], path.join(RUNDIR, `crash-assign-${i}.log`));
       let killedMidway = false;
-      for (;;) { // no sleep: a poll per event-loop turn, so the kill lands right after the change
+      for (;;) {
+        // no sleep: a poll per event-loop turn, so the kill lands right after the change
         if (child.exited) break;
-        if (round.trigger()) { child.child.kill('SIGKILL'); killedMidway = true; break; }
+        if (round.trigger()) {
+          child.child.kill('SIGKILL');
+          killedMidway = true;
+          break;
+        }
         await new Promise((r) => setImmediate(r));
       }
       await child.done;
@@ -252,7 +324,9 @@ checks.crash = async (t) => {
         t.skip(`round ${i + 1}: the kill did not land mid-way`);
         continue;
       }
-      t.note(`round ${i + 1}: killed at "${round.name}": ${moved}/${eps.length} endpoints touched, ${onVfio} on vfio-pci (${eps.map((b) => `${b}=${mid[b].driver}/${mid[b].override ?? '-'}`).join(' ')})`);
+      t.note(
+        `round ${i + 1}: killed at "${round.name}": ${moved}/${eps.length} endpoints touched, ${onVfio} on vfio-pci (${eps.map((b) => `${b}=${mid[b].driver}/${mid[b].override ?? '-'}`).join(' ')})`,
+      );
       const rec = await isogroup(['recover', '--state-dir', state, '--json']);
       t.compare(`round ${i + 1}: recover exit status`, 0, rec.code, { left: 'expected', label: 'isogroup' });
       if (rec.code !== 0) t.note(shortOut(rec));
@@ -277,10 +351,13 @@ checks.contexts = async (t) => {
   const owner = 'root'; // the default policy lets root claim anything; other owners need a policy file
   await requireCommand('contexts'); // "command missing" before anything is touched
   try {
-    for (const g of groups) if (!await must(t, ['assign', g.id, '--to', owner, '--state-dir', state, '--json'])) return;
+    for (const g of groups) if (!(await must(t, ['assign', g.id, '--to', owner, '--state-dir', state, '--json']))) return;
     const show = await isogroup(['contexts', 'show', owner, '--state-dir', state, '--json']);
     const ctx = show.json?.context;
-    if (!t.expect(ctx && Array.isArray(ctx.iovaRanges), `contexts show ${owner} --json prints {"context":{"iovaRanges":[...]}}`)) { t.fail(shortOut(show)); return; }
+    if (!t.expect(ctx && Array.isArray(ctx.iovaRanges), `contexts show ${owner} --json prints {"context":{"iovaRanges":[...]}}`)) {
+      t.fail(shortOut(show));
+      return;
+    }
     t.compare('context groups', groups.map((g) => g.id).sort(), (ctx.groups ?? []).map((g) => String(g.id)).sort());
     modprobe('vfio-pci', 'vfio_iommu_type1');
     const vfio = await Vfio.create();
@@ -298,7 +375,10 @@ checks.contexts = async (t) => {
       if (!t.expect(!info.err && info.ranges, `VFIO_IOMMU_GET_INFO gives the IOVA range capability (${info.err ?? 'ok'})`)) return;
       const norm = (rs) => rs.map((r) => `${hex(r.start)}-${hex(r.end)}`);
       t.compare('IOVA ranges of the shared container (VFIO_IOMMU_GET_INFO vs contexts show)', norm(info.ranges), norm(ctx.iovaRanges));
-    } finally { for (const fd of fds) vfio.close(fd); vfio.close(c.fd); }
+    } finally {
+      for (const fd of fds) vfio.close(fd);
+      vfio.close(c.fd);
+    }
     for (const g of groups) await must(t, ['release', g.id, '--state-dir', state, '--json']);
     expectRestored(t, 'after release', before);
   } finally {
@@ -319,7 +399,10 @@ function findQdev(buses, id) {
     }
     return null;
   };
-  for (const b of buses) { const f = walk(b.devices); if (f) return f; }
+  for (const b of buses) {
+    const f = walk(b.devices);
+    if (f) return f;
+  }
   return null;
 }
 
@@ -339,18 +422,38 @@ async function hotplugRounds(t, qmp, kmsg, { gb, ob, ep, gid, guardBus, otherBus
     const bdf = `0000:${gb.secondary.toString(16).padStart(2, '0')}:${slot.toString(16).padStart(2, '0')}.0`;
     const t0 = Date.now();
     try {
-      await qmp.execute('device_add', { driver: 'e1000', id, bus: guardBus, addr: `0x${slot.toString(16)}`, mac: `52:54:00:ee:00:${i.toString(16).padStart(2, '0')}` });
+      await qmp.execute('device_add', {
+        driver: 'e1000',
+        id,
+        bus: guardBus,
+        addr: `0x${slot.toString(16)}`,
+        mac: `52:54:00:ee:00:${i.toString(16).padStart(2, '0')}`,
+      });
       guarded.added++;
-      if (!(await poll(() => sysfs.exists(bdf), 30000, 10))) { guarded.failures.push(`${bdf} never appeared`); continue; }
+      if (!(await poll(() => sysfs.exists(bdf), 30000, 10))) {
+        guarded.failures.push(`${bdf} never appeared`);
+        continue;
+      }
       if (repair) await repair(bdf);
       const seen = new Set();
-      const final = await poll(() => { const d = sysfs.driver(bdf); if (d) seen.add(d); return d === 'vfio-pci' ? d : null; }, 30000, 5);
+      const final = await poll(
+        () => {
+          const d = sysfs.driver(bdf);
+          if (d) seen.add(d);
+          return d === 'vfio-pci' ? d : null;
+        },
+        30000,
+        5,
+      );
       tAdd.push(Date.now() - t0);
-      if (final) guarded.onVfio++; else guarded.failures.push(`${bdf} ended on ${sysfs.driver(bdf)}`);
+      if (final) guarded.onVfio++;
+      else guarded.failures.push(`${bdf} ended on ${sysfs.driver(bdf)}`);
       const host = [...seen].filter((d) => d !== 'vfio-pci');
       if (host.length) guarded.hostDriverSeen.push(`${bdf}:${host.join(',')}`);
       if (sysfs.group(bdf) === gid) guarded.sameGroup++;
-    } catch (e) { guarded.failures.push(`${id}: ${e.message}`); }
+    } catch (e) {
+      guarded.failures.push(`${id}: ${e.message}`);
+    }
 
     // Elsewhere: alternately onto the unassigned bridge and into the empty root port, unplugged again
     // after each round (the bridge's fixed memory window would run out: e1000 "can't ioremap BAR 0").
@@ -360,13 +463,26 @@ async function hotplugRounds(t, qmp, kmsg, { gb, ob, ep, gid, guardBus, otherBus
     const oslot = intoPort ? 0 : slotBase;
     const obdf = `0000:${target.secondary.toString(16).padStart(2, '0')}:${oslot.toString(16).padStart(2, '0')}.0`;
     const drv = intoPort ? 'e1000e' : 'e1000';
-    const netdev = () => { try { return fs.readdirSync(`/sys/bus/pci/devices/${obdf}/net`).length > 0; } catch { return false; } };
+    const netdev = () => {
+      try {
+        return fs.readdirSync(`/sys/bus/pci/devices/${obdf}/net`).length > 0;
+      } catch {
+        return false;
+      }
+    };
     try {
-      await qmp.execute('device_add', { driver: drv, id: oid, bus: intoPort ? emptyPort : otherBus, addr: `0x${oslot.toString(16)}`, mac: `52:54:00:ef:00:${i.toString(16).padStart(2, '0')}` });
+      await qmp.execute('device_add', {
+        driver: drv,
+        id: oid,
+        bus: intoPort ? emptyPort : otherBus,
+        addr: `0x${oslot.toString(16)}`,
+        mac: `52:54:00:ef:00:${i.toString(16).padStart(2, '0')}`,
+      });
       others.added++;
       // The driver link appears when probing STARTS; a registered netdev says the probe succeeded.
       const bound = await poll(() => sysfs.driver(obdf) === drv && netdev(), 30000, 10);
-      if (bound) others.hostBound++; else others.failures.push(`${obdf} driver ${sysfs.driver(obdf)}, netdev ${netdev()}, want ${drv}`);
+      if (bound) others.hostBound++;
+      else others.failures.push(`${obdf} driver ${sysfs.driver(obdf)}, netdev ${netdev()}, want ${drv}`);
       const og = sysfs.group(obdf);
       if (og && og !== gid) others.newGroup++;
       // QEMU 7.2 (TCG, intel-iommu) segfaulted on a device_del issued ~200 ms after the add, while the
@@ -375,7 +491,9 @@ async function hotplugRounds(t, qmp, kmsg, { gb, ob, ep, gid, guardBus, otherBus
       await qmp.execute('device_del', { id: oid });
       await qmp.waitEvent((e) => e.event === 'DEVICE_DELETED' && e.data?.device === oid, 30000);
       if (await poll(() => !sysfs.exists(obdf), 30000, 10)) others.removed++;
-    } catch (e) { others.failures.push(`${oid}: ${e.message}`); }
+    } catch (e) {
+      others.failures.push(`${oid}: ${e.message}`);
+    }
   }
   kmsg.read();
   const log = kmsg.lines;
@@ -417,27 +535,55 @@ checks['hotplug-raw'] = async (t) => {
   try {
     const pci = await qmp.execute('query-pci', undefined, 60000);
     const [gb, ob, ep] = [findQdev(pci, guardBus), findQdev(pci, otherBus), findQdev(pci, emptyPort)];
-    if (!t.expect(gb && ob && ep, `QMP query-pci (over the guest's serial line) finds ${guardBus}=${gb?.bdf} ${otherBus}=${ob?.bdf} ${emptyPort}=${ep?.bdf}`)) return;
+    if (!t.expect(gb && ob && ep, `QMP query-pci (over the guest's serial line) finds ${guardBus}=${gb?.bdf} ${otherBus}=${ob?.bdf} ${emptyPort}=${ep?.bdf}`))
+      return;
     const gid = sysfs.group(gb.bdf);
     eps = endpointsOf(sysfs.groups().get(gid));
     before = driverState(eps);
     for (const b of eps) rawBind(b, 'vfio-pci');
     const g = vfio.open(`/dev/vfio/${gid}`);
     const c = vfio.container();
-    gfd = g.fd; cfd = c.fd;
-    const held = { open: g.err ?? 'ok', setContainer: g.err ? null : vfio.setContainer(g.fd, c.fd) ?? 'ok' };
-    held.setIommu = held.setContainer === 'ok' ? vfio.setIommu(c.fd) ?? 'ok' : null;
-    if (!t.compare(`hold group ${gid} (open, SET_CONTAINER, SET_IOMMU)`, { open: 'ok', setContainer: 'ok', setIommu: 'ok' }, held, { left: 'expected', label: 'kernel' })) return;
+    gfd = g.fd;
+    cfd = c.fd;
+    const held = { open: g.err ?? 'ok', setContainer: g.err ? null : (vfio.setContainer(g.fd, c.fd) ?? 'ok') };
+    held.setIommu = held.setContainer === 'ok' ? (vfio.setIommu(c.fd) ?? 'ok') : null;
+    if (
+      !t.compare(`hold group ${gid} (open, SET_CONTAINER, SET_IOMMU)`, { open: 'ok', setContainer: 'ok', setIommu: 'ok' }, held, {
+        left: 'expected',
+        label: 'kernel',
+      })
+    )
+      return;
     const repair = async (bdf) => {
-      await poll(() => { kmsg.read(); return kmsg.lines.some((l) => l.includes(`${bdf}: device attach failed`)); }, 10000);
+      await poll(() => {
+        kmsg.read();
+        return kmsg.lines.some((l) => l.includes(`${bdf}: device attach failed`));
+      }, 10000);
       rawBind(bdf, 'vfio-pci');
     };
-    await hotplugRounds(t, qmp, kmsg, { gb, ob, ep, gid, guardBus, otherBus, emptyPort, rounds: Number(process.env.KT_RAW_HOTPLUGS ?? 3), repair, tag: 'r', slotBase: Number(process.env.KT_RAW_SLOT_BASE ?? 26) });
+    await hotplugRounds(t, qmp, kmsg, {
+      gb,
+      ob,
+      ep,
+      gid,
+      guardBus,
+      otherBus,
+      emptyPort,
+      rounds: Number(process.env.KT_RAW_HOTPLUGS ?? 3),
+      repair,
+      tag: 'r',
+      slotBase: Number(process.env.KT_RAW_SLOT_BASE ?? 26),
+    });
   } finally {
-    vfio.close(gfd); vfio.close(cfd);
+    vfio.close(gfd);
+    vfio.close(cfd);
     // Back to the state before the check (devices an earlier check left on vfio-pci stay there).
-    for (const b of eps) { if (before[b]?.override) rawBind(b, before[b].override); else rawRelease(b); }
-    qmp.close(); kmsg.close();
+    for (const b of eps) {
+      if (before[b]?.override) rawBind(b, before[b].override);
+      else rawRelease(b);
+    }
+    qmp.close();
+    kmsg.close();
   }
   expectRestored(t, 'after releasing the hold', before);
 };
@@ -475,27 +621,36 @@ checks.guard = async (t) => {
     const up = await poll(() => daemon.exited || fs.existsSync(sock), 360000, 50);
     if (daemon.exited || !up) {
       if (daemon.stderr.includes('unknown command')) throw new CommandMissing('command missing: isogroup daemon');
-      t.fail(`daemon did not come up: ${shortOut(daemon)}`); return;
+      t.fail(`daemon did not come up: ${shortOut(daemon)}`);
+      return;
     }
     t.note(`daemon up, socket present after ${((Date.now() - tDaemon) / 1000).toFixed(1)} s`);
-    if (!await must(t, ['assign', gid, '--socket', sock, '--state-dir', state, '--json'])) return;
+    if (!(await must(t, ['assign', gid, '--socket', sock, '--state-dir', state, '--json']))) return;
     expectDrivers(t, 'after assign', Object.fromEntries(eps.map((b) => [b, 'vfio-pci'])));
     let last = null;
-    const held = await poll(async () => {
-      last = await isogroup(['status', '--socket', sock, '--state-dir', state, '--json']);
-      return last.json?.groups?.find((x) => String(x.id) === gid)?.held === true ? last : null;
-    }, 60000, 500);
+    const held = await poll(
+      async () => {
+        last = await isogroup(['status', '--socket', sock, '--state-dir', state, '--json']);
+        return last.json?.groups?.find((x) => String(x.id) === gid)?.held === true ? last : null;
+      },
+      60000,
+      500,
+    );
     if (!t.compare('status --json: the group is held (by the daemon)', true, !!held, { left: 'expected', label: 'isogroup' })) {
       t.note(`last status: ${last?.stdout.slice(0, 600) || shortOut(last)}`);
     }
 
     await hotplugRounds(t, qmp, kmsg, { gb, ob, ep, gid, guardBus, otherBus, emptyPort, rounds: HOTPLUGS });
 
-    if (!await must(t, ['release', gid, '--socket', sock, '--state-dir', state, '--json'])) return;
+    if (!(await must(t, ['release', gid, '--socket', sock, '--state-dir', state, '--json']))) return;
     expectDrivers(t, 'after release: original devices on their drivers', Object.fromEntries(eps.map((b) => [b, before[b].driver])));
     t.compare('drivers_autoprobe after release', autoprobe0, sysfs.autoprobe());
   } finally {
-    if (daemon && !daemon.exited) { daemon.child.kill('SIGTERM'); await Promise.race([daemon.done, sleep(10000)]); if (!daemon.exited) daemon.child.kill('SIGKILL'); }
+    if (daemon && !daemon.exited) {
+      daemon.child.kill('SIGTERM');
+      await Promise.race([daemon.done, sleep(10000)]);
+      if (!daemon.exited) daemon.child.kill('SIGKILL');
+    }
     qmp.close();
     kmsg.close();
   }
@@ -503,11 +658,15 @@ checks.guard = async (t) => {
 
 // ---------------------------------------------------------------- main
 
-const wanted = process.argv.slice(2).length ? process.argv.slice(2) : (process.env.KT_CHECKS || process.env.TOPO_CHECKS || 'devices groups').split(/\s+/).filter(Boolean);
+const wanted = process.argv.slice(2).length
+  ? process.argv.slice(2)
+  : (process.env.KT_CHECKS || process.env.TOPO_CHECKS || 'devices groups').split(/\s+/).filter(Boolean);
 const results = [];
 fs.writeFileSync(path.join(RUNDIR, 'checks.json'), JSON.stringify({ topology: TOPO, planned: wanted, checks: [] }, null, 1));
 const t0 = Date.now();
-console.log(`real-kernel checks on topology "${TOPO}": ${wanted.join(', ')} (kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}, ${sysfs.devices().length} PCI functions, ${sysfs.groups().size} IOMMU groups)`);
+console.log(
+  `real-kernel checks on topology "${TOPO}": ${wanted.join(', ')} (kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}, ${sysfs.devices().length} PCI functions, ${sysfs.groups().size} IOMMU groups)`,
+);
 for (const name of wanted) {
   const t = new Check(name, TOPO);
   try {
@@ -520,5 +679,7 @@ for (const name of wanted) {
   fs.writeFileSync(path.join(RUNDIR, 'checks.json'), JSON.stringify({ topology: TOPO, planned: wanted, checks: results }, null, 1));
 }
 const failed = results.filter((r) => r.status === 'failed').length;
-console.log(`\n[${TOPO}] ${results.length - failed} of ${results.length} checks without failure, ${failed} failed (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+console.log(
+  `\n[${TOPO}] ${results.length - failed} of ${results.length} checks without failure, ${failed} failed (${((Date.now() - t0) / 1000).toFixed(1)} s)`,
+);
 process.exit(failed ? 1 : 0);

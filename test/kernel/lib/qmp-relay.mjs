@@ -22,9 +22,20 @@ const serial = await new Promise((resolve, reject) => {
   tryOnce();
 });
 // Replies and events from QEMU go to the guest as they come (the guest matches replies by id).
-onJsonLines(qmp.socket, (msg) => { note('<', msg); if (!msg.QMP) serial.write(JSON.stringify(msg) + '\n'); });
+onJsonLines(qmp.socket, (msg) => {
+  note('<', msg);
+  if (!msg.QMP) serial.write(`${JSON.stringify(msg)}\n`);
+});
 // Lines from the guest are QMP commands; anything else is dropped.
-onJsonLines(serial, (msg) => { if (msg && typeof msg.execute === 'string') { note('>', msg); qmp.socket.write(JSON.stringify(msg) + '\n'); } });
-const end = () => { log?.end(); process.exit(0); };
+onJsonLines(serial, (msg) => {
+  if (msg && typeof msg.execute === 'string') {
+    note('>', msg);
+    qmp.socket.write(`${JSON.stringify(msg)}\n`);
+  }
+});
+const end = () => {
+  log?.end();
+  process.exit(0);
+};
 qmp.socket.on('close', end);
 serial.on('close', end);

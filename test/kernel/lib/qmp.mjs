@@ -17,7 +17,11 @@ export function onJsonLines(stream, handler) {
       buf = buf.slice(nl + 1);
       if (!line) continue;
       let msg;
-      try { msg = JSON.parse(line); } catch { continue; } // noise on a serial line is not a message
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        continue;
+      } // noise on a serial line is not a message
       handler(msg);
     }
   });
@@ -32,10 +36,19 @@ export class Qmp {
     this.pending = new Map();
     this.events = [];
     this.greeting = null;
-    this.greeted = new Promise((resolve) => { this.onGreeting = resolve; });
+    this.greeted = new Promise((resolve) => {
+      this.onGreeting = resolve;
+    });
     onJsonLines(readable, (msg) => {
-      if (msg.QMP) { this.greeting = msg; this.onGreeting(msg); return; }
-      if (msg.event) { this.events.push(msg); return; }
+      if (msg.QMP) {
+        this.greeting = msg;
+        this.onGreeting(msg);
+        return;
+      }
+      if (msg.event) {
+        this.events.push(msg);
+        return;
+      }
       const p = msg.id !== undefined ? this.pending.get(msg.id) : undefined;
       if (!p) return;
       this.pending.delete(msg.id);
@@ -48,9 +61,15 @@ export class Qmp {
     const id = `kt-${process.pid}-${this.next++}`;
     const msg = { execute, id, ...(args ? { arguments: args } : {}) };
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { this.pending.delete(id); reject(new Error(`QMP ${execute}: no reply in ${timeoutMs} ms`)); }, timeoutMs);
-      this.pending.set(id, (reply) => { clearTimeout(timer); resolve(reply); });
-      this.w.write(JSON.stringify(msg) + '\n');
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`QMP ${execute}: no reply in ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, (reply) => {
+        clearTimeout(timer);
+        resolve(reply);
+      });
+      this.w.write(`${JSON.stringify(msg)}\n`);
     });
   }
 
@@ -97,7 +116,10 @@ export async function connectQmp(path, timeoutMs = 30000) {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const [sock, cmd, args] = process.argv.slice(2);
-  if (!sock || !cmd) { console.error('usage: qmp.mjs SOCKET COMMAND [JSON-ARGS]'); process.exit(2); }
+  if (!sock || !cmd) {
+    console.error('usage: qmp.mjs SOCKET COMMAND [JSON-ARGS]');
+    process.exit(2);
+  }
   const q = await connectQmp(sock, 5000);
   const r = await q.raw(cmd, args ? JSON.parse(args) : undefined);
   console.log(JSON.stringify(r.error ?? r.return, null, 1));

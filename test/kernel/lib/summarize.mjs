@@ -7,12 +7,22 @@ import path from 'node:path';
 
 const [run, ...topologies] = process.argv.slice(2);
 const checks = [];
-const read = (p) => { try { return fs.readFileSync(p, 'utf8'); } catch { return null; } };
+const read = (p) => {
+  try {
+    return fs.readFileSync(p, 'utf8');
+  } catch {
+    return null;
+  }
+};
 for (const topo of topologies) {
   const dir = path.join(run, topo);
   const rc = read(path.join(dir, 'boot-rc'))?.trim();
   let data = null;
-  try { data = JSON.parse(read(path.join(dir, 'checks.json')) ?? 'null'); } catch { /* a half-written file counts as missing */ }
+  try {
+    data = JSON.parse(read(path.join(dir, 'checks.json')) ?? 'null');
+  } catch {
+    /* a half-written file counts as missing */
+  }
   if (!data) {
     const why = rc === '124' ? 'timeout' : rc === '125' ? 'the guest did not finish (see console.log)' : `no checks.json (rc ${rc})`;
     const tail = (read(path.join(dir, 'console.log')) ?? '').trim().split('\n').slice(-5);
@@ -24,7 +34,13 @@ for (const topo of topologies) {
   const lost = data.planned.filter((c) => !done.has(c));
   if (lost.length) {
     const tail = (read(path.join(dir, 'console.log')) ?? '').trim().split('\n').slice(-5);
-    checks.push({ name: `${topo}/incomplete`, topology: topo, check: 'incomplete', status: 'failed', failures: [`never ran: ${lost.join(', ')} (boot rc ${rc})`, ...tail] });
+    checks.push({
+      name: `${topo}/incomplete`,
+      topology: topo,
+      check: 'incomplete',
+      status: 'failed',
+      failures: [`never ran: ${lost.join(', ')} (boot rc ${rc})`, ...tail],
+    });
   }
 }
 const count = (s) => checks.filter((c) => c.status === s).length;
@@ -39,5 +55,7 @@ for (const c of checks) {
 }
 const timings = fs.existsSync(path.join(run, 'timings.txt')) ? fs.readFileSync(path.join(run, 'timings.txt'), 'utf8').trim() : '';
 if (timings) console.log(`\n${timings}`);
-console.log(`\nkernel: ${results.passed} passed, ${results.failed} failed${results.skipped ? `, ${results.skipped} skipped` : ''}  (${path.join(run, 'results.json')})`);
+console.log(
+  `\nkernel: ${results.passed} passed, ${results.failed} failed${results.skipped ? `, ${results.skipped} skipped` : ''}  (${path.join(run, 'results.json')})`,
+);
 process.exit(results.failed > 0 || results.passed === 0 ? 1 : 0);
