@@ -6,7 +6,7 @@ import { PCI_BUS } from '../sysfs/paths.js';
 import { NodeSysfsPort } from '../sysfs/port.js';
 import { scanHost } from '../sysfs/scan.js';
 import { generateHost } from './generate.js';
-import type { BenchContext, BenchModule } from './run.js';
+import type { BenchContext, BenchModule } from './types.js';
 
 // Group derivation on the synthetic roots of the scan benchmark (bench/generate.ts): scan + derive
 // (mainline, and the acs-rework rules) next to lspci on the same tree, and the growth from the

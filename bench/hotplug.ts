@@ -10,7 +10,7 @@ import { openSimulatedRoot } from '../sim/index.js';
 import { buildConfig, type ConfigOptions } from './config-builder.js';
 import { generateHost } from './generate.js';
 import type { KernelBatchDone, KernelCommand, KernelJob, KernelUevent } from './hotplug-kernel.js';
-import type { BenchContext, BenchModule } from './run.js';
+import type { BenchContext, BenchModule } from './types.js';
 
 // Hot-add bursts into the fixture kernel with the guard daemon embedded in this process (issue 5).
 // The host: a synthetic server (bench/generate.ts) plus a PCI expansion chassis: a root port with a PCIe

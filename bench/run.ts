@@ -4,26 +4,11 @@ import * as path from 'node:path';
 import { deriveBench } from './derive.js';
 import { hotplugBench } from './hotplug.js';
 import { scanBench } from './scan-bench.js';
+import type { BenchModule } from './types.js';
 
 // `npm run bench`: runs each benchmark module in turn. A module exports { name, description, run(ctx) };
 // add new ones (group derivation, hotplug ...) to BENCHES. Options: --only NAME[,NAME], --sizes 100,1000,10000,
 // --keep (leave the generated roots), ISOGROUP_BENCH_DIR (where roots are written; default a tmpfs).
-
-export interface BenchContext {
-  /** Scratch directory for this module (removed afterwards unless --keep). */
-  workDir: string;
-  /** Device counts to generate. */
-  sizes: number[];
-  log: (line: string) => void;
-  /** Print an aligned table. */
-  table: (headers: string[], rows: (string | number)[][]) => void;
-}
-
-export interface BenchModule {
-  name: string;
-  description: string;
-  run: (ctx: BenchContext) => Promise<void> | void;
-}
 
 export const BENCHES: BenchModule[] = [scanBench, deriveBench, hotplugBench];
 

@@ -6,7 +6,7 @@ import { PCI_BUS } from '../sysfs/paths.js';
 import { NodeSysfsPort } from '../sysfs/port.js';
 import { PARALLEL_MIN_DEVICES, scanHost } from '../sysfs/scan.js';
 import { generateHost } from './generate.js';
-import type { BenchContext, BenchModule } from './run.js';
+import type { BenchContext, BenchModule } from './types.js';
 
 // scanHost vs `lspci -A linux-sysfs -O sysfs.path=ROOT/sys/bus/pci -nnDvmm` on the same synthetic root.
 

@@ -5,7 +5,7 @@ import type { HostSnapshot, PciDevice } from '../model/device.js';
 import { VFIO_DRIVER } from '../model/drivers.js';
 import type { JournalEntry, JournalMember } from '../state/journal.js';
 import type { HostUse } from '../sysfs/host-use.js';
-import { PCI_DRIVERS_PROBE, pciDeviceFile, pciDriverFile } from '../sysfs/paths.js';
+import { PCI_DRIVERS_PROBE, PCI_RESCAN, pciDeviceFile, pciDriverFile } from '../sysfs/paths.js';
 
 // Pure planning: data in, ordered steps out. Binding is by address only (driver_override), never
 // new_id, which would capture every identical card on the host.
@@ -168,7 +168,7 @@ export const planAssign = (snap: HostSnapshot, groupId: string, options: PlanAss
     if (role === 'bridge-kept') notes.push(`bridge ${d.bdf} stays on ${d.driver ?? 'no driver'} (DMA-managed, does not break viability)`);
     if (role === 'bridge-unbind') {
       notes.push(
-        `bridge ${d.bdf} is bound to ${d.driver}, which makes the group non-viable: it is unbound; hotplug behind it then needs \`echo 1 > /sys/bus/pci/rescan\` until release`,
+        `bridge ${d.bdf} is bound to ${d.driver}, which makes the group non-viable: it is unbound; hotplug behind it then needs \`echo 1 > /${PCI_RESCAN}\` until release`,
       );
     }
     steps.push(...assignStepsFor({ bdf: d.bdf, role, driver: d.driver, override: d.driverOverride }));

@@ -16,6 +16,9 @@ export interface Output {
   failed?: boolean;
 }
 
+/** How a command hands its result over: it runs `action` and gives the Output to cli/main.ts. */
+export type Run = (action: () => Output | Promise<Output>) => Promise<void>;
+
 export const output = (data: unknown, text: () => string, extra: Omit<Output, 'data' | 'text'> = {}): Output => ({ data, text, ...extra });
 
 // BigInt (IOVA addresses) as hex strings.

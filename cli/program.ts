@@ -7,10 +7,7 @@ import { registerImport } from './commands/import.js';
 import { registerSim } from './commands/sim.js';
 import { registerSnapshot } from './commands/snapshot.js';
 import { registerTransactions } from './commands/transactions.js';
-import type { CliIo, Output } from './io.js';
-
-/** How a command hands its result over: it runs `action` and gives the Output to cli/main.ts. */
-export type Run = (action: () => Output | Promise<Output>) => Promise<void>;
+import type { CliIo, Output, Run } from './io.js';
 
 // Each command registers from its own module: parse, call the API, hand back data and a renderer.
 export const buildProgram = (io: CliIo, onOutput: (o: Output) => void = () => undefined): Command => {

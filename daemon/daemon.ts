@@ -24,7 +24,7 @@ import { Handoffs } from './handoff.js';
 import { Holds } from './holds.js';
 import { removeStaleSocket, UnixHttpServer } from './http-unix.js';
 import { type Logger, silentLogger } from './log.js';
-import { routes } from './routes.js';
+import { type RoutedDaemon, routes } from './routes.js';
 
 export type { DaemonStats } from './guard.js';
 
@@ -51,7 +51,7 @@ export interface GuardDaemonOptions extends Omit<SessionOptions, 'socket'> {
   stopGraceMs?: number;
 }
 
-export class GuardDaemon {
+export class GuardDaemon implements RoutedDaemon {
   readonly session: Session;
   readonly hub: EventHub;
   readonly port: SysfsPort;
@@ -223,6 +223,15 @@ export class GuardDaemon {
       ...(request.owner !== undefined ? { owner: request.owner } : {}),
       ...(request.view && subject.uid !== 0 ? { as: subject.name } : {}),
     });
+  }
+
+  /** After a merge: hold every moved group in its new owner's container. */
+  followOwners(): void {
+    this.guard.loadAssigned();
+    for (const e of this.guard.assigned.values()) {
+      const holder = this.holds.ownerOf(e.groupId);
+      if (holder !== null && holder !== e.owner) this.holds.migrate(e.groupId, holder, e.owner);
+    }
   }
 
   /** Run one transaction after the ones before it. */

@@ -15,7 +15,8 @@ import { assignedGroups, type JournalEntry, updateMembers } from '../state/journ
 import { lockStateDir } from '../state/lock.js';
 import { IOMMU_GROUPS, iommuGroupDevices, pciDeviceFile } from '../sysfs/paths.js';
 import type { SysfsPort } from '../sysfs/port.js';
-import { readGuardState, scanDevices, scanHost } from '../sysfs/scan.js';
+import { readGuardState } from '../sysfs/read.js';
+import { scanDevices, scanHost } from '../sysfs/scan.js';
 import type { ActionRunner } from './action-runner.js';
 import type { EventHub } from './events.js';
 import type { Handoffs } from './handoff.js';

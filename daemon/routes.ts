@@ -9,20 +9,49 @@ import { listDevices } from '../api/devices.js';
 import { listGroups } from '../api/groups.js';
 import { contextTableOf } from '../api/read.js';
 import { runRecover, runRelease } from '../api/release.js';
-import { status } from '../api/status.js';
+import type { PipelineEnv } from '../api/runner.js';
+import type { Session } from '../api/session.js';
+import { type StatusResult, status } from '../api/status.js';
 import { IsogroupError } from '../errors.js';
 import { contextOf } from '../groups/context.js';
+import type { Policy } from '../groups/policy.js';
 import { parseTarget } from '../model/bdf.js';
 import { requireSelfOrRoot, type Subject } from '../model/owner.js';
-import { decideAndAudit } from '../state/audit.js';
+import { type AuditLog, decideAndAudit } from '../state/audit.js';
+import type { Handoff } from '../state/handoffs.js';
 import { VFIO_CONTAINER, vfioGroup } from '../sysfs/paths.js';
+import type { SysfsPort } from '../sysfs/port.js';
 import { scanHost } from '../sysfs/scan.js';
-import type { GuardDaemon } from './daemon.js';
+import type { EventHub } from './events.js';
+import type { Holds } from './holds.js';
 import type { RequestContext, UnixHttpServer } from './http-unix.js';
 
 type Body = Record<string, unknown>;
 
-const subjectOf = (daemon: GuardDaemon, ctx: { peer: RequestContext['peer'] }): Subject => {
+/** What the routes need of the daemon (daemon/daemon.ts implements it). */
+export interface RoutedDaemon {
+  readonly session: Session;
+  readonly hub: EventHub;
+  readonly holds: Holds;
+  readonly port: SysfsPort;
+  readonly root: string;
+  readonly stateDir: string;
+  readonly audit: AuditLog;
+  readonly policy: Policy;
+  requestSession(subject: Subject, request?: { owner?: string; view?: boolean }): Session;
+  pipeline(): PipelineEnv;
+  serialize<T>(fn: () => Promise<T>): Promise<T>;
+  schedule(reason: string): void;
+  idle(): Promise<void>;
+  heldGroups(): Set<string>;
+  status(): StatusResult & { daemon: Record<string, unknown> };
+  decorateStatus<T extends StatusResult>(st: T): T & { daemon: Record<string, unknown> };
+  handoff(groupId: string, owner: string): Handoff;
+  /** After a merge: hold every moved group in its new owner's container. */
+  followOwners(): void;
+}
+
+const subjectOf = (daemon: RoutedDaemon, ctx: { peer: RequestContext['peer'] }): Subject => {
   if (!ctx.peer) throw new IsogroupError('E_PERMISSION', 'the kernel did not say who is asking (no peer credentials)', {});
   return daemon.session.subjectForIds(ctx.peer.uid, ctx.peer.gid);
 };
@@ -49,7 +78,7 @@ const ownerOf = (body: Body): string | undefined => {
   return body.owner;
 };
 
-export const routes = (server: UnixHttpServer, daemon: GuardDaemon): UnixHttpServer => {
+export const routes = (server: UnixHttpServer, daemon: RoutedDaemon): UnixHttpServer => {
   const session = (ctx: RequestContext, request: { owner?: string; view?: boolean } = {}) => daemon.requestSession(subjectOf(daemon, ctx), request);
 
   const assign = async (ctx: RequestContext, target: string, owner: string | undefined, body: Body) => {
@@ -103,11 +132,7 @@ export const routes = (server: UnixHttpServer, daemon: GuardDaemon): UnixHttpSer
       const into = body.into;
       return daemon.serialize(async () => {
         const view = mergeOwnerContexts(ctx.params.owner!, into, { session: session(ctx) });
-        daemon.guard.loadAssigned();
-        for (const e of daemon.guard.assigned.values()) {
-          const holder = daemon.holds.ownerOf(e.groupId);
-          if (holder !== null && holder !== e.owner) daemon.holds.migrate(e.groupId, holder, e.owner);
-        }
+        daemon.followOwners();
         daemon.hub.publish('merge', { from: ctx.params.owner, into });
         return { ...view, kernel: daemon.holds.kernelIova(into, view.context.iovaRanges) };
       });

@@ -2,10 +2,10 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { IsogroupError } from '../errors.js';
+import { parseReservedRegions } from '../model/build-device.js';
 import { isDmaManagedDriver } from '../model/drivers.js';
 import type { IovaRange, VfioBackend, VfioContainerHandle, VfioGroupHandle, VfioGroupStatus } from '../os/vfio.js';
 import { iommuGroupFile, VFIO_CONTAINER, vfioGroup } from '../sysfs/paths.js';
-import { parseReservedRegions } from '../sysfs/scan.js';
 import type { SimKernel } from './kernel.js';
 import type { SimState } from './state.js';
 

@@ -1,7 +1,8 @@
 import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import type { RawChunk } from '../model/build-device.js';
 import { workerScript } from '../os/worker-script.js';
 import type { DirEntry } from './port.js';
-import type { RawChunk, RawGroup } from './scan.js';
+import { type RawGroup, SCAN_CHUNK } from './read.js';
 
 // The main thread's side of a two-thread scan (see scanHost). The device list is cut into chunks that
 // both threads claim from one shared counter, so neither waits on the other's start or speed. The
@@ -10,8 +11,6 @@ import type { RawChunk, RawGroup } from './scan.js';
 // snapshot is exactly the one-thread one. Synchronous on purpose, like every SysfsPort read: the
 // helper reports through shared memory and a message port read without the event loop, so scanHost
 // stays a plain function for every caller.
-
-export const SCAN_CHUNK = 64;
 
 export interface ScanHelperJob {
   root: string;

@@ -1,7 +1,7 @@
 import { type MessagePort, workerData } from 'node:worker_threads';
 import { NodeSysfsPort } from './port.js';
-import { type RawGroup, readChunk, readRawGroup } from './scan.js';
-import { SCAN_CHUNK, type ScanHelperJob, type ScanHelperMessage } from './scan-helper.js';
+import { type RawGroup, readChunk, readRawGroup, SCAN_CHUNK } from './read.js';
+import type { ScanHelperJob, ScanHelperMessage } from './scan-helper.js';
 
 // The second thread of a two-thread scan: reads the group directories, then claims chunks of the
 // device list until none are left, posting each as soon as it is read. It only reads; the main thread

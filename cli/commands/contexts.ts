@@ -4,9 +4,8 @@ import { runAssign } from '../../api/assign.js';
 import { type ContextsListResult, type DestroyResult, listContexts, mergeOwnerContexts, runDestroyContext, showContext } from '../../api/contexts.js';
 import { type ReleaseResult, runRelease } from '../../api/release.js';
 import type { ContextView } from '../../groups/context.js';
-import { output } from '../io.js';
+import { output, type Run } from '../io.js';
 import { sessionOf, usage, viaDaemonOr } from '../options.js';
-import type { Run } from '../program.js';
 import { renderContextList, renderContextView } from '../render/contexts.js';
 
 // `contexts`: one merged IOMMU context per owner (the container the daemon holds), its device

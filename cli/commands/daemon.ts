@@ -2,9 +2,8 @@ import type { Command } from 'commander';
 import { GuardDaemon } from '../../daemon/daemon.js';
 import { createLogger, type LogFormat, parseLogLevel } from '../../daemon/log.js';
 import { IsogroupError } from '../../errors.js';
-import { type CliIo, output } from '../io.js';
+import { type CliIo, output, type Run } from '../io.js';
 import { sessionOf } from '../options.js';
-import type { Run } from '../program.js';
 
 // `isogroup daemon`: the hotplug guard in the foreground (systemd runs it as is; logs go to stderr).
 

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { listDevices, showDevice } from '../../api/devices.js';
-import { output } from '../io.js';
+import { output, type Run } from '../io.js';
 import { sessionOf } from '../options.js';
-import type { Run } from '../program.js';
 import { renderDevices, renderShow } from '../render/devices.js';
 
 export const registerDevices = (program: Command, run: Run): void => {

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { compareGroups, listGroups } from '../../api/groups.js';
-import { output } from '../io.js';
+import { output, type Run } from '../io.js';
 import { sessionOf, usage } from '../options.js';
-import type { Run } from '../program.js';
 import { renderCompare, renderGroups } from '../render/groups.js';
 
 interface GroupsFlags {

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { importLspci } from '../../api/capture.js';
-import { output } from '../io.js';
+import { output, type Run } from '../io.js';
 import { usage } from '../options.js';
-import type { Run } from '../program.js';
 import { renderImport } from '../render/capture.js';
 
 export const registerImport = (program: Command, run: Run): void => {

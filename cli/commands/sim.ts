@@ -3,9 +3,8 @@ import { IsogroupError } from '../../errors.js';
 import { parseBdf } from '../../model/bdf.js';
 import { unpackForSimulation } from '../../sim/index.js';
 import { PCI_RESCAN, pciDeviceFile } from '../../sysfs/paths.js';
-import { output } from '../io.js';
+import { output, type Run } from '../io.js';
 import { globalsOf, sessionOf, usage } from '../options.js';
-import type { Run } from '../program.js';
 
 // The fixture kernel from the command line: rehearse hotplug, SR-IOV and failures on a fixture root.
 
@@ -80,7 +79,7 @@ export const registerSim = (program: Command, run: Run): void => {
 
   sim
     .command('rescan')
-    .description('echo 1 > /sys/bus/pci/rescan')
+    .description(`echo 1 > /${PCI_RESCAN}`)
     .action((_opts, cmd: Command) =>
       run(() => {
         const s = simRoot(cmd);
@@ -93,7 +92,7 @@ export const registerSim = (program: Command, run: Run): void => {
 
   sim
     .command('write')
-    .description('write a sysfs file through the fixture kernel (e.g. sys/bus/pci/devices/BDF/sriov_numvfs 4)')
+    .description(`write a sysfs file through the fixture kernel (e.g. ${pciDeviceFile('BDF', 'sriov_numvfs')} 4)`)
     .argument('<file>', 'root-relative sysfs path')
     .argument('<value>')
     .action((file: string, value: string, _opts, cmd: Command) =>

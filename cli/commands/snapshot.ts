@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { snapshot } from '../../api/capture.js';
-import { output } from '../io.js';
+import { output, type Run } from '../io.js';
 import { sessionOptions, usage } from '../options.js';
-import type { Run } from '../program.js';
 import { renderSnapshot } from '../render/capture.js';
 
 export const registerSnapshot = (program: Command, run: Run): void => {

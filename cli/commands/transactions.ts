@@ -3,9 +3,8 @@ import { type AssignResult, runAssign } from '../../api/assign.js';
 import { type ReleaseResult, runRecover, runRelease } from '../../api/release.js';
 import { type StatusResult, status } from '../../api/status.js';
 import type { RecoverResult } from '../../bind/recover.js';
-import { output } from '../io.js';
+import { output, type Run } from '../io.js';
 import { sessionOf, viaDaemonOr } from '../options.js';
-import type { Run } from '../program.js';
 import { renderRecover, renderStatus, renderTransaction } from '../render/transactions.js';
 
 // assign / release / recover / status: the pipelines of api/, run directly or by the daemon.

@@ -6,7 +6,8 @@ import { writeFixtureRoot } from '../../capture/fixture-writer.js';
 import type { Bdf } from '../../model/bdf.js';
 import type { GuardDeviceState, PciDevice } from '../../model/device.js';
 import { NodeSysfsPort } from '../../sysfs/port.js';
-import { readGuardState, scanHost } from '../../sysfs/scan.js';
+import { readGuardState } from '../../sysfs/read.js';
+import { scanHost } from '../../sysfs/scan.js';
 import { copyRoot, fastTmpDir } from '../helpers/sim-root.js';
 
 // The daemon's hint path reads a device with readGuardState; it must see exactly what a full scan sees
