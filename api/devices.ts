@@ -1,5 +1,5 @@
 import { IsogroupError } from '../errors.js';
-import { type Bdf, parseBdf } from '../model/bdf.js';
+import { type Bdf, parseBdfLoose } from '../model/bdf.js';
 import { hex } from '../model/config-space.js';
 import type { HostSnapshot, PciDevice, Problem } from '../model/device.js';
 import { type DeviceGroupInfo, groupOfDevice } from './groups.js';
@@ -121,7 +121,7 @@ export const bridgePath = (snap: HostSnapshot, bdf: Bdf): Bdf[] => {
 };
 
 export const requireDevice = (snap: HostSnapshot, bdfText: string): PciDevice => {
-  const bdf = parseBdf(bdfText, 'device');
+  const bdf = parseBdfLoose(bdfText, 'device');
   const d = snap.devices.get(bdf);
   if (!d) throw new IsogroupError('E_NOT_FOUND', `no PCI device ${bdf} under ${snap.root}`, { bdf, root: snap.root });
   return d;
@@ -141,7 +141,7 @@ export interface ShowResult {
 
 /** One device in full: capabilities and the bridge path to its root bus. */
 export const showDevice = (bdfText: string, options: SessionOptions | Session = {}): ShowResult => {
-  parseBdf(bdfText, 'device'); // refuse a non-BDF before touching the root at all
+  parseBdfLoose(bdfText, 'device'); // refuse a non-BDF before touching the root at all
   const s = openSession(options);
   const snap = scan(s);
   const d = requireDevice(snap, bdfText);

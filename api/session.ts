@@ -264,11 +264,8 @@ export class Session {
     );
   }
 
-  /**
-   * The same session for a request the daemon serves: the peer asks, for the owner it names (else
-   * itself), under the daemon's policy in force; `as` gives the peer's own view.
-   */
-  forRequest(request: { subject: Subject; owner?: string; policy?: Policy; as?: string }): Session {
+  /** This session, with who asks or who gets a group (or the view, the policy, names) set anew; the root and its state stay. */
+  with(overrides: SessionOverrides): Session {
     const { session: _ignored, ...options } = this.options;
     return new Session({
       ...options,
@@ -277,6 +274,16 @@ export class Session {
       ...(this.stateDir !== null ? { stateDir: this.stateDir } : {}),
       ...(this.socket !== null ? { socket: this.socket } : {}),
       policyFile: this.policyFile,
+      ...overrides,
+    });
+  }
+
+  /**
+   * The same session for a request the daemon serves: the peer asks, for the owner it names (else
+   * itself), under the daemon's policy in force; `as` gives the peer's own view.
+   */
+  forRequest(request: { subject: Subject; owner?: string; policy?: Policy; as?: string }): Session {
+    return this.with({
       policy: request.policy ?? this.policy(),
       subject: request.subject,
       owner: request.owner ?? request.subject.name,
@@ -298,6 +305,20 @@ const realDirectory = (dir: string): string => {
   }
 };
 
-/** Resolve options into a session (or take the one already open). */
-export const openSession = (options: SessionOptions | Session = {}): Session =>
-  options instanceof Session ? options : (options.session ?? new Session(options));
+/** What may be set on a session already open: who asks and for whom, not where. */
+export type SessionOverrides = Pick<SessionOptions, 'owner' | 'subject' | 'as' | 'policy' | 'kernelRelease' | 'pciIds'>;
+const OVERRIDES = ['owner', 'subject', 'as', 'policy', 'kernelRelease', 'pciIds'] as const;
+const PLACES = ['root', 'simulate', 'stateDir', 'socket', 'policyFile', 'port', 'moduleLoader', 'env'] as const;
+
+/** Resolve options into a session, or take the one already open (with who asks and for whom set anew). */
+export const openSession = (options: SessionOptions | Session = {}): Session => {
+  if (options instanceof Session) return options;
+  const open = options.session;
+  if (!open) return new Session(options);
+  const places = PLACES.filter((k) => options[k] !== undefined);
+  if (places.length)
+    throw new IsogroupError('E_USAGE', `a session is already open: ${places.join(', ')} cannot be set again (open another session)`, { options: places });
+  const overrides: SessionOverrides = {};
+  for (const k of OVERRIDES) if (options[k] !== undefined) (overrides as Record<string, unknown>)[k] = options[k];
+  return Object.keys(overrides).length ? open.with(overrides) : open;
+};

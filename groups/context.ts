@@ -133,8 +133,6 @@ const cloneTable = (t: ContextTable, changed: readonly string[] = []): ContextTa
 
 export const contextOf = (table: ContextTable, owner: string): IommuContext | null => table.contexts.find((c) => c.owner === owner) ?? null;
 
-export const contextById = (table: ContextTable, id: string): IommuContext | null => table.contexts.find((c) => c.id === id) ?? null;
-
 export const contextOfGroup = (table: ContextTable, groupId: string): IommuContext | null =>
   table.contexts.find((c) => c.groups.some((g) => g.id === groupId)) ?? null;
 
@@ -144,10 +142,6 @@ export const contextOfDevice = (table: ContextTable, bdf: string): IommuContext 
 export const ownerOfGroup = (table: ContextTable, groupId: string): string | null => contextOfGroup(table, groupId)?.owner ?? null;
 
 export const ownerOfDevice = (table: ContextTable, bdf: string): string | null => contextOfDevice(table, bdf)?.owner ?? null;
-
-/** The context-local index of a device, or null when the owner does not hold it. */
-export const deviceIndex = (table: ContextTable, owner: string, bdf: string): number | null =>
-  contextOf(table, owner)?.devices.find((d) => d.bdf === bdf)?.index ?? null;
 
 // --- compatibility (anchors A.3.1 / A.3.3) ----------------------------------------------------
 

@@ -84,7 +84,6 @@ export const policySchema = z.strictObject({
 
 export type PolicyOwner = z.infer<typeof ownerSchema>;
 export type PolicySelector = z.infer<typeof selectorSchema>;
-export type PolicyRuleBody = z.infer<typeof bodySchema>;
 
 export interface PolicyRule {
   effect: 'allow' | 'deny';
@@ -138,8 +137,6 @@ export const parsePolicy = (value: unknown, source = 'policy'): Policy => {
 };
 
 // --- evaluation --------------------------------------------------------------------------------
-
-export type { Subject };
 
 /** What a selector can look at; a PciDevice has all of these. */
 export interface DeviceFacts {

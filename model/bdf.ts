@@ -67,14 +67,11 @@ export const parseBdf = (text: string, where = 'argument'): Bdf => {
   return formatBdf(parts);
 };
 
-// Accepts the short BB:DD.F form too (domain 0000), as lspci prints it.
-export const parseBdfLoose = (text: string, where = 'argument'): Bdf => {
-  const t = typeof text === 'string' ? text.trim() : text;
-  if (typeof t === 'string' && /^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$/.test(t)) return parseBdf(`0000:${t}`, where);
-  return parseBdf(t as string, where);
-};
+// The short BB:DD.F form, as lspci and isogroup print it, stands for domain 0000.
+const withDomain = (t: string): string => (/^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$/.test(t) ? `0000:${t}` : t);
 
-export const devfnOf = (p: BdfParts): number => (p.device << 3) | p.fn;
+/** A PCI address typed by a user: DDDD:BB:DD.F, or the short BB:DD.F form. */
+export const parseBdfLoose = (text: string, where = 'argument'): Bdf => parseBdf(typeof text === 'string' ? withDomain(text.trim()) : text, where);
 
 export const compareBdf = (a: string, b: string): number => {
   const ka = shortFormKey(a);
@@ -98,8 +95,7 @@ export type GroupTarget = { groupId: string } | { bdf: Bdf };
 export const parseTarget = (text: unknown): GroupTarget => {
   const t = typeof text === 'string' ? text.trim() : typeof text === 'number' && Number.isInteger(text) ? String(text) : '';
   if (/^\d{1,9}$/.test(t)) return { groupId: String(Number(t)) };
-  if (isBdf(t)) return { bdf: parseBdf(t, 'group or device') };
-  if (/^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$/.test(t) && isBdf(`0000:${t}`)) return { bdf: parseBdf(`0000:${t}`, 'group or device') };
+  if (isBdf(withDomain(t))) return { bdf: parseBdfLoose(t, 'group or device') };
   throw new IsogroupError('E_INVALID_BDF', `${JSON.stringify(text)} is neither an IOMMU group number nor a PCI address (DDDD:BB:DD.F or BB:DD.F)`, {
     value: text,
   });

@@ -6,7 +6,8 @@
 import fs from 'node:fs';
 import * as path from 'node:path';
 import { errnoOf, IsogroupError } from '../errors.js';
-import { type DeviceFacts, evaluateGroup, type GroupDecision, type Policy, type Subject } from '../groups/policy.js';
+import { type DeviceFacts, evaluateGroup, type GroupDecision, type Policy } from '../groups/policy.js';
+import type { Subject } from '../model/owner.js';
 
 export const AUDIT_FILE = 'audit.jsonl';
 

@@ -44,12 +44,3 @@ export const lockStateDir = (stateDir: string): FileLock => {
   }
   return lock;
 };
-
-export const withStateLock = <T>(stateDir: string, fn: () => T): T => {
-  const lock = lockStateDir(stateDir);
-  try {
-    return fn();
-  } finally {
-    lock.release();
-  }
-};

@@ -2,6 +2,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import { assignGroup } from '../../api/assign.js';
+import { listGroups } from '../../api/groups.js';
+import { releaseGroup } from '../../api/release.js';
 import { openSession } from '../../api/session.js';
 import { runCli } from '../../cli/main.js';
 import { readJournal } from '../../state/journal.js';
@@ -53,6 +56,21 @@ describe('session: where state, socket and policy live', () => {
     expect(() => openSession({ root: bundledCapture('mixed'), simulate: true, env: {} })).toThrow(
       expect.objectContaining({ code: 'E_USAGE', message: expect.stringMatching(/sim unpack/) }),
     );
+  });
+});
+
+describe('session: opened once, used everywhere', () => {
+  it("an open session takes who asks and for whom anew, never where (the README's example)", async () => {
+    const root = copyRoot('mixed');
+    const session = openSession({ root, simulate: true });
+    expect(() => openSession({ session, root: '/' })).toThrow(expect.objectContaining({ code: 'E_USAGE', message: expect.stringContaining('root') }));
+    const { groups } = listGroups({ session });
+    const nic = groups.find((g) => g.devices.includes('0000:0b:00.0'))!; // its whole group goes, never one function
+    const r = await assignGroup(nic.id, { session, owner: 'alice' });
+    expect(r).toMatchObject({ owner: 'alice', context: 'ctx-1' });
+    expect(r.indices.map((d) => d.bdf)).toEqual(nic.devices);
+    await releaseGroup(r.groupId, { session });
+    expect(readJournal(session.stateDir!).entries).toEqual([]);
   });
 });
 

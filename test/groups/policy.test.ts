@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { scan } from '../../api/read.js';
 import { isIsogroupError } from '../../errors.js';
-import { type DeviceFacts, evaluateDevice, evaluateGroup, formatIssuePath, type Policy, parsePolicy, type Subject } from '../../groups/policy.js';
+import { type DeviceFacts, evaluateDevice, evaluateGroup, formatIssuePath, type Policy, parsePolicy } from '../../groups/policy.js';
+import type { Subject } from '../../model/owner.js';
 import { bundledCapture } from '../helpers/paths.js';
 
 const alice: Subject = { name: 'alice', uid: 1000, gids: [1000, 44] };
