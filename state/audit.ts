@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { errnoOf, IsogroupError } from '../errors.js';
 import { type DeviceFacts, evaluateGroup, type GroupDecision, type Policy } from '../groups/policy.js';
 import type { Subject } from '../model/owner.js';
+import { stateDirError, statStateDir } from './state-dir.js';
 
 export const AUDIT_FILE = 'audit.jsonl';
 
@@ -31,22 +32,10 @@ export interface AuditRecord {
 
 export type AuditInput = Omit<AuditRecord, 'time'> & { time?: string };
 
-const stateDirError = (dir: string, what: string, error: unknown): IsogroupError =>
-  new IsogroupError(
-    'E_STATE_DIR',
-    `state directory ${dir}: ${what}: ${errnoOf(error) ?? String(error)}`,
-    { stateDir: dir, errno: errnoOf(error) },
-    { cause: error },
-  );
-
+// The log appends to a state directory that exists (a transaction prepared it); it never creates one.
 const checkDir = (dir: string): void => {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(dir);
-  } catch (error) {
-    throw stateDirError(dir, 'cannot use it', error);
-  }
-  if (!st.isDirectory()) throw new IsogroupError('E_STATE_DIR', `state directory ${dir} is not a directory`, { stateDir: dir });
+  if (statStateDir(dir) === 'missing')
+    throw new IsogroupError('E_STATE_DIR', `state directory ${dir}: cannot use it: ENOENT`, { stateDir: dir, errno: 'ENOENT' });
 };
 
 export class AuditLog {

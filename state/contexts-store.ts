@@ -10,6 +10,7 @@ import { type ContextTable, emptyContextTable, validateContextTable } from '../g
 import { formatIssuePath } from '../groups/policy.js';
 import { type Bdf, splitBdf } from '../model/bdf.js';
 import { replaceFileDurably } from './durable-file.js';
+import { prepareStateDir, stateDirError, statStateDir } from './state-dir.js';
 
 export const CONTEXTS_FILE = 'contexts.json';
 
@@ -105,31 +106,12 @@ export const contextsFromJson = (text: string, file = CONTEXTS_FILE): ContextTab
   return table;
 };
 
-const stateDirError = (dir: string, what: string, error: unknown): IsogroupError =>
-  new IsogroupError(
-    'E_STATE_DIR',
-    `state directory ${dir}: ${what}: ${errnoOf(error) ?? String(error)}`,
-    { stateDir: dir, errno: errnoOf(error) },
-    { cause: error },
-  );
-
-const statDir = (dir: string): 'dir' | 'missing' => {
-  try {
-    if (!fs.statSync(dir).isDirectory()) throw new IsogroupError('E_STATE_DIR', `state directory ${dir} is not a directory`, { stateDir: dir });
-    return 'dir';
-  } catch (error) {
-    if (error instanceof IsogroupError) throw error;
-    if (errnoOf(error) === 'ENOENT') return 'missing';
-    throw stateDirError(dir, 'cannot use it', error);
-  }
-};
-
 /**
  * Load the table. A missing state directory or file means nothing was ever attached: an empty table.
  * A path that is not a directory or cannot be read: E_STATE_DIR. Bad content: E_JOURNAL_CORRUPT.
  */
 export const loadContexts = (stateDir: string): ContextTable => {
-  if (statDir(stateDir) === 'missing') return emptyContextTable();
+  if (statStateDir(stateDir) === 'missing') return emptyContextTable();
   const file = path.join(stateDir, CONTEXTS_FILE);
   let text: string;
   try {
@@ -146,13 +128,7 @@ export const saveContexts = (stateDir: string, table: ContextTable): void => {
   const problems = validateContextTable(table);
   if (problems.length > 0)
     throw new IsogroupError('E_CONTEXT', `refusing to save a context table that breaks its invariants: ${problems.join('; ')}`, { problems });
-  if (statDir(stateDir) === 'missing') {
-    try {
-      fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    } catch (error) {
-      throw stateDirError(stateDir, 'cannot create it', error);
-    }
-  }
+  if (statStateDir(stateDir) === 'missing') prepareStateDir(stateDir);
   const file = path.join(stateDir, CONTEXTS_FILE);
   try {
     replaceFileDurably(file, `${JSON.stringify(contextsToJson(table), null, 2)}\n`);

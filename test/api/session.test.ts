@@ -65,7 +65,7 @@ describe('session: opened once, used everywhere', () => {
     const session = openSession({ root, simulate: true });
     expect(() => openSession({ session, root: '/' })).toThrow(expect.objectContaining({ code: 'E_USAGE', message: expect.stringContaining('root') }));
     const { groups } = listGroups({ session });
-    const nic = groups.find((g) => g.devices.includes('0000:0b:00.0'))!; // its whole group goes, never one function
+    const nic = groups.find((g) => g.devices.some((b) => b === '0000:0b:00.0'))!; // its whole group goes, never one function
     const r = await assignGroup(nic.id, { session, owner: 'alice' });
     expect(r).toMatchObject({ owner: 'alice', context: 'ctx-1' });
     expect(r.indices.map((d) => d.bdf)).toEqual(nic.devices);
