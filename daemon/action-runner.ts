@@ -17,6 +17,8 @@ import type { SysfsPort } from '../sysfs/port.js';
 // one device never interleave); the daemon only decides and hands over.
 
 const CLOSE_GRACE_MS = 10_000;
+/** How long a thread that finished its requests may take to leave (it may still be starting). */
+const STOP_WAIT_MS = 10_000;
 
 /** Wait for `p` at most `ms`: true when it settled in time (its outcome is not looked at). */
 export const settlesWithin = async (p: Promise<unknown>, ms: number): Promise<boolean> => {
@@ -41,6 +43,11 @@ export type ActionWorkerRequest =
   | { id: number; kind: 'assign'; plan: Parameters<TransactionRunner['assign']>[0]; ctx: Parameters<TransactionRunner['assign']>[1] }
   | { id: number; kind: 'release'; entry: Parameters<TransactionRunner['release']>[0]; ctx: Parameters<TransactionRunner['release']>[1] }
   | { id: number; kind: 'recover'; stateDir: string };
+
+/** Sent when the daemon stops: leave once the requests before it are done. */
+export interface ActionWorkerStop {
+  kind: 'stop';
+}
 
 export type ActionWorkerReply = { id: number; result: unknown } | { id: number; error: WireError };
 
@@ -191,7 +198,11 @@ export class WorkerActionRunner implements ActionRunner {
   async close(graceMs = CLOSE_GRACE_MS): Promise<void> {
     const finished = await settlesWithin(this.idle(), graceMs);
     this.dead ??= new IsogroupError('E_DAEMON', 'closed', {});
-    if (finished) await this.worker.terminate();
-    else void this.worker.terminate(); // returns once the stuck write does; the process may exit before
+    // Asked to stop, the thread leaves between requests (after its start, which loads native code:
+    // terminating a thread inside koffi's initialisation aborts the whole process).
+    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
+    this.worker.postMessage({ kind: 'stop' } satisfies ActionWorkerStop);
+    if (finished && (await settlesWithin(exited, STOP_WAIT_MS))) return;
+    void this.worker.terminate(); // a write stuck in a driver: returns once the write does; the process may exit before
   }
 }

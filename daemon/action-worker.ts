@@ -1,7 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { openSession, type SessionWire } from '../api/session.js';
 import { toWireError } from '../errors.js';
-import { type ActionWorkerReply, type ActionWorkerRequest, runJob } from './action-runner.js';
+import { type ActionWorkerReply, type ActionWorkerRequest, type ActionWorkerStop, runJob } from './action-runner.js';
 
 // The daemon's action thread (see action-runner.ts): one request at a time, in arrival order, through
 // the daemon's own session opened again here (its port on the same root).
@@ -12,7 +12,11 @@ const port = session.port();
 
 // Requests that arrive while one runs wait in the port: one at a time, in order.
 let queue = Promise.resolve();
-parentPort!.on('message', (m: ActionWorkerRequest) => {
+parentPort!.on('message', (m: ActionWorkerRequest | ActionWorkerStop) => {
+  if (m.kind === 'stop') {
+    queue = queue.then(() => process.exit(0));
+    return;
+  }
   queue = queue.then(async () => {
     let reply: ActionWorkerReply;
     try {
