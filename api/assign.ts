@@ -118,10 +118,12 @@ export const runAssign = async (s: Session, request: AssignRequest, env: Pipelin
         subject: subject.name,
         rule: decision.rule,
       });
-    // Compatibility with the owner's context, for the group as it will be once on vfio-pci. A group
-    // already in this owner's context is refused below as E_ALREADY_ASSIGNED.
+    // The group as it will be once on vfio-pci: viable by construction (every endpoint verified there,
+    // every bridge on a DMA-safe driver or none). Checked against the owner's context before any write;
+    // a group already in this owner's context is refused below as E_ALREADY_ASSIGNED.
+    const facts = groupFacts(snap, groupId, { viable: true, blockers: [] });
     if (holder !== owner) {
-      const pre = attachGroup(table, owner, groupFacts(snap, groupId, { viable: true, blockers: [] }), { caps });
+      const pre = attachGroup(table, owner, facts, { caps });
       if (!pre.ok) refuse(pre.error);
     }
     checkNotAssigned(journal, groupId, members);
@@ -134,9 +136,7 @@ export const runAssign = async (s: Session, request: AssignRequest, env: Pipelin
     const applied = await env.runner.assign(plan, { stateDir: state, root: s.root, simulate: s.simulate });
     // Held from here on (by the daemon), so the kernel refuses host drivers inside the group.
     env.holder?.hold(applied.entry);
-    // Once on vfio-pci the group is viable by construction: every endpoint was verified there, every
-    // bridge kept a DMA-safe driver or was left driverless.
-    const attached = attachGroup(table, owner, groupFacts(snap, groupId, { viable: true, blockers: [] }), { caps });
+    const attached = attachGroup(table, owner, facts, { caps });
     const after = attached.ok ? attached.table : syncContextTable(table, assignedGroupsOf(readJournal(state)), snap, { caps });
     saveContexts(state, after);
     const context = contextOf(after, owner);
