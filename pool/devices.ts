@@ -6,7 +6,7 @@
 import { checkViability } from '../groups/viability.js';
 import { type Bdf, compareBdf } from '../model/bdf.js';
 import type { HostSnapshot, PciDevice } from '../model/device.js';
-import { type ResourceRules, resourceOf } from './resources.js';
+import { type ResourceRules, resourceMatches, resourceOf } from './resources.js';
 
 export const HEALTHY = 'Healthy';
 export const UNHEALTHY = 'Unhealthy';
@@ -87,6 +87,8 @@ export const buildPool = (input: PoolInput): PoolDevice[] => {
         problems.push(`group ${groupId} is not held: a host driver could take a device hot-added into it`);
       const previous = input.previous?.get(groupId);
       const resource = previous !== undefined && previous !== null ? previous : resourceOf(input.rules, endpoints);
+      if (resource !== null && endpoints.length > 0 && !resourceMatches(input.rules, resource, endpoints))
+        problems.push(`group ${groupId} no longer has a device of ${resource}`);
       const numaNodes = [...new Set(present.map((d) => d.numaNode).filter((n): n is number => n !== null))].sort((a, b) => a - b);
       const primary = endpoints[0] ?? present[0];
       return {

@@ -95,3 +95,10 @@ export const resourceOf = (rules: ResourceRules | null, endpoints: readonly PciD
   for (const r of rules.rules) if (endpoints.some((d) => selectorMatches(r.selector, d))) return r.name;
   return null;
 };
+
+/** Whether a group still has a device of the resource it is offered under (a hot-remove can take it away). */
+export const resourceMatches = (rules: ResourceRules | null, resource: string, endpoints: readonly PciDevice[]): boolean => {
+  if (rules === null) return endpoints.some((d) => defaultResourceName(d) === resource);
+  const rule = rules.rules.find((r) => r.name === resource);
+  return rule !== undefined && endpoints.some((d) => selectorMatches(rule.selector, d));
+};
