@@ -111,18 +111,19 @@ export const generateCdi = (options: SessionOptions | Session = {}, out?: string
 /** Where the daemon keeps the spec. */
 export const cdiSpecPath = (s: Session): string => path.join(s.requireKubeletPlace('cdiDir', 'the CDI spec'), CDI_SPEC_FILE);
 
-/** The audit line of a kubelet allocation (or of one refused): one per group. */
-export const auditAllocation = (
+/** The audit lines of what the kubelet asked (Allocate, PreStartContainer): one per group, or one for a refusal. */
+export const auditKubelet = (
   s: Session,
-  request: { resource: string; groups: readonly { id: string; members: readonly string[] }[]; ids: readonly string[] },
+  request: { call: 'allocate' | 'prestart'; resource: string; groups: readonly { id: string; members: readonly string[] }[]; ids: readonly string[] },
   result: { ok: true } | { ok: false; error: IsogroupError },
 ): void => {
-  const log = new AuditLog(s.requireState('an allocation'));
-  const base = { action: 'kubelet-allocate', subject: null, owner: s.kubeletOwner };
+  const log = new AuditLog(s.requireState('a kubelet request'));
+  const base = { action: `kubelet-${request.call}`, subject: null, owner: s.kubeletOwner };
   if (!result.ok) {
     auditResult(log, { ...base, reason: `kubelet asked ${request.resource} for ${request.ids.join(', ')}` }, result);
     return;
   }
+  const done = request.call === 'allocate' ? 'allocated to a container' : 'handed to the container being started';
   for (const g of request.groups)
-    auditResult(log, { ...base, group: g.id, devices: [...g.members], reason: `kubelet allocated group ${g.id} (${request.resource}) to a container` }, result);
+    auditResult(log, { ...base, group: g.id, devices: [...g.members], reason: `group ${g.id} (${request.resource}) ${done}` }, result);
 };

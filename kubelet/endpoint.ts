@@ -5,8 +5,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { grpcStatusFor, IsogroupError } from '../errors.js';
 import type { Logger } from '../daemon/log.js';
+import { grpcStatusFor, IsogroupError } from '../errors.js';
 import {
   type AllocateRequest,
   type AllocateResponse,

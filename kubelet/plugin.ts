@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { auditAllocation, cdiSpecPath, cdiYaml, type PoolRead, readPool, writeCdiFile } from '../api/kubernetes.js';
+import { auditKubelet, cdiSpecPath, cdiYaml, type PoolRead, readPool, writeCdiFile } from '../api/kubernetes.js';
 import type { Session } from '../api/session.js';
 import type { DaemonEvent, EventHub } from '../daemon/events.js';
 import type { Logger } from '../daemon/log.js';
@@ -19,9 +19,9 @@ import { cdiSpec } from '../pool/cdi.js';
 import { devicesOf, HEALTHY, type PoolDevice, resourcesOf, UNHEALTHY } from '../pool/devices.js';
 import { preferredAllocation } from '../pool/preferred.js';
 import {
-  API_VERSION,
   type AllocateRequest,
   type AllocateResponse,
+  API_VERSION,
   type Device,
   type DevicePluginOptions,
   KUBELET_SOCKET,
@@ -40,6 +40,10 @@ export interface PoolDaemon {
   readonly logger: Logger;
   /** Group ids the daemon holds open in a container now. */
   heldGroups(): Set<string>;
+  /** Groups handed to the containers the kubelet started. */
+  containerGroups(): Set<string>;
+  /** Drop the holds on these groups so the container being started can open them. */
+  handToContainer(groupIds: readonly string[]): void;
 }
 
 export interface KubeletPluginOptions {
@@ -175,9 +179,9 @@ export class KubeletPlugin implements EndpointHandlers {
     }
   }
 
-  // Groups protected now: the daemon's holds.
+  // Groups protected now: the daemon's holds, and groups handed to a container (which holds them once open).
   private protectedGroups(): Set<string> {
-    return this.daemon.heldGroups();
+    return new Set([...this.daemon.heldGroups(), ...this.daemon.containerGroups()]);
   }
 
   private read(): PoolRead {
@@ -324,7 +328,8 @@ export class KubeletPlugin implements EndpointHandlers {
   // ---- the DevicePlugin service (called by each endpoint)
 
   options(): DevicePluginOptions {
-    return { pre_start_required: false, get_preferred_allocation_available: true };
+    // PreStartContainer is where the daemon lets go of a group for the container about to open it.
+    return { pre_start_required: true, get_preferred_allocation_available: true };
   }
 
   preferred(resource: string, request: PreferredAllocationRequest): PreferredAllocationResponse {
@@ -350,15 +355,21 @@ export class KubeletPlugin implements EndpointHandlers {
         const wanted = [...new Set(c.devices_ids)];
         const unknown = wanted.filter((id) => !byId.has(id));
         if (unknown.length)
-          throw new IsogroupError('E_NOT_FOUND', `unknown device ID(s) ${unknown.join(', ')}: not groups of ${resource} in the pool`, { resource, ids: unknown });
+          throw new IsogroupError('E_NOT_FOUND', `unknown device ID(s) ${unknown.join(', ')}: not groups of ${resource} in the pool`, {
+            resource,
+            ids: unknown,
+          });
         const groups = wanted.map((id) => byId.get(id)!);
         const sick = groups.filter((g) => !g.healthy);
         if (sick.length)
-          throw new IsogroupError('E_UNHEALTHY', sick.map((g) => `group ${g.id}: ${g.problems.join('; ')}`).join('; '), { resource, ids: sick.map((g) => g.id) });
+          throw new IsogroupError('E_UNHEALTHY', sick.map((g) => `group ${g.id}: ${g.problems.join('; ')}`).join('; '), {
+            resource,
+            ids: sick.map((g) => g.id),
+          });
         return groups;
       });
       const groups = [...new Map(containers.flat().map((g) => [g.id, g])).values()];
-      auditAllocation(this.session, { resource, groups: groups.map((g) => ({ id: g.id, members: g.members })), ids }, { ok: true });
+      auditKubelet(this.session, { call: 'allocate', resource, groups: groups.map((g) => ({ id: g.id, members: g.members })), ids }, { ok: true });
       this.daemon.hub.publish('kubelet-allocate', { resource, groups: groups.map((g) => g.id) });
       return {
         container_responses: containers.map((gs) => {
@@ -374,18 +385,43 @@ export class KubeletPlugin implements EndpointHandlers {
       };
     } catch (error) {
       if (isIsogroupError(error)) {
-        try {
-          auditAllocation(this.session, { resource, groups: [], ids }, { ok: false, error });
-        } catch (auditError) {
-          this.logger.error('cannot audit a refused allocation', { error: (auditError as Error).message });
-        }
+        this.auditRefusal('allocate', resource, ids, error);
         this.daemon.hub.publish('kubelet-allocate', { resource, ids, ok: false, error: error.message });
       }
       throw error;
     }
   }
 
-  preStart(_resource: string, _request: PreStartContainerRequest): void {}
+  /**
+   * Before the container starts: the kernel lets one file at a time open a group, so the daemon's hold
+   * goes and the container's open takes over (the guard repairs the group meanwhile, and holds it
+   * again once the container has closed it).
+   */
+  preStart(resource: string, request: PreStartContainerRequest): void {
+    const wanted = [...new Set(request.devices_ids)];
+    try {
+      const known = new Map(devicesOf(this.read().devices, resource).map((d) => [d.id, d]));
+      const unknown = wanted.filter((id) => !known.has(id));
+      if (unknown.length)
+        throw new IsogroupError('E_NOT_FOUND', `unknown device ID(s) ${unknown.join(', ')}: not groups of ${resource} in the pool`, { resource, ids: unknown });
+      this.daemon.handToContainer(wanted);
+      const groups = wanted.map((id) => ({ id, members: known.get(id)!.members }));
+      auditKubelet(this.session, { call: 'prestart', resource, groups, ids: wanted }, { ok: true });
+    } catch (error) {
+      if (isIsogroupError(error)) this.auditRefusal('prestart', resource, wanted, error);
+      throw error;
+    } finally {
+      this.scheduleSync();
+    }
+  }
+
+  private auditRefusal(call: 'allocate' | 'prestart', resource: string, ids: readonly string[], error: IsogroupError): void {
+    try {
+      auditKubelet(this.session, { call, resource, groups: [], ids }, { ok: false, error });
+    } catch (auditError) {
+      this.logger.error('cannot audit a refused kubelet request', { error: (auditError as Error).message });
+    }
+  }
 
   /** Stop serving (sockets removed); the CDI spec and the pool stay: the groups stay assigned and the next start serves them again. */
   async close(): Promise<void> {

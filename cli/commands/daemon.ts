@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { GuardDaemon } from '../../daemon/daemon.js';
-import { KubeletPlugin } from '../../kubelet/plugin.js';
 import { createLogger, type LogFormat, parseLogLevel } from '../../daemon/log.js';
 import { IsogroupError } from '../../errors.js';
+import { KubeletPlugin } from '../../kubelet/plugin.js';
 import { type CliIo, output, type Run } from '../io.js';
 import { sessionOf } from '../options.js';
 
@@ -44,7 +44,7 @@ export const registerDaemon = (program: Command, run: Run, io: CliIo): void => {
     )
     .option('--kubelet', 'serve the kubelet device plugin API v1beta1: the groups assigned to the kubelet owner, one device per group')
     .option('--kubelet-dir <dir>', "the kubelet's device plugin directory (default /var/lib/kubelet/device-plugins)")
-    .option('--kubelet-resources <file>', 'name resources by selector (YAML or JSON) instead of isogroup.io/VVVV_DDDD of each group\'s first endpoint')
+    .option('--kubelet-resources <file>', "name resources by selector (YAML or JSON) instead of isogroup.io/VVVV_DDDD of each group's first endpoint")
     .option('--kubelet-owner <name>', 'the owner whose assigned groups form the pool (default kubernetes)')
     .option('--cdi-dir <dir>', 'keep the CDI spec isogroup.io.yaml current here (default /etc/cdi with --kubelet; alone, without the kubelet)')
     .action((flags: DaemonFlags, cmd: Command) =>

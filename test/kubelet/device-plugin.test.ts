@@ -83,12 +83,12 @@ describe('kubelet device plugin v1beta1 on the fixture kernel', () => {
       version: 'v1beta1',
       endpoint: 'isogroup.io_8086_10d3.sock',
       resource_name: E1000E,
-      options: { pre_start_required: false, get_preferred_allocation_available: true },
+      options: { pre_start_required: true, get_preferred_allocation_available: true },
     });
     expect(fs.statSync(path.join(r.kubeletDir, 'isogroup.io_8086_10d3.sock')).isSocket()).toBe(true);
     const plugin = k.plugin(E1000E);
     await expect.poll(() => plugin.latest(), { timeout: 5000 }).toEqual([{ ID: '23', health: 'Healthy', topology: null }]);
-    expect(plugin.options).toEqual({ pre_start_required: false, get_preferred_allocation_available: true });
+    expect(plugin.options).toEqual({ pre_start_required: true, get_preferred_allocation_available: true });
 
     // Assign: a second group of the same resource joins the list; a group of another resource gets its own registration.
     await release(r, '19');
@@ -192,7 +192,40 @@ describe('kubelet device plugin v1beta1 on the fixture kernel', () => {
       [null, false],
       [null, false],
     ]);
+  });
+
+  it('PreStartContainer lets the container open the group (one opener at a time), and the daemon holds it again once the container closes it', async () => {
+    const r = await rig();
+    await assign(r, '23');
+    const k = await kubelet(r);
+    await expect.poll(() => health(k.connections.get(E1000E)?.latest() ?? null), { timeout: 5000 }).toEqual({ '23': 'Healthy' });
+    const plugin = k.plugin(E1000E);
+    await plugin.allocate([['23']]);
+    const vfio = r.daemon.session.vfio();
+    // While the daemon holds the group, the container's open (QEMU's, a DPDK app's) would fail.
+    expect(() => vfio.openGroup('23')).toThrow(/EBUSY/);
+    await expect(plugin.preStart(['24'])).rejects.toMatchObject({ code: grpcStatus.NOT_FOUND });
     expect(await plugin.preStart(['23'])).toEqual({});
+    expect(r.daemon.heldGroups().has('23')).toBe(false);
+    const prestart = readAudit(path.join(r.stateDir, 'audit.jsonl')).records.filter((x) => x.action === 'kubelet-prestart');
+    expect(prestart.map((x) => [x.target.group, x.allowed])).toEqual([
+      [null, false],
+      ['23', true],
+    ]);
+    const container = vfio.openGroup('23');
+    await r.daemon.reconcile('test');
+    expect(r.daemon.handoffs.get('23')).toMatchObject({ container: true, opened: true });
+    // In use by the container, it stays Healthy for the kubelet (its accounting counts it as allocated).
+    await r.plugin.settled();
+    expect(health(plugin.latest())).toEqual({ '23': 'Healthy' });
+    // The container exits: the next pass takes the group back.
+    container.close();
+    await r.daemon.reconcile('test');
+    expect(r.daemon.heldGroups().has('23')).toBe(true);
+    expect(r.daemon.handoffs.has('23')).toBe(false);
+    expect(() => vfio.openGroup('23')).toThrow(/EBUSY/);
+    await r.plugin.settled();
+    expect(health(plugin.latest())).toEqual({ '23': 'Healthy' });
   });
 
   it('survives the kubelet: registers again when kubelet.sock is recreated, and when its own socket is removed', async () => {
