@@ -41,7 +41,7 @@ describe('isogroup daemon --kubelet', () => {
     await expect.poll(() => fs.existsSync(spec) && fs.readFileSync(spec, 'utf8').includes('name: "23"'), { timeout: 10_000 }).toBe(true);
     daemon.kill('SIGTERM');
     const done = await daemon;
-    expect(done.exitCode, done.stderr).toBe(0);
+    expect(done.exitCode, String(done.stderr)).toBe(0);
     expect(fs.existsSync(path.join(kubeletDir, 'isogroup.io_8086_10d3.sock'))).toBe(false);
     // The assignment and the spec stay: the next start serves them again.
     expect(fs.readFileSync(spec, 'utf8')).toMatch(/name: "23"/);
