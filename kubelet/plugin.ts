@@ -57,6 +57,8 @@ export interface KubeletPluginOptions {
   registerTimeoutMs?: number;
   /** Debounce of pool re-reads after events (default 20 ms). */
   settleMs?: number;
+  /** Least time between two pool re-reads after events (default 200 ms): a re-read scans the host, and a hot-add burst must not starve the guard. */
+  minIntervalMs?: number;
 }
 
 // The daemon events after which the pool may look different.
@@ -96,12 +98,14 @@ export class KubeletPlugin implements EndpointHandlers {
   private syncing: Promise<void> | null = null;
   private syncAgain = false;
   private syncTimer: NodeJS.Timeout | null = null;
+  private lastSync = 0;
   private ensuring: Promise<void> | null = null;
   private ensureAgain = false;
   private watcher: fs.FSWatcher | null = null;
   private poll: NodeJS.Timeout | null = null;
   private unsubscribe: (() => void) | null = null;
   private closed = false;
+  private started = false;
   private readonly registerErrors = new Map<string, string>();
   private readonly session: Session;
   private readonly logger: Logger;
@@ -146,6 +150,7 @@ export class KubeletPlugin implements EndpointHandlers {
       }
       await this.ensure();
     }
+    this.started = true;
     this.logger.info('kubelet front end started', {
       kubeletDir: this.kubeletDir,
       cdiFile: this.cdiFile,
@@ -190,10 +195,11 @@ export class KubeletPlugin implements EndpointHandlers {
 
   private scheduleSync(): void {
     if (this.closed || this.syncTimer) return;
+    const wait = Math.max(this.settings.settleMs ?? 20, this.lastSync + (this.settings.minIntervalMs ?? 200) - Date.now());
     this.syncTimer = setTimeout(() => {
       this.syncTimer = null;
       void this.sync();
-    }, this.settings.settleMs ?? 20);
+    }, wait);
   }
 
   /** Re-read the pool; send changed lists; write a changed CDI spec; serve new resources. One at a time. */
@@ -217,6 +223,7 @@ export class KubeletPlugin implements EndpointHandlers {
 
   private async syncOnce(): Promise<void> {
     if (this.closed) return;
+    this.lastSync = Date.now();
     let pool: PoolRead;
     try {
       pool = this.read();
@@ -231,8 +238,16 @@ export class KubeletPlugin implements EndpointHandlers {
     let added = false;
     for (const resource of resourcesOf(pool.devices)) {
       if (this.endpoints.has(resource)) continue;
-      const endpoint = new ResourceEndpoint(resource, this.kubeletDir, this, this.logger);
-      await endpoint.listen();
+      let endpoint: ResourceEndpoint;
+      try {
+        endpoint = new ResourceEndpoint(resource, this.kubeletDir, this, this.logger);
+        await endpoint.listen();
+      } catch (error) {
+        // At start this stops the daemon; later, the next change tries again.
+        if (!this.started) throw error;
+        this.logger.error('cannot serve a resource', { resource, error: (error as Error).message });
+        continue;
+      }
       if (this.closed) {
         await endpoint.close();
         return;
