@@ -11,6 +11,8 @@ export { type ImportResult, importLspci, type SnapshotResult, snapshot } from '.
 export { destroyOwnerContext, listContexts, mergeOwnerContexts, showContext } from './api/contexts.js';
 export { type DeviceJson, type DevicesResult, listDevices, type ShowResult, showDevice } from './api/devices.js';
 export { type CompareResult, compareGroups, type GroupJson, type GroupsResult, listGroups } from './api/groups.js';
+// Kubernetes: the pool (groups assigned to the kubelet's owner) and its CDI spec
+export { type CdiResult, generateCdi, type PoolRead, readPool } from './api/kubernetes.js';
 // Reading a host (or a capture, or a fixture)
 export { scan } from './api/read.js';
 export { type ReleaseOptions, type ReleaseResult, recover, releaseGroup } from './api/release.js';
@@ -29,7 +31,11 @@ export { type DerivedGrouping, deriveGroups } from './groups/derive.js';
 export { type IovaRange, usableIova } from './groups/iova.js';
 export { evaluateGroup, type Policy, parsePolicy } from './groups/policy.js';
 export { checkViability, type Viability } from './groups/viability.js';
+// The daemon's kubelet front end (device plugin API v1beta1)
+export { KubeletPlugin, type KubeletPluginOptions } from './kubelet/plugin.js';
 // The pure core, for callers that bring their own data
 export { type Bdf, parseBdf } from './model/bdf.js';
 export type { HostSnapshot, KernelGroup, PciDevice } from './model/device.js';
 export type { Subject } from './model/owner.js';
+export type { PoolDevice } from './pool/devices.js';
+export { preferredAllocation } from './pool/preferred.js';

@@ -1,7 +1,8 @@
 // The one place where options and the environment become settings. Every command, the daemon, its
 // action thread and the programmatic API open a Session and take every setting from it: the root (a
 // directory or a capture), the fixture kernel, the state directory, the socket, the policy file, who
-// asks and who gets a group. Nothing else reads defaults or process.env.
+// asks and who gets a group, and the kubelet's side (device plugin directory, CDI directory, the pool's
+// owner, the resources file). Nothing else reads defaults or process.env.
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -18,8 +19,10 @@ import { DEFAULT_PCI_IDS_PATHS, loadPciIds } from '../os/pci-ids.js';
 import { readUserDatabase, subjectForIds, subjectForName, type UserDatabase } from '../os/users.js';
 import type { VfioBackend } from '../os/vfio.js';
 import { KernelVfioBackend } from '../os/vfio-kernel.js';
+import type { ResourceRules } from '../pool/resources.js';
 import { crashHooks, isSimulatedPort, openSimulatedRoot, SIM_DIR, type SimulatedRoot, SimulatedVfioBackend } from '../sim/index.js';
 import { PolicyStore } from '../state/policy-store.js';
+import { loadResourceRules } from '../state/resources-file.js';
 import { readIommuRegisters } from '../sysfs/iommu-caps.js';
 import { readKernelRelease } from '../sysfs/kernel-release.js';
 import { NodeSysfsPort, type SysfsPort } from '../sysfs/port.js';
@@ -55,6 +58,14 @@ export interface SessionOptions {
   moduleLoader?: ModuleLoader | null;
   /** The process environment; default process.env. */
   env?: Environment;
+  /** The kubelet's device plugin directory (its kubelet.sock and the plugin's endpoints). Default /var/lib/kubelet/device-plugins on the live host, ROOT/.isogroup-sim/device-plugins under --simulate. */
+  kubeletDir?: string;
+  /** Where the CDI spec is kept. Default /etc/cdi on the live host, ROOT/.isogroup-sim/cdi under --simulate. */
+  cdiDir?: string;
+  /** The owner whose assigned groups form the kubelet's pool. Default kubernetes. */
+  kubeletOwner?: string;
+  /** A resources file (YAML or JSON) naming kubelet resources by selector; null or absent: by vendor:device. */
+  kubeletResources?: string | null;
   /** A session already open (the daemon's per-request one): every other option is then ignored. */
   session?: Session;
 }
@@ -69,6 +80,10 @@ export interface SessionWire {
 const DEFAULT_STATE_DIR = '/var/lib/isogroup';
 const DEFAULT_SOCKET = '/run/isogroup.sock';
 const POLICY_FILE = 'etc/isogroup/policy.yaml';
+// The kubelet's DevicePluginPath (k8s.io/kubelet deviceplugin/v1beta1 constants) and the CDI spec directory.
+const DEFAULT_KUBELET_DIR = '/var/lib/kubelet/device-plugins';
+const DEFAULT_CDI_DIR = '/etc/cdi';
+const DEFAULT_KUBELET_OWNER = 'kubernetes';
 
 // The host's pci.ids is large and never changes under a process: parsed once.
 let hostPciIds: { key: string; ids: PciIds | null } | null = null;
@@ -90,6 +105,11 @@ export class Session {
   /** null: no daemon can serve this root. */
   readonly socket: string | null;
   readonly policyFile: string | null;
+  /** null: this root has no kubelet (a capture or fixture without --simulate). */
+  readonly kubeletDir: string | null;
+  readonly cdiDir: string | null;
+  readonly kubeletOwner: string;
+  readonly kubeletResourcesFile: string | null;
   readonly as: string | null;
   readonly env: Environment;
   private readonly options: SessionOptions;
@@ -100,6 +120,7 @@ export class Session {
     subject?: Subject;
     users?: UserDatabase;
     kernelRelease?: string | null;
+    resources?: ResourceRules | null;
   } = {};
 
   constructor(options: SessionOptions = {}) {
@@ -138,6 +159,16 @@ export class Session {
       options.socket !== undefined ? path.resolve(options.socket) : this.simulate ? path.join(simDir, 'isogroup.sock') : this.live ? DEFAULT_SOCKET : null;
     this.policyFile =
       options.policyFile !== undefined ? (options.policyFile === null ? null : path.resolve(options.policyFile)) : path.join(this.root, POLICY_FILE);
+    const place = (given: string | undefined, sim: string, live: string): string | null =>
+      given !== undefined ? path.resolve(given) : this.simulate ? path.join(simDir, sim) : this.live ? live : null;
+    this.kubeletDir = place(options.kubeletDir, 'device-plugins', DEFAULT_KUBELET_DIR);
+    this.cdiDir = place(options.cdiDir, 'cdi', DEFAULT_CDI_DIR);
+    this.kubeletOwner = options.kubeletOwner ?? DEFAULT_KUBELET_OWNER;
+    if (!isOwnerName(this.kubeletOwner))
+      throw new IsogroupError('E_USAGE', `--kubelet-owner ${JSON.stringify(this.kubeletOwner)} is not an owner name (${OWNER_NAME_RULE})`, {
+        owner: this.kubeletOwner,
+      });
+    this.kubeletResourcesFile = options.kubeletResources ? path.resolve(options.kubeletResources) : null;
     this.as = options.as ?? null;
     if (this.as !== null && !isOwnerName(this.as))
       throw new IsogroupError('E_USAGE', `--as ${JSON.stringify(this.as)} is not an owner name (${OWNER_NAME_RULE})`, { as: this.as });
@@ -188,6 +219,23 @@ export class Session {
   policy(): Policy {
     this.cached.policy ??= this.options.policy ?? (this.policyFile === null ? defaultPolicy() : PolicyStore.open(this.policyFile).policy);
     return this.cached.policy;
+  }
+
+  /** How kubelet resources are named: the resources file's rules, or null for vendor:device. E_INVALID_INPUT for a bad file. */
+  kubeletResources(): ResourceRules | null {
+    if (this.cached.resources === undefined) this.cached.resources = this.kubeletResourcesFile === null ? null : loadResourceRules(this.kubeletResourcesFile);
+    return this.cached.resources;
+  }
+
+  /** A directory the kubelet's side needs, or a usage error naming what needs it. */
+  requireKubeletPlace(which: 'kubeletDir' | 'cdiDir', what: string): string {
+    const dir = this[which];
+    if (dir !== null) return dir;
+    throw new IsogroupError(
+      'E_USAGE',
+      `${what} needs ${which === 'kubeletDir' ? '--kubelet-dir' : '--cdi-dir'}: ${this.rootArg} is neither the live host nor simulated`,
+      { root: this.rootArg, what },
+    );
   }
 
   /** The user database names are looked up in: the fixture's own when it has one, else the host's. */
@@ -274,6 +322,10 @@ export class Session {
       ...(this.stateDir !== null ? { stateDir: this.stateDir } : {}),
       ...(this.socket !== null ? { socket: this.socket } : {}),
       policyFile: this.policyFile,
+      ...(this.kubeletDir !== null ? { kubeletDir: this.kubeletDir } : {}),
+      ...(this.cdiDir !== null ? { cdiDir: this.cdiDir } : {}),
+      kubeletOwner: this.kubeletOwner,
+      kubeletResources: this.kubeletResourcesFile,
       ...overrides,
     });
   }
@@ -308,7 +360,20 @@ const realDirectory = (dir: string): string => {
 /** What may be set on a session already open: who asks and for whom, not where. */
 export type SessionOverrides = Pick<SessionOptions, 'owner' | 'subject' | 'as' | 'policy' | 'kernelRelease' | 'pciIds'>;
 const OVERRIDES = ['owner', 'subject', 'as', 'policy', 'kernelRelease', 'pciIds'] as const;
-const PLACES = ['root', 'simulate', 'stateDir', 'socket', 'policyFile', 'port', 'moduleLoader', 'env'] as const;
+const PLACES = [
+  'root',
+  'simulate',
+  'stateDir',
+  'socket',
+  'policyFile',
+  'port',
+  'moduleLoader',
+  'env',
+  'kubeletDir',
+  'cdiDir',
+  'kubeletOwner',
+  'kubeletResources',
+] as const;
 
 /** Resolve options into a session, or take the one already open (with who asks and for whom set anew). */
 export const openSession = (options: SessionOptions | Session = {}): Session => {

@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { registerCdi } from './commands/cdi.js';
 import { registerContexts } from './commands/contexts.js';
 import { registerDaemon } from './commands/daemon.js';
 import { registerDevices } from './commands/devices.js';
@@ -31,6 +32,7 @@ export const buildProgram = (io: CliIo, onOutput: (o: Output) => void = () => un
   registerSim(program, run);
   registerDaemon(program, run, io);
   registerContexts(program, run);
+  registerCdi(program, run);
   const configure = (cmd: Command): void => {
     cmd.exitOverride().configureOutput({ writeOut: io.stdout, writeErr: io.stderr });
     for (const sub of cmd.commands) configure(sub);

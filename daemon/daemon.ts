@@ -261,6 +261,21 @@ export class GuardDaemon implements RoutedDaemon {
     return this.handoffs.give(entry, owner);
   }
 
+  /** Let the containers the kubelet starts open these groups (PreStartContainer): our holds on them go until each is closed again. */
+  handToContainer(groupIds: readonly string[]): void {
+    const entries = groupIds.map((id) => {
+      const entry = this.guard.assigned.get(id);
+      if (!entry) throw new IsogroupError('E_NOT_ASSIGNED', `group ${id} is not assigned`, { group: id });
+      return entry;
+    });
+    for (const entry of entries) this.handoffs.toContainer(entry);
+  }
+
+  /** Groups handed to containers (open there, or about to be). */
+  containerGroups(): Set<string> {
+    return this.handoffs.containerGroups();
+  }
+
   /** The policy in force. */
   get policy(): Policy {
     return this.policyStore.policy;

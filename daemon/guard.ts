@@ -271,7 +271,7 @@ export class Guard {
     for (const entry of guarded) {
       const holder = holds.ownerOf(entry.groupId);
       if (holder !== null && holder !== entry.owner) holds.migrate(entry.groupId, holder, entry.owner);
-      if (handoffs.has(entry.groupId)) handoffs.watch(entry.groupId);
+      if (handoffs.has(entry.groupId)) handoffs.watch(entry);
       else holds.hold(entry);
     }
     this.stats.holdFailures = holds.failures;

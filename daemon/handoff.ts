@@ -1,6 +1,9 @@
 // Hand-off of a group's device node to its owner: the daemon drops its hold and gives /dev/vfio/N to the
 // owner (chown, 0660); until the owner opens it nobody holds the group, so the guard keeps repairing it
-// and notices the open. Release takes the node back.
+// and notices the open. Release takes the node back. A hand-off to a container the kubelet starts is the
+// same without the chown (the runtime makes the container's own node), and ends by itself: once the
+// container has opened the group and closed it again (it exited), the daemon holds the group again.
+// The kernel lets one file at a time open a group, so a container can only open it after our hold goes.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -74,19 +77,51 @@ export class Handoffs {
     return h;
   }
 
-  /** Until the owner opens the group, nobody holds it: notice the open (our own open then fails EBUSY). */
-  watch(groupId: string): void {
+  /**
+   * Let the container the kubelet is starting open /dev/vfio/N (PreStartContainer): drop our hold and
+   * watch for its open. A container started again (a restart) gets the group the same way.
+   */
+  toContainer(entry: JournalEntry): Handoff {
+    const groupId = entry.groupId;
+    const existing = this.byGroup.get(groupId);
+    if (existing && !existing.container)
+      throw new IsogroupError('E_CONTEXT', `group ${groupId} was handed to ${existing.owner}'s process, not to a container`, { group: groupId });
+    this.holds.unhold(groupId);
+    const h: Handoff = { owner: entry.owner, uid: -1, gid: -1, opened: false, container: true };
+    this.byGroup.set(groupId, h);
+    saveHandoffs(this.stateDir, this.byGroup);
+    this.hub.publish('handoff', { group: groupId, owner: entry.owner, container: true });
+    return h;
+  }
+
+  /** Groups handed to containers. */
+  containerGroups(): Set<string> {
+    return new Set([...this.byGroup].filter(([, h]) => h.container).map(([id]) => id));
+  }
+
+  /**
+   * Until the owner opens the group, nobody holds it: notice the open (our own open then fails EBUSY).
+   * A container's group that opens again after that was closed by the container: hold it again.
+   */
+  watch(entry: JournalEntry): void {
+    const groupId = entry.groupId;
     const h = this.byGroup.get(groupId);
-    if (!h || h.opened) return;
+    if (!h || (h.opened && !h.container)) return;
     try {
       this.vfio.openGroup(groupId).close();
     } catch (error) {
-      if (isIsogroupError(error) && error.details.errno === 'EBUSY') {
+      if (!h.opened && isIsogroupError(error) && error.details.errno === 'EBUSY') {
         h.opened = true;
         saveHandoffs(this.stateDir, this.byGroup);
         this.hub.publish('handoff-opened', { group: groupId, owner: h.owner });
       }
+      return;
     }
+    if (!h.opened) return;
+    this.byGroup.delete(groupId);
+    saveHandoffs(this.stateDir, this.byGroup);
+    this.hub.publish('handoff-returned', { group: groupId, owner: h.owner });
+    this.holds.hold(entry);
   }
 
   /** Take the node back (root-owned, 0600) once the group is no longer assigned. */

@@ -36,7 +36,7 @@ const ownerSchema = z
     message: 'expected exactly one of name, uid, gid, any',
   });
 
-const selectorSchema = z
+export const selectorSchema = z
   .strictObject({
     all: z.literal(true, { message: 'expected true' }).optional(),
     bdf: z.union([bdfString, z.array(bdfString).min(1, 'expected at least one BDF')]).optional(),

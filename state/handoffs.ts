@@ -14,6 +14,8 @@ export interface Handoff {
   gid: number;
   /** The owner has opened /dev/vfio/N (so the kernel protects the group again). */
   opened: boolean;
+  /** Handed to a container the kubelet starts (no chown: the runtime makes the container's node); taken back once it closes the group. */
+  container?: boolean;
 }
 
 /** The recorded hand-offs; a missing or unreadable file is none (entries that are not hand-offs are skipped). */
@@ -28,7 +30,7 @@ export const loadHandoffs = (stateDir: string): Map<string, Handoff> => {
   if (typeof raw !== 'object' || raw === null) return out;
   for (const [id, h] of Object.entries(raw as Record<string, Partial<Handoff>>)) {
     if (/^\d+$/.test(id) && typeof h?.owner === 'string' && Number.isInteger(h.uid) && Number.isInteger(h.gid)) {
-      out.set(id, { owner: h.owner, uid: h.uid!, gid: h.gid!, opened: h.opened === true });
+      out.set(id, { owner: h.owner, uid: h.uid!, gid: h.gid!, opened: h.opened === true, ...(h.container === true ? { container: true } : {}) });
     }
   }
   return out;

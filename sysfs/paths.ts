@@ -55,6 +55,12 @@ export const sysClass = (name: string): string => `sys/class/${name}`;
 export const VFIO_DEV = 'dev/vfio';
 export const VFIO_CONTAINER = `${VFIO_DEV}/vfio`;
 export const vfioGroup = (id: string): string => `${VFIO_DEV}/${id}`;
+// iommufd and the per-device VFIO character devices (drivers/iommu/iommufd, drivers/vfio/device_cdev.c),
+// where the kernel has them (CONFIG_IOMMUFD, CONFIG_VFIO_DEVICE_CDEV).
+export const IOMMUFD_DEV = 'dev/iommu';
+export const vfioDeviceCdev = (name: string): string => `${VFIO_DEV}/devices/${name}`;
+/** A device's vfio-dev/ directory: its entry names the device's cdev (vfioX). */
+export const pciDeviceVfioDev = (bdf: Bdf | string): string => `${PCI_DEVICES}/${bdf}/vfio-dev`;
 
 // ---- what the host uses (host-use checks)
 export const BLOCK = 'sys/block';

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { GuardDaemon } from '../../daemon/daemon.js';
 import { createLogger, type LogFormat, parseLogLevel } from '../../daemon/log.js';
 import { IsogroupError } from '../../errors.js';
+import { KubeletPlugin } from '../../kubelet/plugin.js';
 import { type CliIo, output, type Run } from '../io.js';
 import { sessionOf } from '../options.js';
 
@@ -14,6 +15,11 @@ interface DaemonFlags {
   logLevel?: string;
   logFormat?: string;
   socketGroup?: string;
+  kubelet?: boolean;
+  kubeletDir?: string;
+  kubeletResources?: string;
+  kubeletOwner?: string;
+  cdiDir?: string;
 }
 
 const intOption = (text: string | undefined, name: string, min: number): number | undefined => {
@@ -36,6 +42,11 @@ export const registerDaemon = (program: Command, run: Run, io: CliIo): void => {
       '--policy <file>',
       'policy file (JSON or YAML): who may claim what; default ROOT/etc/isogroup/policy.yaml (/etc/isogroup/policy.yaml on the live host)',
     )
+    .option('--kubelet', 'serve the kubelet device plugin API v1beta1: the groups assigned to the kubelet owner, one device per group')
+    .option('--kubelet-dir <dir>', "the kubelet's device plugin directory (default /var/lib/kubelet/device-plugins)")
+    .option('--kubelet-resources <file>', "name resources by selector (YAML or JSON) instead of isogroup.io/VVVV_DDDD of each group's first endpoint")
+    .option('--kubelet-owner <name>', 'the owner whose assigned groups form the pool (default kubernetes)')
+    .option('--cdi-dir <dir>', 'keep the CDI spec isogroup.io.yaml current here (default /etc/cdi with --kubelet; alone, without the kubelet)')
     .action((flags: DaemonFlags, cmd: Command) =>
       run(async () => {
         if (flags.logFormat !== 'json' && flags.logFormat !== 'logfmt')
@@ -44,7 +55,16 @@ export const registerDaemon = (program: Command, run: Run, io: CliIo): void => {
           throw new IsogroupError('E_USAGE', `--watch-engine must be fs-watch or chokidar, got ${JSON.stringify(flags.watchEngine)}`, {});
         const rescanMs = intOption(flags.rescanMs, '--rescan-ms', 0);
         const gid = intOption(flags.socketGroup, '--socket-group', 0);
-        const session = sessionOf(cmd, flags.policy !== undefined ? { policyFile: flags.policy } : {});
+        const session = sessionOf(cmd, {
+          ...(flags.policy !== undefined ? { policyFile: flags.policy } : {}),
+          ...(flags.kubeletDir !== undefined ? { kubeletDir: flags.kubeletDir } : {}),
+          ...(flags.kubeletResources !== undefined ? { kubeletResources: flags.kubeletResources } : {}),
+          ...(flags.kubeletOwner !== undefined ? { kubeletOwner: flags.kubeletOwner } : {}),
+          ...(flags.cdiDir !== undefined ? { cdiDir: flags.cdiDir } : {}),
+        });
+        const kubeletFlags = ['kubeletDir', 'kubeletResources', 'kubeletOwner'] as const;
+        if (!flags.kubelet && kubeletFlags.some((k) => flags[k] !== undefined))
+          throw new IsogroupError('E_USAGE', '--kubelet-dir, --kubelet-resources and --kubelet-owner need --kubelet', {});
         // Under systemd (JOURNAL_STREAM set) lines carry journald priorities.
         const journal = Boolean(session.env.JOURNAL_STREAM);
         const logger = createLogger({
@@ -60,11 +80,18 @@ export const registerDaemon = (program: Command, run: Run, io: CliIo): void => {
           watchEngine: flags.watchEngine,
           logger,
         });
+        let kubelet: KubeletPlugin | null = null;
+        try {
+          if (flags.kubelet || flags.cdiDir !== undefined) kubelet = await KubeletPlugin.start(daemon, { serveKubelet: flags.kubelet === true });
+        } catch (error) {
+          await daemon.close();
+          throw error;
+        }
         // SIGTERM/SIGINT: close cleanly and release nothing; the journal stays and the next start holds again.
         await new Promise<void>((resolve) => {
           const stop = (signal: string): void => {
             logger.info('stopping', { signal });
-            void daemon.close().then(resolve);
+            void (kubelet?.close() ?? Promise.resolve()).then(() => daemon.close()).then(resolve);
           };
           process.once('SIGTERM', () => stop('SIGTERM'));
           process.once('SIGINT', () => stop('SIGINT'));

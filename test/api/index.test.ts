@@ -41,6 +41,10 @@ describe('public API (index.ts)', () => {
       'usableIova',
       'parsePolicy',
       'showContext',
+      'readPool',
+      'generateCdi',
+      'KubeletPlugin',
+      'preferredAllocation',
     ]) {
       expect(typeof (isogroup as Record<string, unknown>)[name], name).toBe('function');
     }

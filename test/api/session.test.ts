@@ -15,6 +15,36 @@ import { copyRoot, fastTmpDir, simCopy } from '../helpers/sim-root.js';
 
 const root0 = { name: 'root', uid: 0, gids: [0] };
 
+describe("session: the kubelet's side", () => {
+  it('defaults: the kubelet and CDI directories of the live host, or inside a simulated root; none for a capture', () => {
+    expect(openSession({ env: {} })).toMatchObject({
+      kubeletDir: '/var/lib/kubelet/device-plugins',
+      cdiDir: '/etc/cdi',
+      kubeletOwner: 'kubernetes',
+      kubeletResourcesFile: null,
+    });
+    const root = copyRoot('mixed');
+    expect(openSession({ root, simulate: true, env: {} })).toMatchObject({
+      kubeletDir: path.join(root, '.isogroup-sim/device-plugins'),
+      cdiDir: path.join(root, '.isogroup-sim/cdi'),
+    });
+    const capture = openSession({ root: bundledCapture('mixed'), env: { ISOGROUP_CACHE: path.join(fastTmpDir(), 'cache') } });
+    expect(capture).toMatchObject({ kubeletDir: null, cdiDir: null });
+    expect(() => capture.requireKubeletPlace('kubeletDir', 'the device plugin')).toThrow(expect.objectContaining({ code: 'E_USAGE' }));
+  });
+
+  it('flags win, a bad owner name is a usage error, and a session already open keeps them', () => {
+    const s = openSession({ kubeletDir: 'k', cdiDir: '/c', kubeletOwner: 'vms', kubeletResources: 'r.yaml', env: {} });
+    expect(s).toMatchObject({ kubeletDir: path.resolve('k'), cdiDir: '/c', kubeletOwner: 'vms', kubeletResourcesFile: path.resolve('r.yaml') });
+    expect(s.with({ owner: 'alice' })).toMatchObject({ kubeletDir: path.resolve('k'), cdiDir: '/c', kubeletOwner: 'vms' });
+    expect(() => openSession({ kubeletOwner: '../x', env: {} })).toThrow(expect.objectContaining({ code: 'E_USAGE' }));
+    expect(() => openSession({ session: s, cdiDir: '/d' })).toThrow(/cdiDir cannot be set again/);
+    expect(() => openSession({ kubeletResources: '/nonexistent.yaml', env: {} }).kubeletResources()).toThrow(
+      expect.objectContaining({ code: 'E_INVALID_INPUT' }),
+    );
+  });
+});
+
 describe('session: where state, socket and policy live', () => {
   it('the live host: /var/lib/isogroup, /run/isogroup.sock, /etc/isogroup/policy.yaml', () => {
     const s = openSession({ env: {} });

@@ -656,6 +656,103 @@ checks.guard = async (t) => {
   }
 };
 
+/** The kubelet device plugin on the real kernel: a stand-in kubelet (the published API) sees the group
+ * assigned to `kubernetes` Healthy; Allocate's and the CDI spec's nodes are the kernel's character
+ * devices; while the daemon holds the group a second opener gets EBUSY (the kernel's one-opener rule),
+ * after PreStartContainer the "container" (this process) opens it and attaches it to a container of its
+ * own, and once it closes the group the daemon holds it again. */
+checks.kubelet = async (t) => {
+  const g = bridgeGroup() ?? multifunctionGroup();
+  if (!t.expect(g, 'a multi-device group exists')) return;
+  await requireCommand('cdi');
+  const { GuestKubelet } = await import('./kubelet.mjs');
+  const base = '/run/kt-kubelet';
+  const state = `${base}/state`;
+  const sock = `${base}/isogroup.sock`;
+  const kdir = `${base}/device-plugins`;
+  const cdi = `${base}/cdi`;
+  fs.mkdirSync(state, { recursive: true });
+  const eps = endpointsOf(g.members);
+  const before = driverState(g.members);
+  const at = ['--socket', sock, '--state-dir', state];
+  modprobe('vfio-pci', 'vfio_iommu_type1');
+  const kubelet = await new GuestKubelet(kdir).start();
+  const daemon = isogroupAsync(
+    ['daemon', ...at, '--rescan-ms', '1000', '--kubelet', '--kubelet-dir', kdir, '--cdi-dir', cdi],
+    path.join(RUNDIR, 'kubelet-daemon.log'),
+  );
+  const vfio = await Vfio.create();
+  try {
+    const up = await poll(() => daemon.exited || fs.existsSync(sock), 360000, 50);
+    if (daemon.exited || !up) return t.fail(`daemon did not come up: ${shortOut(daemon)}`);
+    if (!(await must(t, ['assign', g.id, '--to', 'kubernetes', ...at, '--json']))) return;
+    const id = (attr) => fs.readFileSync(`/sys/bus/pci/devices/${eps[0]}/${attr}`, 'utf8').trim().replace(/^0x/, '');
+    const resource = `isogroup.io/${id('vendor')}_${id('device')}`;
+    const listed = await poll(() => kubelet.latest(resource)?.find((d) => d.ID === g.id && d.health === 'Healthy') ?? null, 120000, 100);
+    t.compare(`ListAndWatch of ${resource}`, `${g.id} Healthy`, listed ? `${listed.ID} ${listed.health}` : JSON.stringify(kubelet.registrations));
+    const reg = kubelet.registrations.find((r) => r.resource_name === resource);
+    t.compare('Register', { version: 'v1beta1', pre_start_required: true }, { version: reg?.version, pre_start_required: reg?.options?.pre_start_required });
+    const answer = (await kubelet.call(resource, 'Allocate', { container_requests: [{ devices_ids: [g.id] }] })).container_responses[0];
+    const rdev = (p) => {
+      try {
+        const st = fs.statSync(p);
+        return st.isCharacterDevice() ? `c ${Math.floor(st.rdev / 256)}:${st.rdev % 256}` : 'not a char device';
+      } catch (e) {
+        return e.code;
+      }
+    };
+    const vfioNode = rdev('/dev/vfio/vfio');
+    t.compare(
+      'Allocate: device specs are the kernel nodes',
+      { '/dev/vfio/vfio': vfioNode, [`/dev/vfio/${g.id}`]: rdev(`/dev/vfio/${g.id}`) },
+      Object.fromEntries(answer.devices.map((d) => [d.container_path, d.host_path === d.container_path ? rdev(d.host_path) : `host path ${d.host_path}`])),
+    );
+    t.compare('/dev/vfio/vfio is misc 10:196', 'c 10:196', vfioNode, { left: 'expected', label: 'kernel' });
+    const env = Object.entries(answer.envs)[0] ?? [];
+    t.compare('PCI_RESOURCE_ variable', [`PCI_RESOURCE_${resource.toUpperCase().replace(/[/.]/g, '_')}`, eps.join(',')], env, { left: 'expected' });
+    const spec = await poll(() => (fs.existsSync(`${cdi}/isogroup.io.yaml`) ? fs.readFileSync(`${cdi}/isogroup.io.yaml`, 'utf8') : null), 30000, 100);
+    const paths = [...(spec ?? '').matchAll(/- path: (\S+)/g)].map((m) => m[1]);
+    t.compare(
+      'CDI spec nodes exist as char devices',
+      paths.map(() => 'char'),
+      paths.map((p) => (rdev(p).startsWith('c ') ? 'char' : rdev(p))),
+      { left: 'expected' },
+    );
+    const held = vfio.open(`/dev/vfio/${g.id}`);
+    vfio.close(held.fd);
+    t.compare('a second opener while the daemon holds the group', 'EBUSY', held.err ?? 'ok', { left: 'kernel (expected)' });
+    await kubelet.call(resource, 'PreStartContainer', { devices_ids: [g.id] });
+    // The container's open: the group and a container of its own, as QEMU does.
+    const mine = vfio.open(`/dev/vfio/${g.id}`);
+    const c = vfio.container();
+    const attach = mine.err ? mine.err : (vfio.setContainer(mine.fd, c.fd) ?? 'ok');
+    t.compare('after PreStartContainer: open + SET_CONTAINER by the container', 'ok', attach, { left: 'expected', label: 'kernel' });
+    await sleep(2500); // passes run every second: the daemon notices the open
+    vfio.close(mine.fd);
+    vfio.close(c.fd);
+    const back = await poll(
+      () => {
+        const probe = vfio.open(`/dev/vfio/${g.id}`);
+        vfio.close(probe.fd);
+        return probe.err === 'EBUSY' ? 'EBUSY' : null;
+      },
+      60000,
+      200,
+    );
+    t.compare('once the container closed it, the daemon holds the group again (a new opener: EBUSY)', 'EBUSY', back ?? 'not held', { left: 'expected' });
+    if (!(await must(t, ['release', g.id, ...at, '--json']))) return;
+    expectRestored(t, 'after release', before);
+  } finally {
+    kubelet.close();
+    if (!daemon.exited) {
+      daemon.child.kill('SIGTERM');
+      await Promise.race([daemon.done, sleep(10000)]);
+      if (!daemon.exited) daemon.child.kill('SIGKILL');
+    }
+    if (eps.some((b) => sysfs.driver(b) === 'vfio-pci')) for (const b of eps) rawRelease(b);
+  }
+};
+
 // ---------------------------------------------------------------- main
 
 const wanted = process.argv.slice(2).length
