@@ -163,7 +163,9 @@ function resettableGroups() {
   for (const [id, members] of sysfs.groups()) {
     if (members.some((b) => HARNESS.includes(b) || /^0x060[01]/.test(sysfs.cls(b) ?? ''))) continue;
     const eps = endpointsOf(members);
-    if (eps.length) out.push({ id, members, eps });
+    // A bridge on shpchp (native hot-plug) owns DMA: unbound while the group is held, as assign does.
+    const unbind = members.filter((b) => sysfs.isBridge(b) && sysfs.driver(b) === 'shpchp');
+    if (eps.length) out.push({ id, members, eps, unbind });
   }
   return out;
 }
@@ -247,9 +249,10 @@ checks.reset = async (t) => {
   t.note(`groups held in turn: ${groups.map((g) => `${g.id} (${g.eps.join(' ')})`).join(', ')}`);
   modprobe('vfio-pci', 'vfio_iommu_type1');
   const vfio = await Vfio.create();
-  const before = driverState(groups.flatMap((g) => g.eps));
+  const before = driverState(groups.flatMap((g) => [...g.eps, ...g.unbind]));
   try {
     for (const g of groups) {
+      for (const b of g.unbind) sysfs.write(`devices/${b}/driver/unbind`, b);
       for (const b of g.eps) rawBind(b, 'vfio-pci');
       const mine = probeResets(vfio, g.id, g.eps);
       if (!t.compare(`group ${g.id}: open, SET_CONTAINER, SET_IOMMU`, 'ok', mine.open, { left: 'expected', label: 'kernel' })) continue;
@@ -272,10 +275,10 @@ checks.reset = async (t) => {
         theirs,
         { left: 'prober', label: 'backend' },
       );
-      for (const b of g.eps) rawRelease(b);
+      for (const b of [...g.eps, ...g.unbind]) rawRelease(b);
     }
   } finally {
-    for (const b of Object.keys(before)) if (sysfs.driver(b) === 'vfio-pci' || sysfs.override(b)) rawRelease(b);
+    for (const b of Object.keys(before)) if (sysfs.driver(b) !== before[b].driver || sysfs.override(b)) rawRelease(b);
   }
   expectRestored(t, 'after the check', before);
 };
