@@ -347,7 +347,10 @@ export class Vfio {
       for (let i = 0; i < b.readUInt32LE(8); i++) {
         const at = 12 + 8 * i;
         const devfn = b[at + 7];
-        const bdf = `${b.readUInt16LE(at + 4).toString(16).padStart(4, '0')}:${b[at + 6].toString(16).padStart(2, '0')}:${(devfn >> 3).toString(16).padStart(2, '0')}.${devfn & 7}`;
+        const bdf = `${b
+          .readUInt16LE(at + 4)
+          .toString(16)
+          .padStart(4, '0')}:${b[at + 6].toString(16).padStart(2, '0')}:${(devfn >> 3).toString(16).padStart(2, '0')}.${devfn & 7}`;
         devices.push({ group: String(b.readUInt32LE(at)), bdf });
       }
       return { err: null, flags: b.readUInt32LE(4), devices };

@@ -17,9 +17,9 @@ import {
   modprobe,
   openQmpTty,
   poll,
+  REPO,
   rawBind,
   rawRelease,
-  REPO,
   requireCommand,
   shortOut,
   sleep,
@@ -235,13 +235,9 @@ checks.reset = async (t) => {
   const dev = Object.fromEntries((dj.json?.devices ?? []).map((d) => [d.bdf, d]));
   compareMap(t, 'reset_method vs isogroup resetDerived', kernel, Object.fromEntries(all.map((b) => [b, dev[b]?.resetDerived ?? null])));
   compareMap(t, 'reset_method vs isogroup resetMethods', kernel, Object.fromEntries(all.map((b) => [b, dev[b]?.resetMethods ?? null])));
-  compareMap(
-    t,
-    'resetSource',
-    Object.fromEntries(all.map((b) => [b, 'kernel'])),
-    Object.fromEntries(all.map((b) => [b, dev[b]?.resetSource ?? null])),
-    { left: 'expected' },
-  );
+  compareMap(t, 'resetSource', Object.fromEntries(all.map((b) => [b, 'kernel'])), Object.fromEntries(all.map((b) => [b, dev[b]?.resetSource ?? null])), {
+    left: 'expected',
+  });
   const gj = await must(t, ['groups', '--kernel', '--json']);
   if (!gj) return;
   const reset = Object.fromEntries((gj.json?.groups ?? []).map((g) => [String(g.id), g.reset]));
@@ -268,13 +264,10 @@ checks.reset = async (t) => {
       const named = [...new Set(Object.values(hot).flatMap((h) => (Array.isArray(h) ? h.map((x) => x.group) : [])))].sort((a, b) => a - b);
       t.compare(`group ${g.id}: groups in the hot-reset information vs groupsAffected`, named, reset[g.id]?.groupsAffected ?? null);
       const theirs = await backendResets(g.id, g.eps);
-      compareMap(
-        t,
-        `group ${g.id}: isogroup's VFIO backend reads the same answer`,
-        Object.fromEntries(g.eps.map((b) => [b, mine.devices[b]])),
-        theirs,
-        { left: 'prober', label: 'backend' },
-      );
+      compareMap(t, `group ${g.id}: isogroup's VFIO backend reads the same answer`, Object.fromEntries(g.eps.map((b) => [b, mine.devices[b]])), theirs, {
+        left: 'prober',
+        label: 'backend',
+      });
       for (const b of [...g.eps, ...g.unbind]) rawRelease(b);
     }
   } finally {
