@@ -251,6 +251,7 @@ export const deriveResets = (topo: Topology): ResetReport => {
     notes.push(`reset_method is there although the kernel release says it predates ${RESET_METHOD_ATTRIBUTE_SINCE}: the files are trusted`);
 
   const devices = new Map<Bdf, DeviceReset>();
+  const scopes = new Map<string, { scope: Bdf[]; why: string }>();
   for (const t of all) {
     const d = derive(topo, t);
     const unreadable = t.dev.problems.some((p) => p.file?.endsWith('/reset_method'));
@@ -266,7 +267,13 @@ export const deriveResets = (topo: Topology): ResetReport => {
         differences.push(`order: the kernel tries ${kernel.join(' ')}, its default order is ${d.methods.join(' ')}: reset_method was written`);
     } else if (kernelSays === 'reset' && t.dev.resetFile && d !== null && d.methods.length === 0)
       differences.push('the kernel can reset it (it has the reset attribute) but isogroup derives no method: an ACPI _RST method, or a quirk isogroup lacks');
-    const hot = hotResetScope(topo, t);
+    // Every device of a bus has the same answer (the bus's): computed once per bus.
+    const key = t.onRootBus || t.busSelf === null ? null : t.busKey;
+    let hot = key === null ? undefined : scopes.get(key);
+    if (!hot) {
+      hot = hotResetScope(topo, t);
+      if (key !== null) scopes.set(key, hot);
+    }
     devices.set(t.bdf, {
       bdf: t.bdf,
       methods,
@@ -275,7 +282,7 @@ export const deriveResets = (topo: Topology): ResetReport => {
       reasons: d?.reasons ?? ['config space stops before the capability list: FLR, PM and the other methods cannot be known'],
       differences,
       alone: aloneOf(topo, t, methods),
-      scope: hot.scope,
+      scope: [...hot.scope],
       scopeWhy: hot.why,
     });
   }
