@@ -30,6 +30,8 @@ export type { ContextView } from './groups/context.js';
 export { type DerivedGrouping, deriveGroups } from './groups/derive.js';
 export { type IovaRange, usableIova } from './groups/iova.js';
 export { evaluateGroup, type Policy, parsePolicy } from './groups/policy.js';
+export { type DeviceReset, deriveResets, type GroupReset, groupReset, type ResetReport } from './groups/reset.js';
+export { buildTopology } from './groups/topology.js';
 export { checkViability, type Viability } from './groups/viability.js';
 // The daemon's kubelet front end (device plugin API v1beta1)
 export { KubeletPlugin, type KubeletPluginOptions } from './kubelet/plugin.js';

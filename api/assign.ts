@@ -8,6 +8,7 @@ import { type AssignPlan, planAssign } from '../bind/plan.js';
 import { IsogroupError } from '../errors.js';
 import { attachGroup, type ContextTable, contextOf, emptyContextTable, groupFacts, ownerOfGroup, syncContextTable } from '../groups/context.js';
 import type { GroupDecision } from '../groups/policy.js';
+import type { GroupReset } from '../groups/reset.js';
 import { type Bdf, type GroupTarget, parseTarget } from '../model/bdf.js';
 import type { HostSnapshot, PciDevice } from '../model/device.js';
 import { VFIO_DRIVER } from '../model/drivers.js';
@@ -18,6 +19,7 @@ import { checkNotAssigned, emptyJournal, readJournal } from '../state/journal.js
 import { lockStateDir } from '../state/lock.js';
 import { findHostUse, type HostUse } from '../sysfs/host-use.js';
 import { scanHost } from '../sysfs/scan.js';
+import { kernelGroupOf, resetsForHost } from './groups.js';
 import { assignedGroupsOf, contextTableOf } from './read.js';
 import { inlineRunner, type PipelineEnv } from './runner.js';
 import { openSession, type Session, type SessionOptions } from './session.js';
@@ -41,6 +43,10 @@ export interface AssignResult {
   hostUse: HostUse[];
   /** The policy's decision for the requester. */
   policy: GroupDecision;
+  /** What resetting the group's devices takes: whether VFIO can reset them without resetting another group's. */
+  reset: GroupReset;
+  /** What the owner will run into (a device that cannot be reset, a reset that reaches other groups); shown before anything is written. */
+  warnings: string[];
   /** The owner's context and the device numbers the group got there. */
   context: string | null;
   indices: { index: number; bdf: string }[];
@@ -129,7 +135,9 @@ export const runAssign = async (s: Session, request: AssignRequest, env: Pipelin
     checkNotAssigned(journal, groupId, members);
     const hostUse = findHostUse(port, snap, members);
     const plan = planAssign(snap, groupId, { owner, hostUse, force: request.force ?? false });
-    const base = { groupId, owner, simulate: s.simulate, stateDir, plan, hostUse, policy: decision };
+    const reset = resetsForHost(snap, s).group(members, kernelGroupOf(snap));
+    const warnings = reset.warnings.map((w) => `group ${groupId} ${reset.canResetAlone ? 'resets with a caveat' : 'cannot be reset alone'}: ${w}`);
+    const base = { groupId, owner, simulate: s.simulate, stateDir, plan, hostUse, policy: decision, reset, warnings };
     if (dryRun) return { ...base, dryRun: true, context: contextOf(table, owner)?.id ?? null, indices: [] };
     const state = stateDir!;
     ensureDriver(port, VFIO_DRIVER, 'vfio-pci', s.moduleLoader());

@@ -1,8 +1,9 @@
 import { IsogroupError } from '../errors.js';
+import type { DeviceReset, GroupReset } from '../groups/reset.js';
 import { type Bdf, parseBdfLoose } from '../model/bdf.js';
 import { hex } from '../model/config-space.js';
 import type { HostSnapshot, PciDevice, Problem } from '../model/device.js';
-import { type DeviceGroupInfo, groupOfDevice } from './groups.js';
+import { type DeviceGroupInfo, deriveForHost, groupOfDevice, kernelGroupOf, resetsForHost } from './groups.js';
 import { scan, viewOf } from './read.js';
 import { openSession, type Session, type SessionOptions } from './session.js';
 
@@ -36,7 +37,18 @@ export interface DeviceJson {
   physfn: string | null;
   virtfns: string[];
   isVirtfn: boolean;
+  /** The reset methods the kernel tries, in its order, with reset_method's names. */
   resetMethods: string[];
+  /** kernel: reset_method (or its absence on a kernel that has it); derived: computed from config space, topology and quirk tables. */
+  resetSource: 'kernel' | 'derived';
+  /** isogroup's derivation, also when the kernel gave its own; null when config space is too short. */
+  resetDerived: string[] | null;
+  /** Where the kernel's methods and the derived ones differ, and why that may be. */
+  resetDiffers: string[];
+  /** How VFIO can reset this function without touching another device: function, pm, bus (alone on its bus) or none. */
+  resetAlone: DeviceReset['alone'];
+  /** What a bus or slot reset of its bus resets (itself included); empty when neither is possible. */
+  resetScope: string[];
   bootVga: boolean | null;
   parent: string | null;
   rootBus: string;
@@ -45,7 +57,7 @@ export interface DeviceJson {
   problems: Problem[];
 }
 
-export const deviceJson = (d: PciDevice): DeviceJson => ({
+export const deviceJson = (d: PciDevice, reset: DeviceReset): DeviceJson => ({
   bdf: d.bdf,
   vendor: d.vendor,
   device: d.device,
@@ -82,7 +94,12 @@ export const deviceJson = (d: PciDevice): DeviceJson => ({
   physfn: d.physfn,
   virtfns: d.virtfns,
   isVirtfn: d.isVirtfn,
-  resetMethods: d.resetMethods,
+  resetMethods: reset.methods,
+  resetSource: reset.source,
+  resetDerived: reset.derived,
+  resetDiffers: reset.differences,
+  resetAlone: reset.alone,
+  resetScope: reset.scope,
   bootVga: d.bootVga,
   parent: d.parent,
   rootBus: d.rootBus,
@@ -96,15 +113,23 @@ export interface DevicesResult {
   iommuEnabled: boolean;
   devices: DeviceJson[];
   problems: Problem[];
+  notes: string[];
 }
 
 /** Every PCI function of a root, with what could not be read; under an owner's view (--as, a non-root peer) only that owner's. */
 export const listDevices = (options: SessionOptions | Session = {}): DevicesResult & { owner?: string } => {
   const s = openSession(options);
   const snap = scan(s);
-  const all: DevicesResult = { root: snap.root, iommuEnabled: snap.iommuEnabled, devices: [...snap.devices.values()].map(deviceJson), problems: snap.problems };
+  const resets = resetsForHost(snap, s);
+  const all: DevicesResult = {
+    root: snap.root,
+    iommuEnabled: snap.iommuEnabled,
+    devices: [...snap.devices.values()].map((d) => deviceJson(d, resets.device(d.bdf))),
+    problems: snap.problems,
+    notes: resets.report.notes,
+  };
   const scope = viewOf(s, snap);
-  return scope ? { ...all, owner: scope.owner, devices: all.devices.filter((d) => scope.devices.has(d.bdf)), problems: [] } : all;
+  return scope ? { ...all, owner: scope.owner, devices: all.devices.filter((d) => scope.devices.has(d.bdf)), problems: [], notes: [] } : all;
 };
 
 /** The bridges from a device up to its root bus, nearest first. */
@@ -137,6 +162,8 @@ export interface ShowResult {
   kernelGroup: { id: string; devices: string[] } | null;
   /** The device's kernel and derived group and the rule that put it there. */
   groups: DeviceGroupInfo;
+  /** How the device's reset methods came about, and what resetting its group takes. */
+  reset: { reasons: string[]; scopeWhy: string; group: (GroupReset & { id: string }) | null };
 }
 
 /** One device in full: capabilities and the bridge path to its root bus. */
@@ -146,18 +173,29 @@ export const showDevice = (bdfText: string, options: SessionOptions | Session = 
   const snap = scan(s);
   const d = requireDevice(snap, bdfText);
   const group = d.kernelGroup !== null ? snap.kernelGroups.get(d.kernelGroup) : undefined;
+  const view = deriveForHost(snap, s);
+  const groups = groupOfDevice(snap, s, d.bdf, view);
+  const resets = resetsForHost(snap, s, view.kernelRelease);
+  const own = resets.device(d.bdf);
+  // The group a user would get: the kernel's, else the derived one (a host without an IOMMU yet).
+  const resetGroup = group
+    ? { id: group.id, ...resets.group(group.devices, kernelGroupOf(snap)) }
+    : groups.derived
+      ? { id: groups.derived.id, ...resets.group(groups.derived.devices, (b) => view.derived.groupOf.get(b) ?? null) }
+      : null;
   return {
     device: {
-      ...deviceJson(d),
+      ...deviceJson(d, own),
       capabilities: d.capabilities.map((c) => ({ id: hex(c.id, 2), name: c.name, offset: hex(c.offset, 2) })),
       extCapabilities: d.extCapabilities.map((c) => ({ id: hex(c.id, 4), name: c.name, offset: hex(c.offset, 3), version: c.version })),
     },
     path: bridgePath(snap, d.bdf).map((b) => {
       const br = snap.devices.get(b)!;
-      return { bdf: b, portType: br.portType, driver: br.driver, acs: deviceJson(br).acs };
+      return { bdf: b, portType: br.portType, driver: br.driver, acs: deviceJson(br, resets.device(b)).acs };
     }),
     rootBus: d.rootBus,
     kernelGroup: group ? { id: group.id, devices: group.devices } : null,
-    groups: groupOfDevice(snap, s, d.bdf),
+    groups,
+    reset: { reasons: own.reasons, scopeWhy: own.scopeWhy, group: resetGroup },
   };
 };

@@ -1,6 +1,8 @@
 import { IsogroupError } from '../errors.js';
 import { compareGroupings, type GroupMismatch } from '../groups/compare.js';
 import { type DerivedGrouping, deriveGroups, type GroupReason, type RuleSet } from '../groups/derive.js';
+import { type DeviceReset, deriveResets, type GroupReset, groupReset, type ResetReport } from '../groups/reset.js';
+import { buildTopology, type Topology } from '../groups/topology.js';
 import { type Blocker, checkViability } from '../groups/viability.js';
 import { type Bdf, compareBdf, parseBdf } from '../model/bdf.js';
 import type { HostSnapshot, PciDevice } from '../model/device.js';
@@ -11,6 +13,7 @@ export type { GroupComparison, GroupMismatch } from '../groups/compare.js';
 export { compareGroupings } from '../groups/compare.js';
 export type { DerivedGrouping, GroupReason, RuleSet } from '../groups/derive.js';
 export { deriveGroups } from '../groups/derive.js';
+export type { DeviceReset, GroupReset, ResetReport } from '../groups/reset.js';
 export type { Blocker, Viability } from '../groups/viability.js';
 export { checkViability } from '../groups/viability.js';
 
@@ -33,6 +36,8 @@ export interface GroupJson {
   viable: boolean;
   blockers: Blocker[];
   reasons: GroupReason[];
+  /** What resetting the group's devices takes (groups/reset.ts). */
+  reset: GroupReset;
 }
 
 export interface GroupsResult {
@@ -109,6 +114,33 @@ export const deriveForHost = (snap: HostSnapshot, s: Session | null, request: De
   return { snap, derived, rules, kernelRelease, notes };
 };
 
+/** The reset report of a root: each device's methods (the kernel's or derived) and reset scope. */
+export interface ResetView {
+  topo: Topology;
+  report: ResetReport;
+  /** A group's reset, given the grouping its members come from. */
+  group: (members: readonly Bdf[], groupOf: (bdf: Bdf) => string | null) => GroupReset;
+  device: (bdf: Bdf) => DeviceReset;
+}
+
+/** Resets with the root's own kernel release (or the session's), whose quirk tables apply. */
+export const resetsForHost = (snap: HostSnapshot, s: Session | null, kernelRelease?: string | null): ResetView => {
+  const topo = buildTopology(snap, kernelRelease !== undefined ? kernelRelease : (s?.kernelRelease() ?? null));
+  const report = deriveResets(topo);
+  return {
+    topo,
+    report,
+    group: (members, groupOf) => groupReset(topo, report, members, groupOf),
+    device: (bdf) => report.devices.get(bdf)!,
+  };
+};
+
+/** The kernel's grouping as a lookup (a device in no kernel group: null). */
+export const kernelGroupOf =
+  (snap: HostSnapshot) =>
+  (bdf: Bdf): string | null =>
+    snap.devices.get(bdf)?.kernelGroup ?? null;
+
 const devicesOf = (snap: HostSnapshot, bdfs: Bdf[]): PciDevice[] => bdfs.map((b) => snap.devices.get(b)).filter((d): d is PciDevice => d !== undefined);
 
 const cannotDerive = (d: DerivedGrouping): string[] => d.underivable.map((u) => `cannot be derived from this input: ${u}`);
@@ -129,10 +161,12 @@ export const listGroups = (options: GroupsOptions = {}): GroupsResult & { owner?
   const base = wantKernel
     ? [...snap.kernelGroups.values()].map((g) => ({ id: g.id, devices: [...g.devices].sort(compareBdf) }))
     : view.derived.groups.map((g) => ({ id: g.id, devices: g.devices }));
+  const resets = resetsForHost(snap, s, view.kernelRelease);
+  const groupOf = wantKernel ? kernelGroupOf(snap) : (b: Bdf) => view.derived.groupOf.get(b) ?? null;
   const groups = base
     .map((g) => {
       const v = checkViability(devicesOf(snap, g.devices));
-      return { id: g.id, devices: g.devices, viable: v.viable, blockers: v.blockers, reasons: reasonsOf(g.devices) };
+      return { id: g.id, devices: g.devices, viable: v.viable, blockers: v.blockers, reasons: reasonsOf(g.devices), reset: resets.group(g.devices, groupOf) };
     })
     .sort((a, b) => compareBdf(a.devices[0] ?? '', b.devices[0] ?? ''));
   const grouped = new Set(groups.flatMap((g) => g.devices));
@@ -142,6 +176,7 @@ export const listGroups = (options: GroupsOptions = {}): GroupsResult & { owner?
       `no IOMMU is active under ${snap.root} (no kernel groups): these groups are predicted from topology, ACS and quirks, as the kernel would form them with the IOMMU on; nothing can be assigned until it is`,
     );
   }
+  notes.push(...resets.report.notes);
   if (wantKernel) {
     notes.unshift("groups: the kernel's (/sys/kernel/iommu_groups); reasons: derived by isogroup's replay of the kernel's rules");
     const cmp = compareGroupings(snap.kernelGroups.values(), view.derived);
@@ -238,8 +273,7 @@ export interface DeviceGroupInfo {
 }
 
 /** One device's kernel and derived group, and the reason it is where it is (for `show`). */
-export const groupOfDevice = (snap: HostSnapshot, s: Session | null, bdf: Bdf): DeviceGroupInfo => {
-  const view = deriveForHost(snap, s);
+export const groupOfDevice = (snap: HostSnapshot, s: Session | null, bdf: Bdf, view: DerivedView = deriveForHost(snap, s)): DeviceGroupInfo => {
   const d = snap.devices.get(bdf);
   const k = d?.kernelGroup != null ? snap.kernelGroups.get(d.kernelGroup) : undefined;
   const gid = view.derived.groupOf.get(bdf);

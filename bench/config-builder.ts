@@ -21,6 +21,18 @@ export interface ConfigOptions {
   sriov?: { total: number; num: number; offset: number; stride: number; vfDevice: number; enabled?: boolean };
   /** Bytes to return: 64 (unprivileged read), 256, or 4096 (default for PCIe, 256 otherwise). */
   size?: number;
+  /** PCIe Device Capabilities FLR bit (default: set). */
+  flr?: boolean;
+  /** The power management capability (default: present, No_Soft_Reset clear); false: none. */
+  pm?: { noSoftReset?: boolean; version?: number } | false;
+  /** An Advanced Features capability with these bits. */
+  af?: { tp: boolean; flr: boolean };
+  /** A PCIe slot (root or downstream port) that is hot-plug capable. */
+  slotHotplug?: boolean;
+  /** A CXL port: DVSEC port extensions, Port Control's Unmask SBR bit. */
+  cxlPort?: { sbrUnmasked: boolean };
+  /** BAR 0 (default 0xfe000000, a 32-bit memory BAR, for an endpoint; none for a bridge); 0: unassigned. */
+  bar0?: number;
 }
 
 const put16 = putU16;
@@ -44,20 +56,55 @@ export const buildConfig = (o: ConfigOptions): Uint8Array => {
     put16(b, 0x2c, o.subsystem?.[0] ?? o.vendor);
     put16(b, 0x2e, o.subsystem?.[1] ?? o.device);
   }
-  // Standard list: PCIe at 0x40 (when PCIe) -> power management at 0x80 -> MSI at 0x90.
+  put32(b, 0x10, o.bar0 ?? (o.bridge ? 0 : 0xfe000000));
+  // Standard list from 0x34: PCIe at 0x40 (when PCIe), power management at 0x80, MSI at 0x90, Advanced Features at 0xa0.
   put16(b, 0x06, 0x0010);
-  b[0x34] = o.pcieType !== undefined ? 0x40 : 0x80;
+  const caps: { at: number; fill: () => void }[] = [];
   if (o.pcieType !== undefined) {
-    b[0x40] = 0x10;
-    b[0x41] = 0x80;
-    put16(b, 0x42, 0x0002 | ((o.pcieType & 0xf) << 4) | (o.pcieType === 4 || o.pcieType === 6 ? 0x100 : 0));
-    put32(b, 0x44, 1 << 28); // DevCap: FLR
+    caps.push({
+      at: 0x40,
+      fill: () => {
+        b[0x40] = 0x10;
+        const slot = o.pcieType === 4 || o.pcieType === 6;
+        put16(b, 0x42, 0x0002 | ((o.pcieType! & 0xf) << 4) | (slot ? 0x100 : 0));
+        put32(b, 0x44, (o.flr ?? true) ? 1 << 28 : 0); // DevCap: FLR
+        if (slot) put32(b, 0x54, o.slotHotplug ? 0x40 : 0); // SltCap: Hot-Plug Capable
+      },
+    });
   }
-  b[0x80] = 0x01;
-  b[0x81] = 0x90;
-  put16(b, 0x82, 0x0003);
-  b[0x90] = 0x05;
-  b[0x91] = 0x00;
+  if (o.pm !== false) {
+    const pm = o.pm ?? {};
+    caps.push({
+      at: 0x80,
+      fill: () => {
+        b[0x80] = 0x01;
+        put16(b, 0x82, pm.version ?? 3);
+        put16(b, 0x84, pm.noSoftReset ? 0x0008 : 0);
+      },
+    });
+  }
+  caps.push({
+    at: 0x90,
+    fill: () => {
+      b[0x90] = 0x05;
+    },
+  });
+  if (o.af) {
+    const af = o.af;
+    caps.push({
+      at: 0xa0,
+      fill: () => {
+        b[0xa0] = 0x13;
+        b[0xa2] = 0x06;
+        b[0xa3] = (af.tp ? 1 : 0) | (af.flr ? 2 : 0);
+      },
+    });
+  }
+  b[0x34] = caps[0]!.at;
+  caps.forEach((c, i) => {
+    c.fill();
+    b[c.at + 1] = caps[i + 1]?.at ?? 0;
+  });
   if (o.pcieType !== undefined) {
     const ext: { id: number; size: number; fill: (at: number) => void }[] = [{ id: 0x01, size: 0x40, fill: () => {} }];
     if (o.acs)
@@ -67,6 +114,16 @@ export const buildConfig = (o: ConfigOptions): Uint8Array => {
         fill: (at) => {
           put16(b, at + 4, o.acs!.cap);
           put16(b, at + 6, o.acs!.ctrl);
+        },
+      });
+    if (o.cxlPort)
+      ext.push({
+        id: 0x23,
+        size: 0x28,
+        fill: (at) => {
+          put32(b, at + 4, 0x1e98 | (1 << 16) | (0x28 << 20)); // DVSEC header 1: CXL, revision 1, length
+          put16(b, at + 8, 3); // DVSEC id: port extensions
+          put16(b, at + 0x0c, o.cxlPort!.sbrUnmasked ? 1 : 0);
         },
       });
     if (o.ari) ext.push({ id: 0x0e, size: 0x08, fill: (at) => put16(b, at + 4, (o.ari!.nextFunction & 0xff) << 8) });

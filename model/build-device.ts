@@ -72,6 +72,8 @@ export interface RawDevice {
   bootVga: string | null;
   numaNode: string | null;
   resetMethod: string | null;
+  /** The `reset` attribute exists (write-only: its presence is the fact). */
+  resetFile: boolean;
   /** Basenames of the driver, physfn, iommu_group and iommu links; virtfnN in N order. */
   driver: string | null;
   physfn: string | null;
@@ -185,7 +187,9 @@ export const buildDevice = (raw: RawDevice, pciIds: PciIds | null): PciDevice =>
     physfn: physfnLink !== null && isBdf(physfnLink) ? (physfnLink as Bdf) : null,
     virtfns,
     isVirtfn: physfnLink !== null,
-    resetMethods: resetRaw ? resetRaw.split(/\s+/).filter(Boolean) : [],
+    resetMethods: resetRaw === null ? null : resetRaw.split(/\s+/).filter(Boolean),
+    resetFile: raw.resetFile,
+    resetCaps: cs.reset,
     bootVga: raw.bootVga === null ? null : raw.bootVga === '1',
     parent: topo.parent,
     busId: busIdOf(parts),

@@ -149,7 +149,32 @@ export interface PcieInfo {
   version: number;
   portTypeCode: number;
   slotImplemented: boolean;
+  /** Device Capabilities: Function Level Reset Capability (bit 28). */
   flr: boolean;
+  /** Slot Capabilities (only when a slot is implemented): Hot-Plug Capable (bit 6). */
+  slotHotplug: boolean;
+}
+
+/**
+ * What config space says about resetting the function (drivers/pci/pci.c pcie_reset_flr, pci_af_flr,
+ * pci_pm_reset, cxl_reset_bus_function): the facts, not the verdict; groups/reset.ts decides.
+ */
+export interface ResetCaps {
+  /** PCIe Device Capabilities FLR bit. */
+  flr: boolean;
+  /** Advanced Features capability with Transactions Pending and FLR (conventional PCI's FLR). */
+  afFlr: boolean;
+  /**
+   * The power management capability as the kernel keeps it (pci_pm_init: absent when its version
+   * is above 3): `soft-reset` when PMCSR's No_Soft_Reset is clear, so D3hot->D0 resets the function.
+   */
+  pm: 'soft-reset' | 'no-soft-reset' | null;
+  /** A bridge whose PCIe slot is hot-plug capable (pciehp can reset the slot). */
+  hotplugSlot: boolean;
+  /** A CXL port (DVSEC "port extensions"): whether its Port Control unmasks Secondary Bus Reset. */
+  cxlPort: { sbrUnmasked: boolean } | null;
+  /** BAR 0 holds an address (pci_resource_start(dev, 0) != 0; the NVMe reset quirk needs it). */
+  bar0: boolean;
 }
 
 export interface ConfigProblem {
@@ -182,6 +207,8 @@ export interface ConfigSpace {
   acs: AcsInfo | null;
   ari: { offset: number; nextFunction: number } | null;
   sriov: SriovInfo | null;
+  /** Null when the bytes read stop before the capability list (nothing about resets can be known). */
+  reset: ResetCaps | null;
   problems: ConfigProblem[];
 }
 
@@ -254,6 +281,7 @@ export const parseConfigSpace = (bytes: Uint8Array): ConfigSpace => {
     acs: null,
     ari: null,
     sriov: null,
+    reset: null,
     problems,
   };
   if (layout === 'normal' && size >= 0x30) {
@@ -305,7 +333,10 @@ export const parseConfigSpace = (bytes: Uint8Array): ConfigSpace => {
         portTypeCode: code,
         slotImplemented: (flags & 0x100) !== 0,
         flr: devcap >= 0 && (devcap & (1 << 28)) !== 0,
+        slotHotplug: false,
       };
+      const sltcap = (flags & 0x100) !== 0 ? u32(bytes, express.offset + 0x14) : -1;
+      cs.pcie.slotHotplug = sltcap >= 0 && (sltcap & 0x40) !== 0;
       cs.portType = PORT_TYPES[code] ?? 'unknown';
     }
   } else if (capsReadable) {
@@ -367,5 +398,47 @@ export const parseConfigSpace = (bytes: Uint8Array): ConfigSpace => {
       };
     }
   }
+  if (capsReadable) cs.reset = resetCapsOf(bytes, cs);
   return cs;
+};
+
+const CXL_VENDOR = 0x1e98;
+const CXL_DVSEC_PORT_EXTENSIONS = 3;
+
+const resetCapsOf = (bytes: Uint8Array, cs: ConfigSpace): ResetCaps => {
+  const pmCap = cs.capabilities.find((c) => c.id === 0x01);
+  let pm: ResetCaps['pm'] = null;
+  if (pmCap) {
+    const pmc = u16(bytes, pmCap.offset + 2);
+    const pmcsr = u16(bytes, pmCap.offset + 4);
+    // pci_pm_init() ignores a capability of an unknown version; then there is no pm_cap to reset with.
+    if (pmc >= 0 && (pmc & 0x7) <= 3 && pmcsr >= 0) pm = (pmcsr & 0x08) !== 0 ? 'no-soft-reset' : 'soft-reset';
+  }
+  const af = cs.capabilities.find((c) => c.id === 0x13);
+  const afCap = af ? (bytes[af.offset + 3] ?? 0) : 0;
+  let cxlPort: ResetCaps['cxlPort'] = null;
+  for (const ext of cs.extCapabilities) {
+    if (ext.id !== 0x23 || ext.offset + 0x0d >= bytes.length) continue;
+    if ((u32(bytes, ext.offset + 4) & 0xffff) === CXL_VENDOR && (u16(bytes, ext.offset + 8) & 0xffff) === CXL_DVSEC_PORT_EXTENSIONS) {
+      cxlPort = { sbrUnmasked: (u16(bytes, ext.offset + 0x0c) & 0x1) !== 0 };
+      break;
+    }
+  }
+  return {
+    flr: cs.pcie?.flr ?? false,
+    afFlr: (afCap & 0x01) !== 0 && (afCap & 0x02) !== 0,
+    pm,
+    hotplugSlot: cs.pcie?.slotHotplug ?? false,
+    cxlPort,
+    bar0: cs.layout === 'normal' || cs.layout === 'bridge' ? barAssigned(bytes) : false,
+  };
+};
+
+// BAR 0 (and BAR 1 for a 64-bit memory BAR) holds an address.
+const barAssigned = (bytes: Uint8Array): boolean => {
+  const lo = u32(bytes, 0x10);
+  if (lo < 0) return false;
+  if (lo & 0x1) return (lo & ~0x3) !== 0;
+  const hi = (lo & 0x6) === 0x4 ? u32(bytes, 0x14) : 0;
+  return (lo & ~0xf) !== 0 || hi > 0;
 };

@@ -1,5 +1,5 @@
 import type { Bdf } from './bdf.js';
-import type { AcsInfo, Capability, ExtCapability, PortType, SriovInfo } from './config-space.js';
+import type { AcsInfo, Capability, ExtCapability, PortType, ResetCaps, SriovInfo } from './config-space.js';
 
 export interface Problem {
   /** What went wrong, as a stable code. */
@@ -48,7 +48,12 @@ export interface PciDevice {
   physfn: Bdf | null;
   virtfns: Bdf[];
   isVirtfn: boolean;
-  resetMethods: string[];
+  /** The kernel's `reset_method` as read, in its order; null when the device has no such file (groups/reset.ts says what that means). */
+  resetMethods: string[] | null;
+  /** The `reset` attribute exists: the kernel can reset the function some way (every kernel; the only hint before 5.15). */
+  resetFile: boolean;
+  /** What config space says about resets; null when it stops before the capability list. */
+  resetCaps: ResetCaps | null;
   bootVga: boolean | null;
   parent: Bdf | null;
   /** Bus this device sits on, "DDDD:BB". */

@@ -10,7 +10,10 @@
 //   #define VFIO_GROUP_GET_STATUS       _IO(VFIO_TYPE, VFIO_BASE + 3)
 //   #define VFIO_GROUP_SET_CONTAINER    _IO(VFIO_TYPE, VFIO_BASE + 4)
 //   #define VFIO_GROUP_UNSET_CONTAINER  _IO(VFIO_TYPE, VFIO_BASE + 5)
-//   #define VFIO_IOMMU_GET_INFO         _IO(VFIO_TYPE, VFIO_BASE + 12)
+//   #define VFIO_GROUP_GET_DEVICE_FD    _IO(VFIO_TYPE, VFIO_BASE + 6)
+//   #define VFIO_DEVICE_GET_INFO        _IO(VFIO_TYPE, VFIO_BASE + 7)
+//   #define VFIO_IOMMU_GET_INFO         _IO(VFIO_TYPE, VFIO_BASE + 12)   (on a container)
+//   #define VFIO_DEVICE_GET_PCI_HOT_RESET_INFO _IO(VFIO_TYPE, VFIO_BASE + 12)   (on a device)
 //
 // VFIO uses plain _IO (direction none, size 0) for every request, even those that pass structures: the
 // structures carry their own size in `argsz` (vfio.h explains why). asm-generic/ioctl.h:
@@ -22,11 +25,15 @@
 import { type ErrorCode, IsogroupError } from '../errors.js';
 import { C, ioctlBuffer, ioctlValue, sysClose, sysOpen } from './libc.js';
 import {
+  type HotResetDevice,
+  type HotResetInfo,
   type IovaRange,
   VFIO_TYPE1_IOMMU,
   VFIO_TYPE1v2_IOMMU,
   type VfioBackend,
   type VfioContainerHandle,
+  type VfioDeviceHandle,
+  type VfioDeviceInfo,
   type VfioGroupHandle,
   type VfioGroupStatus,
 } from './vfio.js';
@@ -53,13 +60,28 @@ export const VFIO_IOCTL = {
   GROUP_GET_STATUS: io(VFIO_TYPE, VFIO_BASE + 3),
   GROUP_SET_CONTAINER: io(VFIO_TYPE, VFIO_BASE + 4),
   GROUP_UNSET_CONTAINER: io(VFIO_TYPE, VFIO_BASE + 5),
+  GROUP_GET_DEVICE_FD: io(VFIO_TYPE, VFIO_BASE + 6),
+  DEVICE_GET_INFO: io(VFIO_TYPE, VFIO_BASE + 7),
   IOMMU_GET_INFO: io(VFIO_TYPE, VFIO_BASE + 12),
+  DEVICE_GET_PCI_HOT_RESET_INFO: io(VFIO_TYPE, VFIO_BASE + 12),
 } as const;
 
 /** struct vfio_group_status { __u32 argsz; __u32 flags; } */
 export const GROUP_STATUS = { size: 8, argsz: 0, flags: 4 } as const;
 export const VFIO_GROUP_FLAGS_VIABLE = 1 << 0;
 export const VFIO_GROUP_FLAGS_CONTAINER_SET = 1 << 1;
+
+/** struct vfio_device_info { __u32 argsz; __u32 flags; __u32 num_regions; __u32 num_irqs; __u32 cap_offset; __u32 pad; } */
+export const DEVICE_INFO = { size: 24, argsz: 0, flags: 4, numRegions: 8, numIrqs: 12 } as const;
+export const VFIO_DEVICE_FLAGS_RESET = 1 << 0;
+export const VFIO_DEVICE_FLAGS_PCI = 1 << 1;
+
+/** struct vfio_pci_hot_reset_info { __u32 argsz; __u32 flags; __u32 count; struct vfio_pci_dependent_device devices[]; } */
+export const HOT_RESET_INFO = { size: 12, argsz: 0, flags: 4, count: 8, devices: 12 } as const;
+/** struct vfio_pci_dependent_device { union { __u32 group_id; __u32 devid; }; __u16 segment; __u8 bus; __u8 devfn; } */
+export const DEPENDENT_DEVICE = { size: 8, groupId: 0, segment: 4, bus: 6, devfn: 7 } as const;
+/** The entries hold iommufd device ids instead of group ids (a device opened through its cdev, 6.7 and later). */
+export const VFIO_PCI_HOT_RESET_FLAG_DEV_ID = 1 << 0;
 
 /** struct vfio_iommu_type1_info { __u32 argsz; __u32 flags; __u64 iova_pgsizes; __u32 cap_offset; } (+4 tail padding) */
 export const TYPE1_INFO = { size: 24, argsz: 0, flags: 4, iovaPgsizes: 8, capOffset: 16 } as const;
@@ -136,6 +158,44 @@ export const parseIommuInfo = (buf: Buffer): IommuInfo => {
     offset = buf.readUInt32LE(offset + CAP_HEADER.next);
   }
   return { flags, iovaPgsizes, capabilities, iovaRanges };
+};
+
+/** Parse a struct vfio_pci_hot_reset_info buffer as VFIO_DEVICE_GET_PCI_HOT_RESET_INFO filled it (bounds-checked). */
+export const parseHotResetInfo = (buf: Buffer): HotResetInfo => {
+  const bad = (reason: string, details: Record<string, unknown>) =>
+    new IsogroupError('E_INVALID_INPUT', `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: ${reason}`, details);
+  if (buf.length < HOT_RESET_INFO.size) throw bad(`buffer of ${buf.length} bytes is shorter than the ${HOT_RESET_INFO.size}-byte header`, { size: buf.length });
+  const flags = buf.readUInt32LE(HOT_RESET_INFO.flags);
+  const count = buf.readUInt32LE(HOT_RESET_INFO.count);
+  if (HOT_RESET_INFO.devices + count * DEPENDENT_DEVICE.size > buf.length)
+    throw bad(`${count} devices claimed, more than the ${buf.length}-byte buffer holds`, { count, size: buf.length });
+  if (flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID)
+    throw new IsogroupError('E_UNSUPPORTED', 'VFIO_DEVICE_GET_PCI_HOT_RESET_INFO answered with iommufd device ids, not groups', { flags });
+  const devices: HotResetDevice[] = [];
+  for (let i = 0; i < count; i += 1) {
+    const at = HOT_RESET_INFO.devices + i * DEPENDENT_DEVICE.size;
+    const devfn = buf.readUInt8(at + DEPENDENT_DEVICE.devfn);
+    const hex = (n: number, w: number) => n.toString(16).padStart(w, '0');
+    devices.push({
+      groupId: String(buf.readUInt32LE(at + DEPENDENT_DEVICE.groupId)),
+      bdf: `${hex(buf.readUInt16LE(at + DEPENDENT_DEVICE.segment), 4)}:${hex(buf.readUInt8(at + DEPENDENT_DEVICE.bus), 2)}:${hex(devfn >> 3, 2)}.${devfn & 7}`,
+    });
+  }
+  return { flags, devices };
+};
+
+/** Parse a struct vfio_device_info buffer as VFIO_DEVICE_GET_INFO filled it. */
+export const parseDeviceInfo = (buf: Buffer): VfioDeviceInfo => {
+  if (buf.length < DEVICE_INFO.numIrqs + 4)
+    throw new IsogroupError('E_INVALID_INPUT', `VFIO_DEVICE_GET_INFO: buffer of ${buf.length} bytes is too short`, { size: buf.length });
+  const flags = buf.readUInt32LE(DEVICE_INFO.flags);
+  return {
+    flags,
+    reset: (flags & VFIO_DEVICE_FLAGS_RESET) !== 0,
+    pci: (flags & VFIO_DEVICE_FLAGS_PCI) !== 0,
+    regions: buf.readUInt32LE(DEVICE_INFO.numRegions),
+    irqs: buf.readUInt32LE(DEVICE_INFO.numIrqs),
+  };
 };
 
 // errno -> code, as the simulated backend maps them (EPERM at SET_CONTAINER = not viable).
@@ -268,10 +328,67 @@ class KernelGroup implements VfioGroupHandle {
     );
   }
 
+  openDevice(bdf: string): VfioDeviceHandle {
+    // The name becomes a C string for the kernel: a PCI address only.
+    if (!/^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$/.test(bdf))
+      throw new IsogroupError('E_INVALID_INPUT', `${JSON.stringify(bdf)} is not a PCI address`, { bdf });
+    const fd = withErrno('ioctl', `VFIO_GROUP_GET_DEVICE_FD ${bdf} on group ${this.groupId}`, { group: this.groupId, bdf }, () =>
+      ioctlBuffer(this.live(), VFIO_IOCTL.GROUP_GET_DEVICE_FD, Buffer.from(`${bdf}\0`)),
+    );
+    return new KernelDevice(bdf, fd);
+  }
+
   unsetContainer(): void {
     withErrno('ioctl', `VFIO_GROUP_UNSET_CONTAINER on group ${this.groupId}`, { group: this.groupId }, () =>
       ioctlValue(this.live(), VFIO_IOCTL.GROUP_UNSET_CONTAINER, 0),
     );
+  }
+
+  close(): void {
+    if (!this.open) return;
+    this.open = false;
+    sysClose(this.fd);
+  }
+}
+
+class KernelDevice implements VfioDeviceHandle {
+  private open = true;
+  constructor(
+    readonly bdf: string,
+    readonly fd: number,
+  ) {}
+
+  private live(): number {
+    if (!this.open) throw new IsogroupError('E_INTERNAL', `VFIO device ${this.bdf} handle used after close`, { bdf: this.bdf });
+    return this.fd;
+  }
+
+  info(): VfioDeviceInfo {
+    const buf = Buffer.alloc(DEVICE_INFO.size);
+    buf.writeUInt32LE(DEVICE_INFO.size, DEVICE_INFO.argsz);
+    withErrno('ioctl', `VFIO_DEVICE_GET_INFO on ${this.bdf}`, { bdf: this.bdf }, () => ioctlBuffer(this.live(), VFIO_IOCTL.DEVICE_GET_INFO, buf));
+    return parseDeviceInfo(buf);
+  }
+
+  hotResetInfo(): HotResetInfo | null {
+    // Asked with the bare header first: the kernel answers ENOSPC with the count it needs room for.
+    let size: number = HOT_RESET_INFO.size;
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      const buf = Buffer.alloc(size);
+      buf.writeUInt32LE(size, HOT_RESET_INFO.argsz);
+      try {
+        ioctlBuffer(this.live(), VFIO_IOCTL.DEVICE_GET_PCI_HOT_RESET_INFO, buf);
+        return parseHotResetInfo(buf);
+      } catch (error) {
+        const errno = error instanceof IsogroupError ? error.details.errno : undefined;
+        if (errno === 'ENODEV') return null;
+        if (errno !== 'ENOSPC') throw relabel(error, 'ioctl', `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO on ${this.bdf}`, { bdf: this.bdf });
+        const count = buf.readUInt32LE(HOT_RESET_INFO.count);
+        if (count > 4096) throw new IsogroupError('E_INVALID_INPUT', `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: kernel asks room for ${count} devices`, { count });
+        size = HOT_RESET_INFO.devices + count * DEPENDENT_DEVICE.size;
+      }
+    }
+    throw new IsogroupError('E_SYSFS_IO', `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO on ${this.bdf}: the device count kept changing`, { bdf: this.bdf });
   }
 
   close(): void {

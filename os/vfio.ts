@@ -29,11 +29,47 @@ export interface VfioContainerHandle {
   close(): void;
 }
 
+/** VFIO_DEVICE_GET_INFO, the parts isogroup reads. */
+export interface VfioDeviceInfo {
+  flags: number;
+  /** VFIO_DEVICE_FLAGS_RESET: the kernel reset the function alone when it was opened, and can again (VFIO_DEVICE_RESET). */
+  reset: boolean;
+  /** VFIO_DEVICE_FLAGS_PCI */
+  pci: boolean;
+  regions: number;
+  irqs: number;
+}
+
+/** One device a bus or slot reset of the device's bus also resets (struct vfio_pci_dependent_device). */
+export interface HotResetDevice {
+  groupId: string;
+  /** DDDD:BB:DD.F */
+  bdf: string;
+}
+
+/** VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: what VFIO_DEVICE_PCI_HOT_RESET would reset, each device with its group. */
+export interface HotResetInfo {
+  flags: number;
+  devices: HotResetDevice[];
+}
+
+export interface VfioDeviceHandle {
+  readonly bdf: string;
+  readonly fd: number | null;
+  /** VFIO_DEVICE_GET_INFO */
+  info(): VfioDeviceInfo;
+  /** VFIO_DEVICE_GET_PCI_HOT_RESET_INFO; null when neither a slot nor a bus reset is possible (ENODEV). */
+  hotResetInfo(): HotResetInfo | null;
+  close(): void;
+}
+
 export interface VfioGroupHandle {
   readonly groupId: string;
   readonly fd: number | null;
   /** VFIO_GROUP_GET_STATUS */
   status(): VfioGroupStatus;
+  /** VFIO_GROUP_GET_DEVICE_FD (the group in a container with its IOMMU set; the device on vfio-pci). Opening resets the device. */
+  openDevice(bdf: string): VfioDeviceHandle;
   /** VFIO_GROUP_SET_CONTAINER (EPERM when the group is not viable) */
   setContainer(container: VfioContainerHandle): void;
   /** VFIO_GROUP_UNSET_CONTAINER */

@@ -2,9 +2,20 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { IsogroupError } from '../errors.js';
+import { isBdf, splitBdf } from '../model/bdf.js';
 import { parseReservedRegions } from '../model/build-device.js';
 import { isDmaManagedDriver } from '../model/drivers.js';
-import type { IovaRange, VfioBackend, VfioContainerHandle, VfioGroupHandle, VfioGroupStatus } from '../os/vfio.js';
+import type {
+  HotResetDevice,
+  HotResetInfo,
+  IovaRange,
+  VfioBackend,
+  VfioContainerHandle,
+  VfioDeviceHandle,
+  VfioDeviceInfo,
+  VfioGroupHandle,
+  VfioGroupStatus,
+} from '../os/vfio.js';
 import { iommuGroupFile, VFIO_CONTAINER, vfioGroup } from '../sysfs/paths.js';
 import type { SimKernel } from './kernel.js';
 import type { SimState } from './state.js';
@@ -97,6 +108,18 @@ class SimGroup implements VfioGroupHandle {
     });
   }
 
+  openDevice(bdf: string): VfioDeviceHandle {
+    this.kernel.withState((st) => {
+      const h = this.mine(st);
+      // vfio_group_get_device_fd(): a container with its IOMMU set, a device of the group on vfio-pci.
+      if (h.container === null || st.containers[h.container]?.iommu == null)
+        throw vfioError('EINVAL', `VFIO_GROUP_GET_DEVICE_FD on group ${this.groupId}: no container with an IOMMU set`, { group: this.groupId });
+      if (this.kernel.groupOf(bdf) !== this.groupId || this.kernel.driverOf(bdf) !== 'vfio-pci')
+        throw vfioError('ENODEV', `VFIO_GROUP_GET_DEVICE_FD: ${bdf} is not a vfio-pci device of group ${this.groupId}`, { group: this.groupId, bdf });
+    });
+    return new SimDevice(this.kernel, bdf);
+  }
+
   unsetContainer(): void {
     this.kernel.withState((st) => {
       const h = this.mine(st);
@@ -127,6 +150,82 @@ class SimGroup implements VfioGroupHandle {
     });
     this.closed = true;
   }
+}
+
+// The fixture kernel's view of a device directory: its bus, whether it is a bridge and its secondary bus.
+const configOf = (kernel: SimKernel, dir: string): Uint8Array => {
+  try {
+    return fs.readFileSync(path.join(kernel.root, dir, 'config'));
+  } catch {
+    return new Uint8Array(0);
+  }
+};
+const secondaryOf = (kernel: SimKernel, dir: string): number | null => {
+  const c = configOf(kernel, dir);
+  return c.length > 0x19 && (c[0x0e]! & 0x7f) === 1 ? c[0x19]! : null;
+};
+/** Device directories on `bus` directly under `dir` (a VF on another, virtual bus is not on it). */
+const onBus = (kernel: SimKernel, dir: string, bus: number): string[] =>
+  fs
+    .readdirSync(path.join(kernel.root, dir), { withFileTypes: true })
+    .filter((e) => e.isDirectory() && isBdf(e.name) && splitBdf(e.name)?.bus === bus)
+    .map((e) => `${dir}/${e.name}`)
+    .sort();
+
+class SimDevice implements VfioDeviceHandle {
+  readonly fd = null;
+  constructor(
+    private readonly kernel: SimKernel,
+    readonly bdf: string,
+  ) {}
+
+  private dir(): { dir: string; parent: string | null; bus: number } {
+    const dir = this.kernel.devDir(this.bdf);
+    if (!dir) throw vfioError('ENODEV', `${this.bdf} is gone`, { bdf: this.bdf });
+    const parent = path.posix.dirname(dir);
+    const bus = splitBdf(this.bdf)!.bus;
+    // On a root bus, or a VF on a virtual bus: no bridge resets its bus.
+    return { dir, parent: isBdf(path.posix.basename(parent)) && secondaryOf(this.kernel, parent) === bus ? parent : null, bus };
+  }
+
+  /** reset_works: the first method of reset_method that resets the function alone (pci_try_reset_function). */
+  info(): VfioDeviceInfo {
+    const { dir, parent, bus } = this.dir();
+    let methods: string[] = [];
+    try {
+      methods = fs
+        .readFileSync(path.join(this.kernel.root, dir, 'reset_method'), 'utf8')
+        .trim()
+        .split(/\s+/)
+        .filter(Boolean);
+    } catch {
+      /* no method */
+    }
+    const alone = parent !== null && onBus(this.kernel, parent, bus).length === 1 && secondaryOf(this.kernel, dir) === null;
+    const reset = methods.some((m) => ['device_specific', 'acpi', 'flr', 'af_flr', 'pm'].includes(m) || ((m === 'bus' || m === 'cxl_bus') && alone));
+    return { flags: (reset ? 1 : 0) | 2, reset, pci: true, regions: 9, irqs: 5 };
+  }
+
+  /** The devices a secondary bus reset of the device's bus reaches, each with its group (EPERM for one in none). */
+  hotResetInfo(): HotResetInfo | null {
+    const { parent, bus } = this.dir();
+    if (parent === null) return null;
+    const devices: HotResetDevice[] = [];
+    const walk = (dir: string, b: number): void => {
+      for (const d of onBus(this.kernel, dir, b)) {
+        const bdf = path.posix.basename(d);
+        const groupId = this.kernel.groupOf(bdf);
+        if (groupId === null) throw vfioError('EPERM', `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: ${bdf} is in no IOMMU group`, { bdf });
+        devices.push({ groupId, bdf });
+        const sec = secondaryOf(this.kernel, d);
+        if (sec !== null) walk(d, sec);
+      }
+    };
+    walk(parent, bus);
+    return { flags: 0, devices };
+  }
+
+  close(): void {}
 }
 
 class SimContainer implements VfioContainerHandle {

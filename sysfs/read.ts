@@ -165,6 +165,7 @@ const readDeviceWith = (port: SysfsPort, reader: DirReader, bdf: Bdf, dir: strin
     bootVga: text('boot_vga'),
     numaNode: text('numa_node'),
     resetMethod: text('reset_method'),
+    resetFile: entries.has('reset'),
     iommuGroup: null,
     iommu: null,
     vfioDev: entries.has('vfio-dev'),

@@ -65,6 +65,7 @@ export const registerContexts = (program: Command, run: Run): void => {
           result,
           () =>
             `group ${result.groupId} attached to ${owner}'s context ${result.context ?? ''}: ${result.indices.map((d) => `#${d.index} ${d.bdf}`).join(', ')}`,
+          { warnings: result.warnings.map((w) => `warning: ${w}`) },
         );
       }),
     );

@@ -26,12 +26,14 @@ export const registerTransactions = (program: Command, run: Run): void => {
           () => runAssign(s, request),
           (c) => c.post<AssignResult>('/assign', { ...request, owner: s.owner() }),
         );
-        const warnings =
-          !r.dryRun && via === 'direct'
+        const warnings = [
+          ...r.warnings.map((w) => `warning: ${w}`),
+          ...(!r.dryRun && via === 'direct'
             ? [
                 `warning: no daemon answers on ${s.socket ?? 'a socket'}, so nobody holds group ${r.groupId}: a device hot-added into it gets its host driver until repaired (run \`isogroup daemon\`)`,
               ]
-            : [];
+            : []),
+        ];
         return output({ ...r, via }, () => renderTransaction('assign', r), { warnings });
       }),
     );

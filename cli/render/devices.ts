@@ -13,13 +13,24 @@ export const renderDevices = (result: DevicesResult): string => {
     d.portType,
     d.acs ? d.acs.ctrlBits.join('|') || 'none' : d.acsKnown ? (d.portType === 'conventional' ? 'n/a' : 'no cap') : '?',
     d.parent ? shortBdf(d.parent) : d.rootBus,
+    `${d.resetSource === 'derived' ? '~' : ''}${d.resetMethods.join(',') || 'none'}`,
     [d.vendorName, d.deviceName].filter(Boolean).join(' ') || d.className,
   ]);
-  const lines = [table(['BDF', 'CLASS', 'ID', 'DRIVER', 'OVERRIDE', 'GROUP', 'TYPE', 'ACS-CTL', 'PARENT', 'NAME'], rows)];
+  const lines = [table(['BDF', 'CLASS', 'ID', 'DRIVER', 'OVERRIDE', 'GROUP', 'TYPE', 'ACS-CTL', 'PARENT', 'RESET', 'NAME'], rows)];
+  if (result.devices.some((d) => d.resetSource === 'derived'))
+    lines.push('', "RESET: the kernel's reset_method; ~ marks methods derived from config space and topology (the input has no reset_method)");
+  for (const n of result.notes) lines.push(`note: ${n}`);
   const problems = [...result.problems, ...result.devices.flatMap((d) => d.problems)];
   if (!result.iommuEnabled) lines.push('', 'note: no IOMMU is active under this root (no /sys/class/iommu entries, no kernel groups)');
   if (problems.length) lines.push('', `${problems.length} problem(s):`, ...problems.map((p) => `  ${p.code}: ${p.message}`));
   return lines.join('\n');
+};
+
+const ALONE: Record<DevicesResult['devices'][number]['resetAlone'], string> = {
+  function: 'yes (a function reset)',
+  pm: 'yes, by a PM reset only (D3hot->D0, which some devices ignore)',
+  bus: 'yes (alone on its bus, a bus reset reaches only it)',
+  none: 'no (only a bus reset, if any, can reset it)',
 };
 
 export const renderShow = (r: ShowResult): string => {
@@ -36,7 +47,17 @@ export const renderShow = (r: ShowResult): string => {
     `  type:       ${d.portType}${d.isBridge ? ` bridge, buses ${d.secondaryBus}-${d.subordinateBus}` : ''}${d.multifunction ? ', multifunction' : ''}`,
     `  acs:        ${d.acs ? `cap ${d.acs.cap} [${d.acs.capBits.join(' ')}] ctrl ${d.acs.ctrl} [${d.acs.ctrlBits.join(' ')}]` : d.acsKnown ? 'no ACS capability' : 'unknown (config space too short)'}`,
     `  sr-iov:     ${d.sriov ? `${d.sriov.numVfs}/${d.sriov.totalVfs} VFs (VF id ${d.sriov.vfDeviceId})` : d.physfn ? `VF of ${d.physfn}` : '-'}`,
-    `  reset:      ${d.resetMethods.join(' ') || '-'}`,
+    `  reset:      ${d.resetMethods.join(' ') || 'none'} (${d.resetSource === 'kernel' ? "the kernel's reset_method" : 'derived: the input has no reset_method'}); alone: ${ALONE[d.resetAlone]}`,
+    ...(d.resetSource === 'kernel' && d.resetDerived !== null ? [`              derived: ${d.resetDerived.join(' ') || 'none'}`] : []),
+    ...d.resetDiffers.map((x) => `              differs: ${x}`),
+    ...r.reset.reasons.map((x) => `              ${x}`),
+    `  bus reset:  ${d.resetScope.length ? `${r.reset.scopeWhy}: ${d.resetScope.map(shortBdf).join(' ')}` : `none: ${r.reset.scopeWhy}`}`,
+    ...(r.reset.group
+      ? [
+          `  group ${r.reset.group.id}:   ${r.reset.group.canResetAlone ? 'can be reset alone' : 'CANNOT be reset alone'}${r.reset.group.groupsAffected.length ? `; a bus reset reaches group(s) ${r.reset.group.groupsAffected.join(', ')}` : ''}`,
+          ...r.reset.group.warnings.map((w) => `              ${w}`),
+        ]
+      : []),
     `  config:     ${d.configSize} bytes, ${d.sysfsPath}`,
     '  capabilities:',
     ...d.capabilities.map((c) => `    [${c.offset.slice(2)}] ${c.name}`),

@@ -7,8 +7,15 @@ export const renderGroups = (r: GroupsResult, explain: boolean): string => {
   lines.push(`${r.groups.length} ${r.source} group(s) under ${r.root}${r.source === 'derived' ? ` (rules: ${r.rules})` : ''}`);
   for (const n of r.notes) if (n.startsWith('no IOMMU is active')) lines.push(`note: ${n}`);
   for (const g of r.groups) {
-    lines.push('', `group ${g.id}: ${g.viable ? 'viable' : 'NOT viable'}  ${g.devices.map(shortBdf).join(' ')}`);
+    const resetMark = g.reset.canResetAlone ? '' : '  [cannot be reset alone]';
+    lines.push('', `group ${g.id}: ${g.viable ? 'viable' : 'NOT viable'}  ${g.devices.map(shortBdf).join(' ')}${resetMark}`);
     for (const b of g.blockers) lines.push(`  blocker: ${b.reason}`);
+    const r = g.reset;
+    if (r.noReset.length) lines.push(`  reset: no reset for ${r.noReset.map(shortBdf).join(' ')}: their state carries over from one user to the next`);
+    if (r.sharedReset.length) lines.push(`  reset: ${r.sharedReset.map(shortBdf).join(' ')} only by a bus reset that also resets other groups`);
+    if (r.unknown.length) lines.push(`  reset: unknown for ${r.unknown.map(shortBdf).join(' ')} (config space too short)`);
+    const others = r.groupsAffected.filter((id) => id !== g.id);
+    if (others.length) lines.push(`  reset: a bus reset of its devices also resets group(s) ${others.join(', ')} (one user must own them all)`);
     if (explain || g.devices.length > 1) {
       for (const reason of g.reasons) if (explain || reason.joined !== null) lines.push(`  why: ${reason.message} [${reason.rule}]`);
     }

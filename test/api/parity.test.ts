@@ -25,10 +25,18 @@ interface Scenario {
   setup?: (root: string, stateDir: string) => Promise<void>;
   /** Hold something for the duration of the claim (released after). */
   during?: (root: string, stateDir: string) => () => void;
+  /** A warning both paths must print (the result carries it too, compared with the rest). */
+  warns?: string;
 }
 
 const SCENARIOS: Scenario[] = [
   { name: 'an allowed claim', args: ['assign', '23', '--to', 'alice'], code: null },
+  {
+    name: 'a claim of a group that cannot be reset alone',
+    args: ['assign', '3', '--to', 'alice'],
+    code: null,
+    warns: 'warning: group 3 cannot be reset alone: 00:02.1 cannot be reset',
+  },
   {
     name: 'a claim the policy file under the root denies',
     args: ['assign', '0000:0b:00.1', '--to', 'alice'],
@@ -127,6 +135,10 @@ describe('the same claim with and without the daemon', () => {
     expect(direct.via).toBe('direct');
     expect(daemon.via).toBe('daemon');
     expect(daemon.compared).toEqual(direct.compared);
+    if (scenario.warns) {
+      expect(direct.stderr).toContain(scenario.warns);
+      expect(daemon.stderr).toContain(scenario.warns);
+    }
     const c = direct.compared as { exit: number; result: { error?: { code: string } }; audit: { allowed: boolean }[] };
     if (scenario.code === null) {
       expect(c.exit).toBe(0);

@@ -6,6 +6,7 @@ import * as tar from 'tar';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { snapshot } from '../../api/capture.js';
 import { deviceJson } from '../../api/devices.js';
+import { resetsForHost } from '../../api/groups.js';
 import { scan } from '../../api/read.js';
 import { buildConfig } from '../../bench/config-builder.js';
 import { writeFixtureRoot } from '../../capture/fixture-writer.js';
@@ -64,7 +65,7 @@ const without = (m: Map<string, Member>, ...names: string[]): Map<string, Member
 
 // What a user of the model sees: devices (full JSON), groups, config bytes.
 const modelOf = (s: HostSnapshot) => ({
-  devices: [...s.devices.values()].map((d) => ({ ...deviceJson(d), sysfsPath: d.sysfsPath })),
+  devices: [...s.devices.values()].map((d) => ({ ...deviceJson(d, resetsForHost(s, null).device(d.bdf)), sysfsPath: d.sysfsPath })),
   groups: [...s.kernelGroups.values()].map((g) => ({
     id: g.id,
     devices: g.devices,

@@ -13,6 +13,16 @@ export const sharedDir = (): string => {
   return dir;
 };
 
+/** Whether ../shared is there: tests over it skip (visibly, by name) in a fresh clone without it. */
+export const haveShared = (): boolean => {
+  try {
+    sharedDir();
+    return true;
+  } catch {
+    return false;
+  }
+};
+
 export const oracleCaptures = (): { name: string; tarball: string; groupsJson: string }[] => {
   const dir = path.join(sharedDir(), 'oracle', 'captures');
   return fs

@@ -202,3 +202,61 @@ describe('hostile config space', () => {
     expect(ACS_BITS).toEqual({ SV: 1, TB: 2, RR: 4, CR: 8, UF: 0x10, EC: 0x20, DT: 0x40 });
   });
 });
+
+describe('reset capabilities', () => {
+  const reset = (o: Partial<Parameters<typeof buildConfig>[0]>) =>
+    parseConfigSpace(buildConfig({ vendor: 0x1b36, device: 1, classCode: 0x020000, ...o })).reset;
+
+  it('reads the FLR bit of the PCIe Device Capabilities', () => {
+    expect(reset({ pcieType: 0, flr: true })?.flr).toBe(true);
+    expect(reset({ pcieType: 0, flr: false })?.flr).toBe(false);
+    expect(reset({})?.flr).toBe(false); // conventional: no PCIe capability
+  });
+
+  it('reads the Advanced Features capability: FLR counts only with TP', () => {
+    expect(reset({ af: { tp: true, flr: true } })?.afFlr).toBe(true);
+    expect(reset({ af: { tp: false, flr: true } })?.afFlr).toBe(false);
+    expect(reset({ af: { tp: true, flr: false } })?.afFlr).toBe(false);
+    expect(reset({})?.afFlr).toBe(false);
+  });
+
+  it("reads PMCSR's No_Soft_Reset, and ignores a PM capability of a version the kernel does not know", () => {
+    expect(reset({ pm: {} })?.pm).toBe('soft-reset');
+    expect(reset({ pm: { noSoftReset: true } })?.pm).toBe('no-soft-reset');
+    expect(reset({ pm: { version: 4 } })?.pm).toBeNull();
+    expect(reset({ pm: false })?.pm).toBeNull();
+  });
+
+  it("reads a port's slot: hot-plug capable only when a slot is implemented", () => {
+    const port = { bridge: true, classCode: 0x060400, pcieType: 4 };
+    expect(reset({ ...port, slotHotplug: true })?.hotplugSlot).toBe(true);
+    expect(reset({ ...port, slotHotplug: false })?.hotplugSlot).toBe(false);
+    const upstream = buildConfig({ vendor: 0x1b36, device: 1, classCode: 0x060400, bridge: true, pcieType: 5 });
+    putU32(upstream, 0x54, 0x40); // slot capabilities without the "slot implemented" flag: ignored
+    expect(parseConfigSpace(upstream).reset?.hotplugSlot).toBe(false);
+  });
+
+  it("finds a CXL port's DVSEC and its Unmask SBR bit", () => {
+    const port = { bridge: true, classCode: 0x060400, pcieType: 4 };
+    expect(reset({ ...port, cxlPort: { sbrUnmasked: true } })?.cxlPort).toEqual({ sbrUnmasked: true });
+    expect(reset({ ...port, cxlPort: { sbrUnmasked: false } })?.cxlPort).toEqual({ sbrUnmasked: false });
+    expect(reset(port)?.cxlPort).toBeNull();
+    const otherVendor = buildConfig({ vendor: 0x1b36, device: 1, classCode: 0x060400, bridge: true, pcieType: 4, cxlPort: { sbrUnmasked: true } });
+    const dvsec = parseConfigSpace(otherVendor).extCapabilities.find((c) => c.id === 0x23)!;
+    putU32(otherVendor, dvsec.offset + 4, 0x1234 | (1 << 16) | (0x28 << 20));
+    expect(parseConfigSpace(otherVendor).reset?.cxlPort).toBeNull();
+  });
+
+  it('tells an assigned BAR 0 (32- or 64-bit memory, I/O) from an empty one', () => {
+    expect(reset({ bar0: 0xfe000000 })?.bar0).toBe(true);
+    expect(reset({ bar0: 0 })?.bar0).toBe(false);
+    expect(reset({ bar0: 0xe001 })?.bar0).toBe(true);
+    const high = buildConfig({ vendor: 0x1b36, device: 1, classCode: 0x020000, bar0: 0x4 }); // 64-bit, low half 0
+    putU32(high, 0x14, 0x40);
+    expect(parseConfigSpace(high).reset?.bar0).toBe(true);
+  });
+
+  it('knows nothing from a 64-byte read', () => {
+    expect(reset({ pcieType: 0, size: 64 })).toBeNull();
+  });
+});

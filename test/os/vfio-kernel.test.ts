@@ -3,8 +3,13 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   CAP_HEADER,
+  DEPENDENT_DEVICE,
+  DEVICE_INFO,
   GROUP_STATUS,
+  HOT_RESET_INFO,
   KernelVfioBackend,
+  parseDeviceInfo,
+  parseHotResetInfo,
   parseIommuInfo,
   TYPE1_INFO,
   VFIO_IOCTL,
@@ -25,7 +30,10 @@ const VFIO_H = `
 #define VFIO_GROUP_GET_STATUS		_IO(VFIO_TYPE, VFIO_BASE + 3)
 #define VFIO_GROUP_SET_CONTAINER	_IO(VFIO_TYPE, VFIO_BASE + 4)
 #define VFIO_GROUP_UNSET_CONTAINER	_IO(VFIO_TYPE, VFIO_BASE + 5)
+#define VFIO_GROUP_GET_DEVICE_FD	_IO(VFIO_TYPE, VFIO_BASE + 6)
+#define VFIO_DEVICE_GET_INFO		_IO(VFIO_TYPE, VFIO_BASE + 7)
 #define VFIO_IOMMU_GET_INFO _IO(VFIO_TYPE, VFIO_BASE + 12)
+#define VFIO_DEVICE_GET_PCI_HOT_RESET_INFO	_IO(VFIO_TYPE, VFIO_BASE + 12)
 `;
 
 // A tiny evaluator for exactly these macros, with asm-generic/ioctl.h's _IOC layout (dir 30, size 16, type 8, nr 0).
@@ -55,7 +63,7 @@ describe('VFIO ioctl numbers', () => {
     for (const [name, nr] of Object.entries(VFIO_IOCTL)) {
       expect(nr, name).toBe(header.get(`VFIO_${name}`));
     }
-    expect(Object.keys(VFIO_IOCTL)).toHaveLength(7);
+    expect(Object.keys(VFIO_IOCTL)).toHaveLength(10);
   });
 
   it('match the values a C compiler gives for the same header', () => {
@@ -64,6 +72,9 @@ describe('VFIO ioctl numbers', () => {
     expect(VFIO_IOCTL.GROUP_GET_STATUS).toBe(0x3b67);
     expect(VFIO_IOCTL.GROUP_SET_CONTAINER).toBe(0x3b68);
     expect(VFIO_IOCTL.IOMMU_GET_INFO).toBe(0x3b70);
+    expect(VFIO_IOCTL.GROUP_GET_DEVICE_FD).toBe(0x3b6a);
+    expect(VFIO_IOCTL.DEVICE_GET_INFO).toBe(0x3b6b);
+    expect(VFIO_IOCTL.DEVICE_GET_PCI_HOT_RESET_INFO).toBe(0x3b70);
   });
 
   it('structure layouts follow the C rules (u64 aligned to 8, tail padding)', () => {
@@ -71,6 +82,62 @@ describe('VFIO ioctl numbers', () => {
     // argsz u32 @0, flags u32 @4, iova_pgsizes u64 @8, cap_offset u32 @16, padded to 24.
     expect(TYPE1_INFO).toMatchObject({ size: 24, iovaPgsizes: 8, capOffset: 16 });
     expect(CAP_HEADER).toMatchObject({ size: 8, id: 0, version: 2, next: 4 });
+    // argsz, flags, num_regions, num_irqs, cap_offset, pad: six u32.
+    expect(DEVICE_INFO).toMatchObject({ size: 24, flags: 4, numRegions: 8, numIrqs: 12 });
+    // argsz, flags, count, then 8-byte entries: group_id u32, segment u16, bus u8, devfn u8.
+    expect(HOT_RESET_INFO).toMatchObject({ size: 12, count: 8, devices: 12 });
+    expect(DEPENDENT_DEVICE).toMatchObject({ size: 8, groupId: 0, segment: 4, bus: 6, devfn: 7 });
+  });
+});
+
+// A hot reset info answer as vfio_pci_core.c fills it: header, then one entry per device.
+const craftHotReset = (devices: { group: number; segment: number; bus: number; devfn: number }[], options: { count?: number; flags?: number } = {}): Buffer => {
+  const b = Buffer.alloc(12 + 8 * devices.length);
+  b.writeUInt32LE(b.length, 0);
+  b.writeUInt32LE(options.flags ?? 0, 4);
+  b.writeUInt32LE(options.count ?? devices.length, 8);
+  devices.forEach((d, i) => {
+    b.writeUInt32LE(d.group, 12 + 8 * i);
+    b.writeUInt16LE(d.segment, 16 + 8 * i);
+    b.writeUInt8(d.bus, 18 + 8 * i);
+    b.writeUInt8(d.devfn, 19 + 8 * i);
+  });
+  return b;
+};
+
+describe('VFIO_DEVICE_GET_PCI_HOT_RESET_INFO and VFIO_DEVICE_GET_INFO answers', () => {
+  it('names every device a bus reset reaches with its group and address', () => {
+    const info = parseHotResetInfo(
+      craftHotReset([
+        { group: 22, segment: 0, bus: 0x0a, devfn: (1 << 3) | 0 },
+        { group: 22, segment: 0, bus: 0x0a, devfn: (3 << 3) | 0 },
+        { group: 7, segment: 0x10000 & 0xffff, bus: 0xe1, devfn: (0x1f << 3) | 7 },
+      ]),
+    );
+    expect(info.devices).toEqual([
+      { groupId: '22', bdf: '0000:0a:01.0' },
+      { groupId: '22', bdf: '0000:0a:03.0' },
+      { groupId: '7', bdf: '0000:e1:1f.7' },
+    ]);
+  });
+
+  it('refuses a count the buffer does not hold, a short header, and device ids instead of groups', () => {
+    expect(() => parseHotResetInfo(craftHotReset([{ group: 1, segment: 0, bus: 1, devfn: 0 }], { count: 2 }))).toThrow(/2 devices claimed/);
+    expect(() => parseHotResetInfo(Buffer.alloc(8))).toThrow(/shorter than the 12-byte header/);
+    expect(() => parseHotResetInfo(craftHotReset([{ group: 5, segment: 0, bus: 1, devfn: 0 }], { flags: 1 }))).toThrow(
+      expect.objectContaining({ code: 'E_UNSUPPORTED' }),
+    );
+  });
+
+  it('reads the reset and PCI flags of the device info', () => {
+    const b = Buffer.alloc(24);
+    b.writeUInt32LE(24, 0);
+    b.writeUInt32LE(0x3, 4);
+    b.writeUInt32LE(9, 8);
+    b.writeUInt32LE(5, 12);
+    expect(parseDeviceInfo(b)).toEqual({ flags: 3, reset: true, pci: true, regions: 9, irqs: 5 });
+    b.writeUInt32LE(0x2, 4);
+    expect(parseDeviceInfo(b).reset).toBe(false);
   });
 });
 

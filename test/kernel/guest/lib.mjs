@@ -49,6 +49,8 @@ export const sysfs = {
   exists: (bdf) => fs.existsSync(`${PCI}/devices/${bdf}`),
   driver: (bdf) => linkName(`${PCI}/devices/${bdf}/driver`),
   group: (bdf) => linkName(`${PCI}/devices/${bdf}/iommu_group`),
+  /** reset_method as the kernel lists it; [] when the device has none (no file). */
+  resetMethod: (bdf) => (readText(`${PCI}/devices/${bdf}/reset_method`) ?? '').split(/\s+/).filter(Boolean),
   override: (bdf) => {
     const v = readText(`${PCI}/devices/${bdf}/driver_override`);
     return v === '(null)' || v === '' ? null : v;
@@ -245,7 +247,10 @@ const VFIO = {
   GROUP_SET_CONTAINER: 0x3b68,
   GROUP_UNSET_CONTAINER: 0x3b69,
   GROUP_GET_DEVICE_FD: 0x3b6a,
+  DEVICE_GET_INFO: 0x3b6b,
   IOMMU_GET_INFO: 0x3b70,
+  DEVICE_GET_PCI_HOT_RESET_INFO: 0x3b70, // on a device fd; the same number as IOMMU_GET_INFO on a container
+  DEVICE_FLAGS_RESET: 1,
   TYPE1v2_IOMMU: 3,
   GROUP_FLAGS_VIABLE: 1,
   GROUP_FLAGS_CONTAINER_SET: 2,
@@ -316,6 +321,41 @@ export class Vfio {
   deviceFd(groupFd, bdf) {
     const { r, err } = this.ioctlPtr(groupFd, VFIO.GROUP_GET_DEVICE_FD, Buffer.from(`${bdf}\0`));
     return err ? { fd: -1, err } : { fd: r, err: null };
+  }
+  /** VFIO_DEVICE_GET_INFO: {flags, reset} (reset: the kernel could reset the function alone when it was opened). */
+  deviceInfo(deviceFd) {
+    const b = Buffer.alloc(24);
+    b.writeUInt32LE(24, 0);
+    const { err } = this.ioctlPtr(deviceFd, VFIO.DEVICE_GET_INFO, b);
+    if (err) return { err };
+    const flags = b.readUInt32LE(4);
+    return { err: null, flags, reset: !!(flags & VFIO.DEVICE_FLAGS_RESET) };
+  }
+  /** VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: every device a bus/slot reset reaches, with its group; {err: 'ENODEV'} when none is possible. */
+  hotResetInfo(deviceFd) {
+    let size = 12; // argsz, flags, count; the kernel answers ENOSPC with the count it needs room for
+    for (let round = 0; round < 3; round++) {
+      const b = Buffer.alloc(size);
+      b.writeUInt32LE(size, 0);
+      const { err } = this.ioctlPtr(deviceFd, VFIO.DEVICE_GET_PCI_HOT_RESET_INFO, b);
+      if (err === 'ENOSPC') {
+        size = 12 + 8 * b.readUInt32LE(8);
+        continue;
+      }
+      if (err) return { err };
+      const devices = [];
+      for (let i = 0; i < b.readUInt32LE(8); i++) {
+        const at = 12 + 8 * i;
+        const devfn = b[at + 7];
+        const bdf = `${b
+          .readUInt16LE(at + 4)
+          .toString(16)
+          .padStart(4, '0')}:${b[at + 6].toString(16).padStart(2, '0')}:${(devfn >> 3).toString(16).padStart(2, '0')}.${devfn & 7}`;
+        devices.push({ group: String(b.readUInt32LE(at)), bdf });
+      }
+      return { err: null, flags: b.readUInt32LE(4), devices };
+    }
+    return { err: 'EMSGSIZE' };
   }
   /** VFIO_IOMMU_GET_INFO with its capability chain: the kernel's usable IOVA ranges. */
   iommuInfo(containerFd) {

@@ -17,6 +17,7 @@ import {
   modprobe,
   openQmpTty,
   poll,
+  REPO,
   rawBind,
   rawRelease,
   requireCommand,
@@ -154,6 +155,125 @@ checks.groups = async (t) => {
   } else t.fail(shortOut(cmp));
   // Membership as isogroup reads it from sysfs is compared device by device in the `devices` check;
   // every further isogroup start costs 10-60 s under TCG, so this check makes one call.
+};
+
+/** Groups the reset check can hold: not the harness, no host or ISA bridge (the chipset's own functions), something to hand out. */
+function resettableGroups() {
+  const out = [];
+  for (const [id, members] of sysfs.groups()) {
+    if (members.some((b) => HARNESS.includes(b) || /^0x060[01]/.test(sysfs.cls(b) ?? ''))) continue;
+    const eps = endpointsOf(members);
+    // A bridge on shpchp (native hot-plug) owns DMA: unbound while the group is held, as assign does.
+    const unbind = members.filter((b) => sysfs.isBridge(b) && sysfs.driver(b) === 'shpchp');
+    if (eps.length) out.push({ id, members, eps, unbind });
+  }
+  return out;
+}
+
+/** Opens a held group's endpoints with our own prober: VFIO's reset flag and hot-reset information of each. */
+function probeResets(vfio, id, eps) {
+  const out = { open: null, devices: {} };
+  const g = vfio.open(`/dev/vfio/${id}`);
+  if (g.err) return { ...out, open: g.err };
+  const c = vfio.container();
+  try {
+    const set = vfio.setContainer(g.fd, c.fd) ?? vfio.setIommu(c.fd);
+    out.open = set ?? 'ok';
+    if (set) return out;
+    for (const b of eps) {
+      const d = vfio.deviceFd(g.fd, b);
+      if (d.err) {
+        out.devices[b] = { err: d.err };
+        continue;
+      }
+      const info = vfio.deviceInfo(d.fd);
+      const hot = vfio.hotResetInfo(d.fd);
+      out.devices[b] = { reset: info.err ?? info.reset, hot: hot.err ?? hot.devices };
+      vfio.close(d.fd);
+    }
+  } finally {
+    vfio.close(g.fd);
+    vfio.close(c.fd);
+  }
+  return out;
+}
+
+/** The same through isogroup's own VFIO backend (os/vfio-kernel.ts): the hot-reset information it parses. */
+async function backendResets(id, eps) {
+  const { KernelVfioBackend } = await import(path.join(REPO, 'dist/os/vfio-kernel.js'));
+  const backend = new KernelVfioBackend();
+  const g = backend.openGroup(id);
+  const c = backend.openContainer();
+  const out = {};
+  try {
+    g.setContainer(c);
+    c.setIommu('type1v2');
+    for (const b of eps) {
+      const d = g.openDevice(b);
+      try {
+        const hot = d.hotResetInfo();
+        out[b] = { reset: d.info().reset, hot: hot === null ? 'ENODEV' : hot.devices.map((x) => ({ group: x.groupId, bdf: x.bdf })) };
+      } finally {
+        d.close();
+      }
+    }
+  } finally {
+    g.close();
+    c.close();
+  }
+  return out;
+}
+
+/** Reset report: isogroup's derived reset methods against reset_method for every device; for every group that can
+ * be held, VFIO's own answer on each open device (VFIO_DEVICE_GET_INFO's reset flag, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO)
+ * against the computed resetAlone and reset scope, and the groups it names against the group's groupsAffected. */
+checks.reset = async (t) => {
+  const all = sysfs.devices();
+  const kernel = Object.fromEntries(all.map((b) => [b, sysfs.resetMethod(b)]));
+  const dj = await must(t, ['devices', '--json']);
+  if (!dj) return;
+  const dev = Object.fromEntries((dj.json?.devices ?? []).map((d) => [d.bdf, d]));
+  compareMap(t, 'reset_method vs isogroup resetDerived', kernel, Object.fromEntries(all.map((b) => [b, dev[b]?.resetDerived ?? null])));
+  compareMap(t, 'reset_method vs isogroup resetMethods', kernel, Object.fromEntries(all.map((b) => [b, dev[b]?.resetMethods ?? null])));
+  compareMap(t, 'resetSource', Object.fromEntries(all.map((b) => [b, 'kernel'])), Object.fromEntries(all.map((b) => [b, dev[b]?.resetSource ?? null])), {
+    left: 'expected',
+  });
+  const gj = await must(t, ['groups', '--kernel', '--json']);
+  if (!gj) return;
+  const reset = Object.fromEntries((gj.json?.groups ?? []).map((g) => [String(g.id), g.reset]));
+  const groups = resettableGroups();
+  t.note(`groups held in turn: ${groups.map((g) => `${g.id} (${g.eps.join(' ')})`).join(', ')}`);
+  modprobe('vfio-pci', 'vfio_iommu_type1');
+  const vfio = await Vfio.create();
+  const before = driverState(groups.flatMap((g) => [...g.eps, ...g.unbind]));
+  try {
+    for (const g of groups) {
+      for (const b of g.unbind) sysfs.write(`devices/${b}/driver/unbind`, b);
+      for (const b of g.eps) rawBind(b, 'vfio-pci');
+      const mine = probeResets(vfio, g.id, g.eps);
+      if (!t.compare(`group ${g.id}: open, SET_CONTAINER, SET_IOMMU`, 'ok', mine.open, { left: 'expected', label: 'kernel' })) continue;
+      const hot = Object.fromEntries(g.eps.map((b) => [b, mine.devices[b]?.hot]));
+      const scopes = Object.fromEntries(g.eps.map((b) => [b, Array.isArray(hot[b]) ? hot[b].map((x) => x.bdf).sort() : hot[b] === 'ENODEV' ? [] : hot[b]]));
+      compareMap(t, `group ${g.id}: hot-reset devices vs resetScope`, scopes, Object.fromEntries(g.eps.map((b) => [b, dev[b]?.resetScope ?? null])));
+      compareMap(
+        t,
+        `group ${g.id}: VFIO reset flag vs resetAlone != none`,
+        Object.fromEntries(g.eps.map((b) => [b, mine.devices[b]?.reset])),
+        Object.fromEntries(g.eps.map((b) => [b, dev[b] ? dev[b].resetAlone !== 'none' : null])),
+      );
+      const named = [...new Set(Object.values(hot).flatMap((h) => (Array.isArray(h) ? h.map((x) => x.group) : [])))].sort((a, b) => a - b);
+      t.compare(`group ${g.id}: groups in the hot-reset information vs groupsAffected`, named, reset[g.id]?.groupsAffected ?? null);
+      const theirs = await backendResets(g.id, g.eps);
+      compareMap(t, `group ${g.id}: isogroup's VFIO backend reads the same answer`, Object.fromEntries(g.eps.map((b) => [b, mine.devices[b]])), theirs, {
+        left: 'prober',
+        label: 'backend',
+      });
+      for (const b of [...g.eps, ...g.unbind]) rawRelease(b);
+    }
+  } finally {
+    for (const b of Object.keys(before)) if (sysfs.driver(b) !== before[b].driver || sysfs.override(b)) rawRelease(b);
+  }
+  expectRestored(t, 'after the check', before);
 };
 
 /** Infrastructure: bind a group behind a bridge with raw sysfs writes, open /dev/vfio/N with our own

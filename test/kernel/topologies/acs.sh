@@ -51,4 +51,4 @@ TOPO_ARGS=(
 TOPO_GUARD_BUS=ppb1
 TOPO_OTHER_BUS=pcibr1
 TOPO_EMPTY_PORT=rp_hot
-TOPO_CHECKS="devices groups vfio-raw partial assign crash contexts guard hotplug-raw kubelet"
+TOPO_CHECKS="devices groups reset vfio-raw partial assign crash contexts guard hotplug-raw kubelet"

@@ -38,4 +38,4 @@ TOPO_ARGS=(
   -device virtio-net-pci,bus=pcie.0,addr=0xa,mac=52:54:00:20:0a:00
   -device e1000e,bus=pcie.0,addr=0xb,mac=52:54:00:20:0b:00
 )
-TOPO_CHECKS="devices groups assign-switch"
+TOPO_CHECKS="devices groups reset assign-switch"

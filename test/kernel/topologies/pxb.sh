@@ -38,4 +38,4 @@ TOPO_ARGS=(
   -device e1000,bus=nest6,addr=0x1,mac=52:54:00:30:06:11
   -device e1000e,bus=pcie.0,addr=0x7,mac=52:54:00:30:07:00
 )
-TOPO_CHECKS="devices groups assign"
+TOPO_CHECKS="devices groups reset assign"

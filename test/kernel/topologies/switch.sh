@@ -36,4 +36,4 @@ TOPO_ARGS=(
   -device virtio-net-pci,bus=pcie.0,addr=0xa.0,multifunction=on,mac=52:54:00:40:0a:00
   -device virtio-rng-pci,bus=pcie.0,addr=0xa.1
 )
-TOPO_CHECKS="devices groups assign-switch"
+TOPO_CHECKS="devices groups reset assign-switch"
